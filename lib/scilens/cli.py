@@ -1,0 +1,71 @@
+"""``scilens <job> --input PATH --output DIR [--config FILE.yaml] [--set key=value ...] [--strict]``.
+
+The same entry point serves the console script and the ``jobs/<job>.py``
+files given to ``spark-submit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scilens.core.config import ConfigError, describe, load_config
+from scilens.core.job import Job, run_job
+
+__all__ = ["JOBS", "load_job", "main"]
+
+JOBS: dict[str, str] = {
+    "ingest": "scilens.jobs.ingest:IngestJob",
+}
+"""Job name -> ``module:class``; modules are imported only when their job runs."""
+
+
+def load_job(name: str) -> Job:
+    """Instantiate the job registered as ``name``."""
+    module_name, _, class_name = JOBS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def _job_parser(job: Job) -> argparse.ArgumentParser:
+    fields = "\n".join(describe(job.config_class))
+    parser = argparse.ArgumentParser(
+        prog=f"scilens {job.name}",
+        description=job.summary,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"config fields (set in --config YAML or with --set name=value):\n{fields}",
+    )
+    parser.add_argument("--input", required=True, help="input file, directory or glob")
+    parser.add_argument("--output", required=True, help="output directory (replaced atomically on success)")
+    parser.add_argument("--config", help="YAML file of config fields")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set spark.master=local[2] (repeatable)")
+    parser.add_argument("--strict", action="store_true", help="exit non-zero if any record is rejected")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in JOBS:
+        lines = [f"  {name:<20} {load_job(name).summary}" for name in JOBS]
+        print("usage: scilens <job> --input PATH --output DIR [--config FILE.yaml] [--set key=value ...] [--strict]")
+        print("\njobs:\n" + "\n".join(lines))
+        print("\n`scilens <job> --help` lists the job's config fields.")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nscilens: unknown job {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    job = load_job(argv[0])
+    args = _job_parser(job).parse_args(argv[1:])
+    try:
+        config = load_config(job.config_class, args.config, args.set)
+    except ConfigError as exc:
+        print(f"scilens {job.name}: config error: {exc}", file=sys.stderr)
+        return 2
+    return run_job(job, config, [args.input], args.output, strict=args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

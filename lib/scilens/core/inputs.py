@@ -1,0 +1,63 @@
+"""Finding input files on the driver and handing them to executors.
+
+The driver only lists paths; executors open the files (``paths_frame`` puts
+each file in its own partition, so each file is one task).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+__all__ = ["InputError", "list_files", "paths_frame"]
+
+
+class InputError(ValueError):
+    """An input path does not exist or holds no file of the expected kinds."""
+
+
+def _has_suffix(path: str, suffixes: Sequence[str]) -> bool:
+    lower = path.lower()
+    return any(lower.endswith(s) for s in suffixes)
+
+
+def list_files(inputs: str | Sequence[str], suffixes: Sequence[str]) -> list[str]:
+    """Absolute paths of the files with one of ``suffixes`` under ``inputs``.
+
+    Each input may be a file (kept whatever its suffix, so a mislabelled file
+    reaches the reader and is rejected with a reason), a directory (searched
+    recursively) or a glob. Hidden files and directories are skipped.
+    Returns sorted, de-duplicated paths.
+    """
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    found: set[str] = set()
+    for item in inputs:
+        text = item[len("file://"):] if item.startswith("file://") else item
+        if os.path.isfile(text):
+            found.add(os.path.abspath(text))
+            continue
+        if os.path.isdir(text):
+            for root, dirs, files in os.walk(text):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found.update(os.path.abspath(os.path.join(root, f)) for f in files
+                             if not f.startswith(".") and _has_suffix(f, suffixes))
+            continue
+        matches = [m for m in glob.glob(text, recursive=True) if os.path.isfile(m)]
+        if not matches:
+            raise InputError(f"input {item}: no such file or directory")
+        found.update(os.path.abspath(m) for m in matches)
+    if not found:
+        raise InputError(f"input {', '.join(inputs)}: no files ending in {', '.join(suffixes)}")
+    return sorted(found)
+
+
+def paths_frame(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
+    """A DataFrame with a ``path`` column, one file per partition."""
+    rows = [(str(p),) for p in paths]
+    rdd = spark.sparkContext.parallelize(rows, numSlices=max(1, len(rows)))
+    return spark.createDataFrame(rdd, T.StructType([T.StructField("path", T.StringType(), False)]))

@@ -1,0 +1,161 @@
+"""How every scilens job runs: config, session, steps, quarantine, manifest, atomic commit.
+
+A job is a :class:`Job` subclass with a name, a config class (deriving
+:class:`JobConfig`) and a ``run(ctx)`` that reads ``ctx.inputs``, writes into
+``ctx.output`` (a staging directory), reports rejected records with
+``ctx.reject`` and returns how many records succeeded. :func:`run_job` does
+the rest, the same way for every job and for ``scilens <job>`` and
+``spark-submit jobs/<job>.py`` alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pyspark.sql import DataFrame, SparkSession
+
+from scilens.core.config import Config, ConfigError, field
+from scilens.core.inputs import InputError
+from scilens.core.manifest import Manifest, StepRecord
+from scilens.core.output import AtomicOutput
+from scilens.core.session import get_spark
+
+__all__ = ["Job", "JobConfig", "JobContext", "JobFailed", "SparkSection", "run_job"]
+
+log = logging.getLogger("scilens")
+
+REJECTED_DIR = "_rejected"
+REJECTED_TABLE = f"{REJECTED_DIR}/rejected.parquet"  # Spark skips input paths named _*, not their children
+MAX_REJECTED_EXAMPLES = 20
+
+
+@dataclass
+class SparkSection(Config):
+    """Which Spark to run on when not under spark-submit."""
+
+    profile: str = field("local", "Spark profile in conf/spark/ (local, standalone, cluster) or a YAML path.")
+    master: str | None = field(None, "Master URL overriding the profile's, e.g. local[2] or spark://host:7077.")
+    conf: dict[str, str] = field({}, "Extra Spark confs, e.g. {spark.driver.memory: 8g}.")
+
+
+@dataclass
+class JobConfig(Config):
+    """Fields every job has."""
+
+    spark: SparkSection = field(SparkSection(), "Spark session settings.")
+
+
+class JobFailed(RuntimeError):
+    """A job cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class JobContext:
+    """What a running job gets: its session, config, inputs and staging output."""
+
+    job: str
+    spark: SparkSession
+    config: JobConfig
+    inputs: list[str]
+    output: Path
+    manifest: Manifest
+    rejected: list[DataFrame]
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[StepRecord]:
+        """Time a step; set counts on the yielded record; logs one line at the end."""
+        record = StepRecord(name)
+        log.info("%s: %s ...", self.job, name)
+        start = time.perf_counter()
+        yield record
+        record.seconds = round(time.perf_counter() - start, 3)
+        self.manifest.steps.append(record)
+        counts = ", ".join(f"{k}={v}" for k, v in record.counts.items())
+        log.info("%s: %s done in %.1f s%s", self.job, name, record.seconds, f" ({counts})" if counts else "")
+
+    def reject(self, rejected: DataFrame) -> None:
+        """Add records (rows of ``REJECTED_TYPE``) to this run's ``_rejected`` table."""
+        self.rejected.append(rejected)
+
+
+class Job:
+    """Base class of jobs; see the module doc."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_class: ClassVar[type[JobConfig]] = JobConfig
+
+    def run(self, ctx: JobContext) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _setup_logging() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[scilens %(asctime)s] %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _write_rejected(ctx: JobContext) -> int:
+    if not ctx.rejected:
+        return 0
+    frames = ctx.rejected
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    path = ctx.output / REJECTED_TABLE
+    union.coalesce(1).write.mode("overwrite").parquet(str(path))
+    written = ctx.spark.read.parquet(str(path))
+    ctx.manifest.rejected_examples = [r.asDict() for r in written.limit(MAX_REJECTED_EXAMPLES).collect()]
+    count = written.count()
+    if count == 0:
+        shutil.rmtree(ctx.output / REJECTED_DIR)
+    return count
+
+
+def run_job(job: Job, config: JobConfig, inputs: list[str], output: str, strict: bool = False) -> int:
+    """Run ``job`` and return the process exit code.
+
+    0 on success; 1 when nothing succeeded, or with ``strict`` when any record
+    was rejected, or on an error (then no output is left behind).
+    """
+    _setup_logging()
+    spark = get_spark(config.spark.profile, app_name=f"scilens-{job.name}", conf=config.spark.conf,
+                      master=config.spark.master)
+    manifest = Manifest(job=job.name, inputs=inputs, config=config.to_dict(), output=str(output),
+                        spark_master=spark.sparkContext.master, spark_version=spark.version,
+                        application_id=spark.sparkContext.applicationId)
+    started = time.perf_counter()
+    with AtomicOutput(output) as out:
+        ctx = JobContext(job.name, spark, config, inputs, out.staging, manifest, [])
+        try:
+            succeeded = job.run(ctx)
+            with ctx.step("write _rejected") as rec:
+                rejected = rec.counts["rejected"] = _write_rejected(ctx)
+        except (JobFailed, InputError, ConfigError) as exc:  # the user's to fix: say what, no traceback
+            log.error("%s failed: %s", job.name, exc)
+            return 1
+        manifest.counts = {"succeeded": int(succeeded), "rejected": rejected}
+        status = "ok" if succeeded and not rejected else ("partial" if succeeded else "failed")
+        manifest.finish(status)
+        manifest.write(out.staging / "manifest.json")
+        final = out.commit()
+    elapsed = time.perf_counter() - started
+    log.info("%s %s in %.1f s: %d succeeded, %d rejected; outputs in %s", job.name, status, elapsed,
+             succeeded, rejected, final)
+    if rejected:
+        log.warning("%d rejected record(s), reasons in %s/%s; first: %s", rejected, final, REJECTED_TABLE,
+                    manifest.rejected_examples[0]["message"] if manifest.rejected_examples else "")
+    if succeeded == 0 or (strict and rejected):
+        return 1
+    return 0

@@ -1,0 +1,120 @@
+"""Quarantine: bad records leave the pipeline as rows of ``_rejected``, good ones go on.
+
+A Spark step that may fail per record emits, next to its data columns, a
+nullable ``_rejected`` struct (path, record, step, error_type, message). For a
+good row it is null; a failing record yields one row with only ``_rejected``
+set. :func:`split_rejected` then separates the two and, because a reader may
+have emitted some rows of a file before failing on it (a truncated
+``.nii.gz``), drops every data row whose key was rejected: a record is all
+or nothing.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+__all__ = [
+    "REJECTED_COLUMN",
+    "REJECTED_TYPE",
+    "guard_rows",
+    "rejection",
+    "split_rejected",
+    "with_rejected_field",
+]
+
+REJECTED_COLUMN = "_rejected"
+
+REJECTED_TYPE = T.StructType(
+    [
+        T.StructField("path", T.StringType()),
+        T.StructField("record", T.StringType()),
+        T.StructField("step", T.StringType()),
+        T.StructField("error_type", T.StringType()),
+        T.StructField("message", T.StringType()),
+    ]
+)
+"""One rejected record: the file it came from, which record (e.g. a subject or
+``volume 3``), the step that failed, and why."""
+
+
+def rejection(path: str, step: str, error: BaseException | str, record: str = "") -> dict[str, str]:
+    """A ``_rejected`` record for ``path`` failing ``step``.
+
+    The message always names the file, so a reader of ``_rejected`` alone
+    knows what to fix.
+    """
+    if isinstance(error, BaseException):
+        error_type = type(error).__name__
+        message = str(error) or traceback.format_exception_only(type(error), error)[-1].strip()
+    else:
+        error_type, message = "InvalidInput", error
+    if path and path not in message:
+        message = f"{path}: {message}"
+    return {"path": path, "record": record, "step": step, "error_type": error_type, "message": message}
+
+
+def with_rejected_field(schema: T.StructType) -> T.StructType:
+    """``schema`` plus the nullable ``_rejected`` struct; data fields made nullable."""
+    fields = [T.StructField(f.name, f.dataType, nullable=True, metadata=f.metadata) for f in schema.fields]
+    return T.StructType([*fields, T.StructField(REJECTED_COLUMN, REJECTED_TYPE, nullable=True)])
+
+
+def guard_rows(
+    records: pd.DataFrame,
+    produce: Callable[[pd.Series], Iterable[dict[str, Any]]],
+    step: str,
+    columns: Sequence[str],
+    path_column: str = "path",
+    record_column: str | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Run ``produce`` on each input row inside a ``mapInPandas`` function.
+
+    Each produced dict becomes a one-row DataFrame with ``columns`` (plus a
+    null ``_rejected``); an exception turns into one rejection row for that
+    input, and processing moves on to the next input. Yielding row by row
+    keeps a task's memory at one record, whatever the file size.
+    """
+    for _, row in records.iterrows():
+        path = str(row[path_column]) if path_column in row else ""
+        record = str(row[record_column]) if record_column and record_column in row else ""
+        try:
+            for out in produce(row):
+                frame = pd.DataFrame([{c: out.get(c) for c in columns}])
+                frame[REJECTED_COLUMN] = None
+                yield frame
+        except Exception as exc:
+            frame = pd.DataFrame([{c: None for c in columns}])
+            frame[REJECTED_COLUMN] = [rejection(path, step, exc, record)]
+            yield frame
+
+
+def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path") -> tuple[DataFrame, DataFrame]:
+    """Split a step's output into (good rows, rejected records).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Output of a guarded step: data columns plus ``_rejected``.
+    on : str or mapping
+        Which data column identifies a record, and which ``_rejected`` field
+        holds it: a name present in both (default ``"path"``), or a mapping
+        such as ``{"subject": "record"}``. Good rows whose key was rejected
+        are dropped.
+
+    The input is persisted so the step runs once for both outputs.
+    """
+    pairs = {on: on} if isinstance(on, str) else dict(on)
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    rejected = df.where(F.col(REJECTED_COLUMN).isNotNull()).select(f"{REJECTED_COLUMN}.*")
+    good = df.where(F.col(REJECTED_COLUMN).isNull()).drop(REJECTED_COLUMN)
+    bad_keys = rejected.select(*[F.col(r).alias(d) for d, r in pairs.items()]).distinct()
+    good = good.join(F.broadcast(bad_keys), on=list(pairs), how="left_anti")
+    return good, rejected

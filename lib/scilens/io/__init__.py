@@ -1,0 +1,1 @@
+"""Readers (run on executors) and writers for NIfTI, FITS and tables."""

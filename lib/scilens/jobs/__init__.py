@@ -1,0 +1,1 @@
+"""Job definitions; ``scilens.cli.JOBS`` maps names to them."""

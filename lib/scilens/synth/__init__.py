@@ -1,0 +1,1 @@
+"""Generators of realistic data with known truth, for tests, demos and benchmarks."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: one real local SparkSession per test session, and small real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A real local[2] SparkSession shared by every test (startup costs ~10 s)."""
+    from scilens.core.session import get_spark
+
+    session = get_spark("local", app_name="scilens-tests", master="local[2]",
+                        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
+                              "spark.ui.showConsoleProgress": "false"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def small_64d() -> tuple[Path, Path, Path]:
+    """dipy's real small_64D dataset: (nifti, bval, bvec)."""
+    from dipy.data import get_fnames
+
+    return tuple(Path(p) for p in get_fnames(name="small_64D"))
