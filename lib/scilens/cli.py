@@ -8,24 +8,34 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
+import scilens.jobs
 from scilens.core.config import ConfigError, describe, load_config
 from scilens.core.job import Job, run_job
 
 __all__ = ["JOBS", "load_job", "main"]
 
-JOBS: dict[str, str] = {
-    "ingest": "scilens.jobs.ingest:IngestJob",
-}
-"""Job name -> ``module:class``; modules are imported only when their job runs."""
+
+def _discover_jobs() -> dict[str, str]:
+    """Job name -> module: every module ``scilens.jobs.<name>`` is the job ``<name>`` (``_`` read as ``-``)."""
+    return {info.name.replace("_", "-"): f"scilens.jobs.{info.name}"
+            for info in pkgutil.iter_modules(scilens.jobs.__path__) if not info.name.startswith("_")}
+
+
+JOBS: dict[str, str] = _discover_jobs()
+"""Job name -> module defining ``JOB`` (a :class:`Job` subclass). Job modules keep
+heavy imports (TensorFlow, ...) inside functions so listing jobs stays fast."""
 
 
 def load_job(name: str) -> Job:
     """Instantiate the job registered as ``name``."""
-    module_name, _, class_name = JOBS[name].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    job = importlib.import_module(JOBS[name]).JOB()
+    if job.name != name:
+        raise RuntimeError(f"{JOBS[name]}.JOB is named {job.name!r}, expected {name!r}")
+    return job
 
 
 def _job_parser(job: Job) -> argparse.ArgumentParser:

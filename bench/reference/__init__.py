@@ -1,0 +1,1 @@
+"""Single-process reference implementations the pipelines are checked and timed against."""
