@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -56,8 +56,19 @@ def list_files(inputs: str | Sequence[str], suffixes: Sequence[str]) -> list[str
     return sorted(found)
 
 
-def paths_frame(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
-    """A DataFrame with a ``path`` column, one file per partition."""
-    rows = [(str(p),) for p in paths]
+def paths_frame(spark: SparkSession, paths: Sequence[str | Path],
+                columns: Mapping[str, Sequence[str | None]] | None = None) -> DataFrame:
+    """A DataFrame with a ``path`` column, one file per partition.
+
+    ``columns`` adds string columns aligned with ``paths`` (e.g. the subject
+    and gradient files of a subject manifest); ``None`` values become nulls.
+    """
+    extra = dict(columns or {})
+    for name, values in extra.items():
+        if len(values) != len(paths):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(paths)} paths")
+    rows = [(str(p), *(None if v[i] is None else str(v[i]) for v in extra.values())) for i, p in enumerate(paths)]
+    schema = T.StructType([T.StructField("path", T.StringType(), False),
+                           *(T.StructField(name, T.StringType(), True) for name in extra)])
     rdd = spark.sparkContext.parallelize(rows, numSlices=max(1, len(rows)))
-    return spark.createDataFrame(rdd, T.StructType([T.StructField("path", T.StringType(), False)]))
+    return spark.createDataFrame(rdd, schema)

@@ -17,17 +17,18 @@ confs given there win: only defaults that are not set are added.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import yaml
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
-__all__ = ["THREAD_ENV", "arrow_batch_rows", "conf_dirs", "get_spark", "set_arrow_batch_bytes"]
+__all__ = ["THREAD_ENV", "arrow_batch_bytes", "arrow_batch_rows", "conf_dirs", "get_spark", "set_arrow_batch_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +155,43 @@ def set_arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int
     rows = min(current, arrow_batch_rows(row_bytes, budget_bytes))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
     return rows
+
+
+@contextlib.contextmanager
+def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = ARROW_BATCH_BUDGET) -> Iterator[int]:
+    """:func:`set_arrow_batch_bytes` for the actions run inside the block, then the previous value again.
+
+    Spark reads ``maxRecordsPerBatch`` when an action executes, so a job whose
+    stages carry rows of very different sizes (whole volumes, then small
+    blocks) sizes each stage's batches without leaving a tiny value behind
+    for the rest of the session.
+    """
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key, None)
+    try:
+        yield set_arrow_batch_bytes(spark, row_bytes, budget_bytes)
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+@contextlib.contextmanager
+def arrow_records_per_batch(spark: SparkSession, rows: int) -> Iterator[int]:
+    """Use ``rows`` records per Arrow batch for the actions run inside the block, then restore the old value.
+
+    For steps whose rows are small, e.g. batch inference on 28x28 images,
+    where the session default (sized for whole volumes) would hand a model
+    a few images per call. Size ``rows`` with :func:`arrow_batch_rows`.
+    """
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(max(1, int(rows))))
+    try:
+        yield max(1, int(rows))
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)

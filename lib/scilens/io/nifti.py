@@ -12,7 +12,8 @@ dtype when the header has no scaling, the scaled values when it has.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import csv
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +25,29 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from scilens.core import tensor
-from scilens.core.inputs import paths_frame
+from scilens.core.inputs import InputError, paths_frame
 from scilens.core.quarantine import guard_rows, split_rejected, with_rejected_field
 
 __all__ = [
+    "MANIFEST_COLUMNS",
     "NIFTI_SUFFIXES",
     "VOLUME_SCHEMA",
     "find_gradient_files",
     "gradient_arrays",
     "iter_volumes",
     "read_gradients",
+    "read_subject_manifest",
     "read_volumes",
     "subject_name",
     "volume_rows",
     "write_nifti",
+    "write_nifti_volumes",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+MANIFEST_COLUMNS = ("subject", "nifti", "bval", "bvec")
+"""Columns of a subject manifest CSV: one subject per line, its 4-D image and FSL gradient files."""
 
 VOLUME_SCHEMA = T.StructType(
     [
@@ -172,6 +179,8 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame,
         File paths, or a DataFrame with a ``path`` column and optionally
         ``subject``, ``bval_path`` and ``bvec_path`` (a subject manifest).
         Gradient files default to the FSL side files next to each image.
+        A rejection names the subject as its ``record`` when there is a
+        ``subject`` column.
     step : str
         Step name recorded for rejected files.
 
@@ -194,10 +203,54 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame,
 
     def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            yield from guard_rows(batch, produce, step, columns)
+            yield from guard_rows(batch, produce, step, columns, record_column="subject")
 
     out = paths.mapInPandas(read, with_rejected_field(VOLUME_SCHEMA))
     return split_rejected(out, on="path")
+
+
+def read_subject_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Read a subject manifest CSV (:data:`MANIFEST_COLUMNS`, header line first).
+
+    Relative file paths are taken relative to the manifest's directory. Returns
+    one dict per subject with ``subject``, ``path``, ``bval_path`` and
+    ``bvec_path`` (absolute), in file order; whether the files exist and are
+    readable is left to the reader, which rejects the subject if not.
+
+    Raises
+    ------
+    InputError
+        The file is not such a CSV: a column is missing, a line is incomplete,
+        or a subject appears twice.
+    """
+    path = Path(path)
+    base = path.parent.absolute()
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise InputError(f"{path}: subject manifest lacks column(s) {', '.join(missing)}; "
+                                 f"expected a header line {','.join(MANIFEST_COLUMNS)}")
+            lines = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read subject manifest ({exc})") from None
+    subjects: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=2):
+        empty = [c for c in MANIFEST_COLUMNS if not line.get(c)]
+        if empty:
+            raise InputError(f"{path} line {number}: empty {', '.join(empty)}")
+        if line["subject"] in seen:
+            raise InputError(f"{path} line {number}: subject {line['subject']!r} appears twice")
+        seen.add(line["subject"])
+        subjects.append({"subject": line["subject"],
+                         **{key: str(base / line[col]) for key, col in
+                            (("path", "nifti"), ("bval_path", "bval"), ("bvec_path", "bvec"))}})
+    if not subjects:
+        raise InputError(f"{path}: subject manifest lists no subjects")
+    return subjects
 
 
 def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
@@ -208,4 +261,53 @@ def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
     img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64), header=header)
     img.header.set_data_dtype(np.asarray(data).dtype)
     nib.save(img, str(path))
+    return path
+
+
+def write_nifti_volumes(path: str | Path, volumes: Iterable[np.ndarray], shape: Sequence[int],
+                        dtype: np.dtype | str, affine: np.ndarray) -> Path:
+    """Write a 4-D NIfTI-1 image volume by volume (gzipped if ``path`` ends in ``.gz``).
+
+    Memory is one volume whatever the image size: NIfTI stores the last axis
+    slowest, so the file is the header followed by each volume's bytes in
+    Fortran order. The header is the one :func:`write_nifti` would write.
+
+    Parameters
+    ----------
+    path : str or Path
+    volumes : iterable of ndarray
+        The ``shape[3]`` volumes in order, each of shape ``shape[:3]``.
+    shape : sequence of int
+        The 4-D shape.
+    dtype : dtype
+        On-disk data type; volumes are cast to it.
+    affine : ndarray
+        4x4 voxel-to-world matrix.
+    """
+    path = Path(path)
+    shape = tuple(int(n) for n in shape)
+    dtype = np.dtype(dtype)
+    if len(shape) != 4:
+        raise ValueError(f"{path}: write_nifti_volumes needs a 4-D shape, got {shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = nib.Nifti1Image(np.zeros((1, 1, 1), dtype=dtype), np.asarray(affine, dtype=np.float64)).header
+    header.set_data_dtype(dtype)
+    header.set_data_shape(shape)
+    header.set_slope_inter(None, None)
+    header.set_data_offset(352)  # single-file NIfTI-1: 348-byte header + 4-byte extension flag
+    written = 0
+    with nib.openers.ImageOpener(str(path), "wb") as fileobj:
+        header.write_to(fileobj)
+        fileobj.write(b"\0" * (header.get_data_offset() - fileobj.tell()))
+        for volume in volumes:
+            volume = np.asarray(volume)
+            if volume.shape != shape[:3]:
+                raise ValueError(f"{path}: volume {written} has shape {volume.shape}, expected {shape[:3]}")
+            if written == shape[3]:
+                raise ValueError(f"{path}: more than the {shape[3]} volumes of shape {shape}")
+            fileobj.write(volume.astype(dtype, copy=False).tobytes(order="F"))
+            written += 1
+    if written != shape[3]:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"{path}: got {written} volumes for shape {shape}")
     return path
