@@ -1,0 +1,139 @@
+"""The pure kernels: per-volume and per-block pieces give exactly what dipy's whole-subject calls give."""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+from dipy.core.gradients import gradient_table
+from dipy.data import get_fnames
+from dipy.denoise.nlmeans import nlmeans
+from dipy.denoise.noise_estimate import estimate_sigma
+from dipy.io.gradients import read_bvals_bvecs
+from dipy.reconst.dti import TensorModel
+from dipy.segment.mask import median_otsu
+from dipy.sims.voxel import single_tensor
+
+from scilens.neuro.denoise import DenoiseConfig, DenoiseTask, estimate_volume_sigma
+from scilens.neuro.dti import TensorFitConfig, TensorFitTask
+from scilens.neuro.gradients import b0_volumes, make_gradient_table
+from scilens.neuro.segment import B0Sum, SegmentTask
+from scilens.synth import dmri
+
+
+@pytest.fixture(scope="module")
+def subject():
+    """small_64D with the reference's gradient table and mask."""
+    image, bval, bvec = get_fnames(name="small_64D")
+    data = np.asanyarray(nib.load(str(image)).dataobj)
+    bvals, bvecs = read_bvals_bvecs(str(bval), str(bvec))
+    gtab = gradient_table(bvals, bvecs=bvecs, b0_threshold=10)
+    mean_b0 = np.mean(data[..., gtab.b0s_mask], -1)
+    _, mask = median_otsu(mean_b0, median_radius=4, numpass=2, dilate=1)
+    return data, gtab, mean_b0, mask
+
+
+@pytest.mark.parametrize("method", ["blockwise", "classic"])
+def test_volume_by_volume_denoising_equals_the_4d_call(subject, method):
+    data, _, _, mask = subject
+    sigma = estimate_sigma(data)
+    whole = nlmeans(data, sigma=sigma, mask=mask, num_threads=1, method=method)
+    task = DenoiseTask(DenoiseConfig(method=method))
+    for v in range(data.shape[-1]):
+        assert estimate_volume_sigma(data[..., v]) == sigma[v]
+        out = task.run(data[..., v], mask)
+        assert out.data.dtype == data.dtype
+        assert np.array_equal(out.data, whole[..., v]), f"volume {v}"
+
+
+def test_block_fits_equal_the_whole_masked_fit(subject):
+    data, gtab, _, mask = subject
+    whole = TensorModel(gtab).fit(data, mask=mask)
+    voxels = np.argwhere(mask)
+    order = np.random.default_rng(0).permutation(len(voxels))
+    task = TensorFitTask(TensorFitConfig())
+    for part in np.array_split(order, 7):  # arbitrary voxel sets, like blocks
+        ijk = tuple(voxels[part].T)
+        fit = task.run(data[ijk], gtab)
+        assert np.array_equal(fit.fa, whole.fa[ijk])
+        assert np.array_equal(fit.md, whole.md[ijk])
+        assert np.array_equal(fit.evals, whole.evals[ijk])
+    assert np.all(whole.fa[~mask] == 0) and np.all(whole.md[~mask] == 0)  # what the pipeline writes outside
+
+
+def test_segmentation_equals_the_reference_call(subject):
+    _, _, mean_b0, mask = subject
+    assert np.array_equal(SegmentTask().run(mean_b0), mask)
+    assert mask.dtype == bool and 0 < mask.sum() < mask.size
+
+
+def test_b0_sums_merged_in_any_order_equal_numpy_mean():
+    rng = np.random.default_rng(1)
+    volumes = rng.integers(0, 4000, size=(6, 5, 4, 7)).astype(np.int16)
+    for split in ([7], [3, 4], [1, 1, 5]):
+        parts, start = [], 0
+        for n in split:
+            part = B0Sum()
+            for v in range(start, start + n):
+                part.add(volumes[..., v])
+            parts.append(part)
+            start += n
+        total = B0Sum()
+        for part in reversed(parts):
+            total.merge(part)
+        mean = total.mean()
+        # Integer values add exactly in float64, so every split gives numpy's bits.
+        assert mean.dtype == np.float64 and np.array_equal(mean, np.mean(volumes, -1))
+    floats = volumes.astype(np.float32) / 7
+    acc = B0Sum()
+    for v in range(7):
+        acc.add(floats[..., v])
+    assert acc.mean().dtype == np.float32
+    np.testing.assert_allclose(acc.mean(), np.mean(floats, -1), rtol=2 * np.finfo(np.float32).eps)
+    with pytest.raises(ValueError, match="no b0 volume"):
+        B0Sum().mean()
+
+
+def test_gradient_tables_are_checked():
+    _, bval, bvec = get_fnames(name="small_101D")
+    bvals, bvecs = read_bvals_bvecs(str(bval), str(bvec))
+    with pytest.raises(ValueError, match=re.escape("no b0 volume: no b-value is <= b0_threshold=10 "
+                                                   "(the smallest is 15)")):
+        make_gradient_table(bvals, bvecs, 10)
+    assert make_gradient_table(bvals, bvecs, 50).b0s_mask.sum() == 1
+    assert b0_volumes(np.array([0, 10, 10.5, np.nan]), 10).tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match=r"no b-value for volume\(s\) 2"):
+        make_gradient_table(np.array([0, 1000, np.nan]), np.eye(3), 10)
+    with pytest.raises(ValueError, match="invalid gradient table: The vectors in bvecs should be unit"):
+        make_gradient_table(np.array([0, 1000, 1000]), np.array([[0, 0, 0], [2, 0, 0], [0, 1, 0.0]]), 10)
+
+
+def test_phantom_signals_truth_and_noise(tmp_path):
+    shape = (24, 22, 16)
+    labels = dmri.tissue_labels(shape)
+    assert set(np.unique(labels)) == set(dmri.TISSUES)  # every tissue is on the grid
+    bvals, bvecs = dmri.acquisition("single_shell")
+    assert len(bvals) == 65 and (bvals <= 10).sum() == 1
+    assert len(dmri.acquisition("multi_shell")[0]) == 193
+    clean = dmri.tissue_signals(bvals, bvecs, s0=1000)
+    gtab = gradient_table(bvals, bvecs=bvecs, b0_threshold=10)
+    for label in dmri.WHITE_MATTER:  # each bundle's signal is dipy's for a tensor along its direction
+        fit = TensorModel(gtab).fit(clean[label])
+        assert fit.fa == pytest.approx(dmri.TISSUES[label].fa, abs=1e-6)
+        assert abs(fit.evecs[:, 0] @ np.asarray(dmri.TISSUES[label].direction)) == pytest.approx(1, abs=1e-6)
+    assert np.allclose(clean[2], single_tensor(gtab, S0=1200, evals=np.array([0.8e-3] * 3)))
+
+    files = dmri.write_phantom(tmp_path, shape=shape, snr=20, s0=1000, seed=4, dtype="float32")
+    data = np.asanyarray(nib.load(str(files.nifti)).dataobj)
+    assert data.shape == (*shape, 65) and data.dtype == np.float32
+    assert np.array_equal(np.asanyarray(nib.load(str(files.fa)).dataobj), dmri.true_maps(labels)["fa"])
+    # Background is pure Rician noise of a zero signal: Rayleigh with scale sigma = s0 / snr = 50,
+    # mean sigma*sqrt(pi/2), variance (4 - pi)/2 sigma². Five standard errors of the sample mean.
+    background = data[labels == 0].astype(np.float64)
+    sigma = dmri.noise_sigma(1000, 20)
+    stderr = np.sqrt((4 - np.pi) / 2) * sigma / np.sqrt(background.size)
+    assert abs(background.mean() - sigma * np.sqrt(np.pi / 2)) < 5 * stderr
+    again = dmri.write_phantom(tmp_path / "again", shape=shape, snr=20, s0=1000, seed=4, dtype="float32")
+    assert np.array_equal(np.asanyarray(nib.load(str(again.nifti)).dataobj), data)  # seeded per volume
