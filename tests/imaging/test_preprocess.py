@@ -1,0 +1,115 @@
+"""OCT motion correction and exclusion, CFP normalisation and cropping, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from scilens.synth import retina
+from scilens.vision import retina_preprocess as rp
+
+
+def test_exclusion_rule_catches_exactly_the_misaligned_volumes():
+    config = rp.AlignmentConfig()
+    caught = {}
+    for i, kind in enumerate(["", "jump", "blink"] * 6):
+        volume = retina.oct_volume(("left", "right")[i % 2], 0.3, np.random.default_rng(i), 8, 64, 80, kind)
+        alignment = rp.register_scans(volume, config)
+        caught.setdefault(kind, []).append(not alignment.ok)
+        if kind == "jump":
+            assert "axial shift" in alignment.reason
+        if kind == "blink":
+            assert "correlate at" in alignment.reason
+    assert caught == {"": [False] * 6, "jump": [True] * 6, "blink": [True] * 6}
+
+
+def test_registration_recovers_and_undoes_known_shifts():
+    volume = retina.oct_volume("left", 0.0, np.random.default_rng(11), 6, 128, 160)
+    # Move scans axially by known amounts (within the correctable range) on top of the generator's own motion.
+    injected = np.array([0, 6, -4, 10, 2, -8])
+    moved = np.stack([np.roll(scan, dy, axis=0) for scan, dy in zip(volume, injected)])
+    before = rp.register_scans(volume, rp.AlignmentConfig())
+    after = rp.register_scans(moved, rp.AlignmentConfig())
+    assert before.ok and after.ok
+    # Registration measures the injected steps on top of the natural ones, to the pixel.
+    assert np.abs((before.steps[:, 0] - after.steps[:, 0]) - np.diff(injected)).max() <= 1
+    # The correcting shifts undo the injected ones (relative to the central scan, which stays put).
+    correction = after.shifts[:, 0] - before.shifts[:, 0]
+    assert np.abs(correction + (injected - injected[3])).max() <= 1
+    # And the aligned scans put the retina where the aligned original has it (smoothed: speckle moves with
+    # every pixel of error, the retina does not).
+    a = ndimage.gaussian_filter(rp.align_volume(moved, after).astype(float), (0, 2, 2))
+    b = ndimage.gaussian_filter(np.roll(rp.align_volume(volume, before), injected[3], axis=1).astype(float),
+                                (0, 2, 2))
+    inner = np.s_[:, 24:-24, 8:-8]
+    unaligned = ndimage.gaussian_filter(moved.astype(float), (0, 2, 2)) - ndimage.gaussian_filter(
+        np.roll(volume, injected[3], axis=1).astype(float), (0, 2, 2))
+    assert np.abs(a - b)[inner].mean() < 0.3 * np.abs(unaligned)[inner].mean()
+
+
+def test_oct_step_flips_crops_resizes_and_rejects_what_it_cannot_align():
+    step = rp.OctPreprocessStep(rp.OctPreprocessConfig(image_size=32))
+    left = retina.oct_volume("left", 0.0, np.random.default_rng(5), 4, 64, 80)
+    scans, alignment = step.run(left, "left")
+    assert scans.shape == (4, 32, 32) and scans.dtype == np.uint8 and alignment.ok
+    # The RNFL thickens towards the optic nerve, so the retinal surface rises on the nasal side: on the
+    # left of a left eye's scans, on the right of a right eye's, and on the left of both once right eyes
+    # are flipped.
+    def nasal_rise(scans: np.ndarray) -> float:
+        smooth = ndimage.gaussian_filter(scans.astype(float), (0, 1, 1))
+        ilm = np.argmax(smooth > 0.5 * np.percentile(smooth, 99), axis=1)  # (scan, column)
+        return float(ilm[:, 16:].mean() - ilm[:, :16].mean())  # > 0: surface higher on the left
+
+    unflipped = rp.OctPreprocessStep(rp.OctPreprocessConfig(image_size=32, flip_eye="none"))
+    for seed in range(3):
+        left = retina.oct_volume("left", 0.0, np.random.default_rng(seed), 4, 64, 80)
+        right = retina.oct_volume("right", 0.0, np.random.default_rng(seed), 4, 64, 80)
+        assert nasal_rise(step.run(left, "left")[0]) > 0
+        assert nasal_rise(step.run(right, "right")[0]) > 0
+        assert nasal_rise(unflipped.run(right, "right")[0]) < 0
+    with pytest.raises(rp.OctAlignmentError, match="cannot be aligned by translation"):
+        step.run(retina.oct_volume("left", 0.0, np.random.default_rng(5), 8, 64, 80, "blink"), "left")
+
+
+def test_fundus_step_crops_around_the_disc_on_one_side_for_both_eyes():
+    step = rp.FundusPreprocessStep(rp.FundusPreprocessConfig(image_size=48, crop_fraction=0.4))
+    for eye in ("left", "right"):
+        photo, row, col = retina.fundus_photo(eye, 0.6, np.random.default_rng(2), 160)
+        crop, disc = step.run(photo, eye)
+        assert crop.shape == (48, 48, 3) and crop.dtype == np.uint8
+        # The paper flips left photos: every disc ends up on the right of the photo, found where it was drawn.
+        assert disc[1] > 80
+        expected_col = col if eye == "right" else 159 - col
+        assert np.hypot(disc[0] - row, disc[1] - expected_col) < 0.5 * 0.065 * 160
+        # The crop is centred on the disc: its brightest region is the middle of the crop.
+        lum = crop.astype(float).mean(axis=2)
+        centre = np.array(np.unravel_index(np.argmax(lum), lum.shape))
+        assert np.hypot(*(centre - 24)) < 8
+
+
+def test_local_average_subtraction_removes_slow_lighting():
+    photo, _, _ = retina.fundus_photo("left", 0.4, np.random.default_rng(3), 128)
+    ramp = np.linspace(0.6, 1.2, 128)[None, :, None]  # a lighting gradient across the photo
+    lit = np.clip(photo * ramp, 0, 255).astype(np.uint8)
+    a, b = rp.subtract_local_average(photo), rp.subtract_local_average(lit)
+    inner = np.s_[24:-24, 24:-24]
+    # The gradient changes the photo by up to 40 % but the normalised images by a few grey levels only
+    # (vessels and disc keep their contrast scaled by the local brightness).
+    assert np.abs(lit.astype(float) - photo)[inner].mean() > 15
+    assert np.abs(a.astype(float) - b)[inner].mean() < 6
+
+
+def test_augmentation_is_identity_when_switched_off_and_keeps_the_image_otherwise():
+    image = retina.oct_volume("left", 0.0, np.random.default_rng(1), 1, 48, 48)[0].astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    assert rp.augment(image, rng, rp.AugmentConfig(enabled=False)) is image
+    still = rp.AugmentConfig(rotation_deg=0, scale=0, shift=0, elastic_alpha=0, gain=0, bias=0, gamma=0)
+    assert np.allclose(rp.augment(image, rng, still), image, atol=1e-6)
+    out = rp.augment(image, np.random.default_rng(1), rp.AugmentConfig())
+    assert out.shape == image.shape and out.dtype == image.dtype and 0 <= out.min() and out.max() <= 1
+    assert not np.allclose(out, image)
+    # Small transforms: the augmented scan still correlates with the original.
+    assert np.corrcoef(out.ravel(), image.ravel())[0, 1] > 0.5
+    again = rp.augment(image, np.random.default_rng(1), rp.AugmentConfig())
+    assert np.array_equal(out, again)
