@@ -34,6 +34,7 @@ __all__ = [
     "FitsLayout",
     "header_from_text",
     "image_id",
+    "read_header",
     "read_image",
     "read_images",
     "wcs_from_text",
@@ -86,15 +87,59 @@ def _hdu_key(key: str) -> int | str:
     return int(key) if str(key).lstrip("-").isdigit() else str(key)
 
 
-def _plane(hdul: fits.HDUList, key: str, plane: str, path: str) -> fits.ImageHDU:
+def _hdu(hdul: fits.HDUList, key: str, plane: str, path: str) -> fits.ImageHDU:
     try:
-        hdu = hdul[_hdu_key(key)]
+        return hdul[_hdu_key(key)]
     except (KeyError, IndexError):
         names = [h.name or str(i) for i, h in enumerate(hdul)]
         raise ValueError(f"{path}: no HDU {key!r} for the {plane} plane (HDUs: {', '.join(names)})") from None
+
+
+def _plane(hdul: fits.HDUList, key: str, plane: str, path: str) -> fits.ImageHDU:
+    hdu = _hdu(hdul, key, plane, path)
     if hdu.data is None or np.ndim(hdu.data) != 2:
         raise ValueError(f"{path}: HDU {key!r} ({plane}) holds no 2-D image")
     return hdu
+
+
+def _open(path: str) -> fits.HDUList:
+    try:
+        return fits.open(path, memmap=False)
+    except Exception as exc:  # astropy raises OSError, TypeError, ... on garbage
+        raise ValueError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
+
+
+def _wcs_text(header: fits.Header) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header)
+    return wcs.to_header(relax=True).tostring(sep="\n") if wcs.has_celestial else ""
+
+
+def read_header(path: str | Path, layout: FitsLayout | None = None) -> dict[str, Any]:
+    """What :func:`read_image` would return about an image, without reading its pixels.
+
+    Checks that every plane of ``layout`` is a 2-D image of one shape (from
+    the headers) and returns ``image_id``, ``path``, ``shape`` (ny, nx),
+    ``wcs_header`` and ``header``: a cheap first pass over many files.
+    """
+    layout = layout or FitsLayout()
+    path = str(path)
+    with _open(path) as hdul:
+        shapes = {}
+        for plane, key in (("flux", layout.flux), ("variance", layout.variance), ("mask", layout.mask)):
+            if key is None:
+                continue
+            header = _hdu(hdul, key, plane, path).header
+            if header.get("NAXIS") != 2:
+                raise ValueError(f"{path}: HDU {key!r} ({plane}) holds no 2-D image")
+            shapes[plane] = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        for plane, shape in shapes.items():
+            if shape != shapes["flux"]:
+                raise ValueError(f"{path}: {plane} plane has shape {shape}, flux has {shapes['flux']}")
+        header = _hdu(hdul, layout.flux, "flux", path).header
+        return {"image_id": image_id(path), "path": path, "shape": shapes["flux"],
+                "wcs_header": _wcs_text(header), "header": header.tostring(sep="\n")}
 
 
 def header_from_text(text: str) -> fits.Header:
@@ -119,11 +164,7 @@ def read_image(path: str | Path, layout: FitsLayout | None = None) -> dict[str, 
     """
     layout = layout or FitsLayout()
     path = str(path)
-    try:
-        hdul = fits.open(path, memmap=False)
-    except Exception as exc:  # astropy raises OSError, TypeError, ... on garbage
-        raise ValueError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
-    with hdul:
+    with _open(path) as hdul:
         flux_hdu = _plane(hdul, layout.flux, "flux", path)
         flux = np.asarray(flux_hdu.data)
         variance = np.asarray(_plane(hdul, layout.variance, "variance", path).data, dtype=np.float64 if
@@ -135,13 +176,9 @@ def read_image(path: str | Path, layout: FitsLayout | None = None) -> dict[str, 
             if plane is not None and plane.shape != flux.shape:
                 raise ValueError(f"{path}: {name} plane has shape {plane.shape}, flux has {flux.shape}")
         header = flux_hdu.header
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header)
-        wcs_text = wcs.to_header(relax=True).tostring(sep="\n") if wcs.has_celestial else ""
         return {
             "image_id": image_id(path), "path": path, "flux": flux, "variance": variance, "mask": mask,
-            "wcs_header": wcs_text, "header": header.tostring(sep="\n"),
+            "wcs_header": _wcs_text(header), "header": header.tostring(sep="\n"),
         }
 
 
