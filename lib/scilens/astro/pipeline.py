@@ -1,0 +1,172 @@
+"""The astronomy pipeline per record: what the Spark job and the single-process reference both run.
+
+Each function takes one record -- a file, an image, the warps of one patch,
+one co-add -- and returns plain Python/numpy objects, so orchestration
+(Spark stages, a loop, Dask tasks) is the only difference between
+implementations, and their outputs agree to the bit.
+
+Outputs, shared by every implementation:
+
+* ``coadds/<tract>_<patch>.fits`` -- HDU 1 IMAGE, 2 MASK, 3 VARIANCE, 4 COUNT, with the patch WCS;
+* ``catalog.parquet`` and ``catalog.fits`` -- :data:`CATALOG_COLUMNS`, sorted by ``id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scilens.astro import coadd as coadd_step
+from scilens.astro import detect as detect_step
+from scilens.astro import preprocess as preprocess_step
+from scilens.astro import warp as warp_step
+from scilens.astro.skymap import SkyMap, SkyMapConfig, footprint
+from scilens.core.config import Config, field
+from scilens.core.job import JobConfig
+from scilens.io import fits as fits_io
+
+__all__ = [
+    "CATALOG_COLUMNS",
+    "AstroConfig",
+    "ImageInfo",
+    "ReportConfig",
+    "build_skymap",
+    "coadd_patch",
+    "coadd_path",
+    "detect_patch",
+    "prepare",
+    "scan",
+    "warp_image",
+    "write_catalog",
+    "write_coadd",
+]
+
+CATALOG_COLUMNS = ["id", "tract", "patch", "ra", "dec", "x", "y", "flux", "flux_err", "snr", "npix", "flags"]
+"""Catalog columns: ``id`` (unique in the tract), ``x``, ``y`` in the patch's co-add pixels,
+``flux`` and ``flux_err`` in input image units (Kron aperture), ``snr = flux/flux_err``,
+``npix`` (footprint area), ``flags`` (co-add mask bits in the footprint)."""
+
+LABELS_PER_PATCH = 1_000_000
+
+
+@dataclass
+class ReportConfig(Config):
+    """The run's report: PNGs and an HTML page."""
+
+    enabled: bool = field(True, "Write report/ (co-add PNG with detections, completeness plot, index.html).")
+    truth: str | None = field(None, "Truth catalog (Parquet: ra, dec, flux, mag, type) to mark and score against.")
+    match_radius_arcsec: float = field(1.0, "Match radius between detections and truth, arcsec.", min=0.0)
+
+
+@dataclass
+class AstroConfig(JobConfig):
+    """Config of ``scilens astro``: one section per step."""
+
+    fits: fits_io.FitsLayout = field(fits_io.FitsLayout(), "HDU layout of the input images.")
+    preprocess: preprocess_step.PreprocessConfig = field(preprocess_step.PreprocessConfig(),
+                                                         "Step 1: background subtraction and weights.")
+    skymap: SkyMapConfig = field(SkyMapConfig(), "Step 2: the tract and its patches.")
+    warp: warp_step.WarpConfig = field(warp_step.WarpConfig(), "Step 2: resampling onto patches.")
+    coadd: coadd_step.CoaddConfig = field(coadd_step.CoaddConfig(), "Step 3: clipped co-addition.")
+    detect: detect_step.DetectConfig = field(detect_step.DetectConfig(), "Step 4: source detection.")
+    report: ReportConfig = field(ReportConfig(), "Plots and HTML report.")
+
+
+@dataclass
+class ImageInfo:
+    """What the header of an input image says: enough to place it on the sky map."""
+
+    image_id: str
+    path: str
+    shape: tuple[int, int]
+    wcs_header: str
+    footprint_ra: np.ndarray
+    footprint_dec: np.ndarray
+
+
+def scan(path: str, layout: fits_io.FitsLayout) -> ImageInfo:
+    """Read an image's headers (not its pixels): planes present, WCS, footprint on the sky."""
+    head = fits_io.read_header(path, layout)
+    if not head["wcs_header"]:
+        raise ValueError(f"{path}: no celestial WCS in the image header; cannot place it on the sky")
+    ra, dec = footprint(fits_io.wcs_from_text(head["wcs_header"]), head["shape"])
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+        raise ValueError(f"{path}: the WCS does not map the image corners to the sky")
+    return ImageInfo(head["image_id"], path, tuple(head["shape"]), head["wcs_header"], ra, dec)
+
+
+def build_skymap(infos: Iterable[ImageInfo], config: SkyMapConfig) -> tuple[SkyMap, list[ImageInfo], list[ImageInfo]]:
+    """The sky map for these images, and the images (inside it, outside it)."""
+    infos = sorted(infos, key=lambda i: i.path)  # float sums in a fixed order: every run builds the same tract
+    skymap = SkyMap.from_config(config, {i.path: (i.footprint_ra, i.footprint_dec) for i in infos})
+    inside, outside = [], []
+    for info in infos:
+        (inside if skymap.overlaps(info.footprint_ra, info.footprint_dec) else outside).append(info)
+    return skymap, inside, outside
+
+
+def outside_message(info: ImageInfo, skymap: SkyMap) -> str:
+    ra, dec = float(np.mean(info.footprint_ra)), float(np.mean(info.footprint_dec))
+    return (f"{info.path}: image centred at RA {ra:.4f}, Dec {dec:.4f} overlaps no patch of tract "
+            f"{skymap.config.tract} (centre RA {skymap.center_ra:.4f}, Dec {skymap.center_dec:.4f}, "
+            f"{skymap.patches_x}x{skymap.patches_y} patches)")
+
+
+def prepare(image: Mapping, config: AstroConfig) -> preprocess_step.CalibratedImage:
+    """Step 1 on an image as :func:`scilens.io.fits.read_image` returns it."""
+    wcs = fits_io.wcs_from_text(image["wcs_header"])
+    return preprocess_step.run(image["image_id"], image["path"], np.asarray(image["flux"]),
+                               np.asarray(image["variance"]), image["mask"], wcs, config.preprocess)
+
+
+def warp_image(image: preprocess_step.CalibratedImage, skymap: SkyMap, config: AstroConfig) -> Iterator[
+        warp_step.Warp]:
+    """Step 2: the image warped onto every patch it overlaps (1 to 6 of them)."""
+    ra, dec = footprint(image.wcs, image.flux.shape)
+    for patch, box in skymap.overlaps(ra, dec).items():
+        yield warp_step.run(image, patch, skymap.patch_wcs(patch), box, config.warp)
+
+
+def coadd_patch(warps: Iterable[warp_step.Warp], skymap: SkyMap, config: AstroConfig) -> coadd_step.Coadd:
+    """Step 3: the co-add of one patch's warps."""
+    return coadd_step.run(list(warps), skymap.patch_shape, config.coadd)
+
+
+def detect_patch(coadd: coadd_step.Coadd, patch: str, skymap: SkyMap, config: AstroConfig) -> pd.DataFrame:
+    """Step 4: the sources of one co-add whose centroid lies in the patch's inner region."""
+    found = detect_step.run(coadd, skymap.patch_wcs(patch), skymap.config.pixel_scale_arcsec, config.detect)
+    found = found[skymap.in_inner(patch, found["x"].to_numpy(), found["y"].to_numpy())]
+    out = found.drop(columns="label").assign(
+        id=(skymap.patch_number(patch) + 1) * LABELS_PER_PATCH + found["label"].to_numpy(),
+        tract=skymap.config.tract, patch=patch)
+    return out[CATALOG_COLUMNS].reset_index(drop=True)
+
+
+def coadd_path(root: str | Path, skymap: SkyMap, patch: str) -> Path:
+    return Path(root) / "coadds" / f"{skymap.config.tract}_{patch}.fits"
+
+
+def write_coadd(root: str | Path, coadd: coadd_step.Coadd, patch: str, skymap: SkyMap) -> Path:
+    """Write a co-add as ``coadds/<tract>_<patch>.fits`` under ``root``."""
+    header = {"TRACT": skymap.config.tract, "PATCH": patch, "NINPUTS": int(coadd.count.max(initial=0)),
+              "BUNIT": "ADU"}
+    return fits_io.write_image(coadd_path(root, skymap, patch), coadd.flux, coadd.variance, coadd.mask,
+                               skymap.patch_wcs(patch).to_header(), primary_header=header,
+                               extra_planes={"COUNT": coadd.count})
+
+
+def write_catalog(catalog: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """Sort by id and write ``catalog.parquet`` and its FITS table copy ``catalog.fits``."""
+    from astropy.table import Table
+
+    catalog = catalog[CATALOG_COLUMNS].sort_values("id").reset_index(drop=True)
+    catalog = catalog.astype({"id": "int64", "tract": "int64", "npix": "int64", "flags": "int64"})
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    catalog.to_parquet(root / "catalog.parquet", index=False)
+    Table.from_pandas(catalog).write(root / "catalog.fits", overwrite=True)
+    return catalog

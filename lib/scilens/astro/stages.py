@@ -1,0 +1,205 @@
+"""The Spark stages of ``scilens astro``: the per-record functions of :mod:`scilens.astro.pipeline` over Arrow.
+
+1. :func:`scan` -- executors read every file's headers (``mapInPandas``); the
+   driver collects the footprints (a few numbers per image) and builds the
+   sky map.
+2. :func:`coadd_catalog` -- one pass with one shuffle: executors read each
+   image, pre-process it and warp it onto its patches (``mapInPandas``, one
+   file per task, 1 to 6 rows out); the warps are grouped by patch
+   (``applyInPandas``, the visit axis whole) and co-added; each co-add is
+   written as FITS and searched for sources (``mapInPandas``). Only the
+   catalog comes back to the driver.
+
+An image that fails is all or nothing: its warps are computed before any is
+emitted, and a failure emits one ``_rejected`` row instead. Those rows ride
+along the same pass (with a null patch) to the driver, so no intermediate is
+cached or computed twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from scilens.astro import pipeline
+from scilens.astro.coadd import Coadd
+from scilens.astro.skymap import PatchBox, SkyMap
+from scilens.astro.warp import Warp
+from scilens.core import tensor
+from scilens.core.inputs import paths_frame
+from scilens.core.quarantine import REJECTED_COLUMN, REJECTED_TYPE, guard_rows, with_rejected_field
+
+__all__ = ["CATALOG_SCHEMA", "COADD_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog",
+           "rejected_frame", "scan"]
+
+SCAN_SCHEMA = T.StructType([
+    T.StructField("path", T.StringType()),
+    T.StructField("image_id", T.StringType()),
+    T.StructField("ny", T.LongType()),
+    T.StructField("nx", T.LongType()),
+    T.StructField("wcs_header", T.StringType()),
+    T.StructField("footprint_ra", T.ArrayType(T.DoubleType())),
+    T.StructField("footprint_dec", T.ArrayType(T.DoubleType())),
+])
+
+WARP_SCHEMA = T.StructType([
+    T.StructField("path", T.StringType()),
+    T.StructField("image_id", T.StringType()),
+    T.StructField("patch", T.StringType()),
+    T.StructField("x0", T.LongType()),
+    T.StructField("y0", T.LongType()),
+    T.StructField("weight", T.DoubleType()),
+    tensor.tensor_field("flux"),
+    tensor.tensor_field("variance"),
+    tensor.tensor_field("mask"),
+])
+"""One image warped onto one box of one patch (x0, y0: the box origin in patch pixels)."""
+
+COADD_SCHEMA = T.StructType([
+    T.StructField("patch", T.StringType()),
+    T.StructField("inputs", T.LongType()),
+    tensor.tensor_field("flux"),
+    tensor.tensor_field("variance"),
+    tensor.tensor_field("mask"),
+    tensor.tensor_field("count"),
+    T.StructField(REJECTED_COLUMN, REJECTED_TYPE),
+])
+
+_TYPES = {"id": T.LongType(), "tract": T.LongType(), "patch": T.StringType(), "npix": T.LongType(),
+          "flags": T.LongType()}
+CATALOG_SCHEMA = with_rejected_field(T.StructType(
+    [T.StructField(c, _TYPES.get(c, T.DoubleType())) for c in pipeline.CATALOG_COLUMNS]))
+
+
+class StepTimers:
+    """Seconds spent inside each kernel, summed over all tasks (Spark accumulators)."""
+
+    STEPS = ("read", "preprocess", "warp", "coadd", "write", "detect")
+
+    def __init__(self, spark: SparkSession):
+        self.acc = {s: spark.sparkContext.accumulator(0.0) for s in self.STEPS}
+
+    def as_dict(self) -> dict[str, float]:
+        return {s: round(a.value, 3) for s, a in self.acc.items()}
+
+
+def scan(spark: SparkSession, paths: list[str], config: pipeline.AstroConfig) -> tuple[list[pipeline.ImageInfo],
+                                                                                      pd.DataFrame]:
+    """Read every file's headers on the executors; returns (image infos, rejected records) on the driver."""
+    layout = config.fits
+    columns = SCAN_SCHEMA.fieldNames()
+
+    def produce(row: pd.Series) -> list[dict]:
+        info = pipeline.scan(row["path"], layout)
+        return [{"path": info.path, "image_id": info.image_id, "ny": info.shape[0], "nx": info.shape[1],
+                 "wcs_header": info.wcs_header, "footprint_ra": info.footprint_ra.tolist(),
+                 "footprint_dec": info.footprint_dec.tolist()}]
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield from guard_rows(batch, produce, "scan", columns)
+
+    rows = paths_frame(spark, paths).mapInPandas(fn, with_rejected_field(SCAN_SCHEMA)).toPandas()
+    bad = rows[REJECTED_COLUMN].notna()
+    infos = [pipeline.ImageInfo(r.image_id, r.path, (int(r.ny), int(r.nx)), r.wcs_header,
+                                np.asarray(r.footprint_ra, float), np.asarray(r.footprint_dec, float))
+             for r in rows[~bad].itertuples()]
+    return infos, pd.DataFrame(list(rows.loc[bad, REJECTED_COLUMN]))
+
+
+def _warp_row(path: str, warp: Warp) -> dict:
+    return {"path": path, "image_id": warp.image_id, "patch": warp.patch, "x0": warp.box.x0, "y0": warp.box.y0,
+            "weight": warp.weight, "flux": tensor.encode(warp.flux), "variance": tensor.encode(warp.variance),
+            "mask": tensor.encode(warp.mask)}
+
+
+def _rows_to_warps(pdf: pd.DataFrame) -> list[Warp]:
+    warps = []
+    for row, flux, var, mask in zip(pdf.itertuples(), tensor.decode_column(pdf["flux"]),
+                                    tensor.decode_column(pdf["variance"]), tensor.decode_column(pdf["mask"])):
+        box = PatchBox(int(row.x0), int(row.y0), flux.shape[1], flux.shape[0])
+        warps.append(Warp(row.image_id, row.patch, box, flux, var, mask, float(row.weight)))
+    return warps
+
+
+def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: pipeline.AstroConfig,
+                  output: Path, timers: StepTimers, partitions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pre-process, warp, co-add and detect; writes ``output/coadds/*.fits``.
+
+    Returns the catalog (not yet sorted) and the rejected records, on the driver.
+    """
+    acc = timers.acc
+    warp_columns = WARP_SCHEMA.fieldNames()
+    output = str(output)
+
+    def produce(row: pd.Series) -> list[dict]:
+        from scilens.io import fits as fits_io
+
+        t0 = time.perf_counter()
+        image = fits_io.read_image(row["path"], config.fits)
+        t1 = time.perf_counter()
+        calibrated = pipeline.prepare(image, config)
+        t2 = time.perf_counter()
+        rows = [_warp_row(row["path"], w) for w in pipeline.warp_image(calibrated, skymap, config)]
+        acc["read"].add(t1 - t0)
+        acc["preprocess"].add(t2 - t1)
+        acc["warp"].add(time.perf_counter() - t2)
+        return rows  # all or nothing: a failure above emits no warp of this image
+
+    def warp_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield from guard_rows(batch, produce, "preprocess+warp", warp_columns)
+
+    def coadd_fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        if pdf["patch"].isna().all():  # the group of rejected images: pass their records on
+            rejected = list(pdf[REJECTED_COLUMN])
+            empty = [None] * len(rejected)
+            return pd.DataFrame({"patch": empty, "inputs": empty, "flux": empty, "variance": empty, "mask": empty,
+                                 "count": empty, REJECTED_COLUMN: rejected})
+        t0 = time.perf_counter()
+        coadd = pipeline.coadd_patch(_rows_to_warps(pdf), skymap, config)
+        acc["coadd"].add(time.perf_counter() - t0)
+        return pd.DataFrame({"patch": [pdf["patch"].iloc[0]], "inputs": [len(pdf)],
+                             "flux": [tensor.encode(coadd.flux)], "variance": [tensor.encode(coadd.variance)],
+                             "mask": [tensor.encode(coadd.mask)], "count": [tensor.encode(coadd.count)],
+                             REJECTED_COLUMN: [None]})
+
+    def detect_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for _, row in batch.iterrows():
+                if row["patch"] is None:
+                    out = pd.DataFrame({c: [None] for c in pipeline.CATALOG_COLUMNS})
+                    out[REJECTED_COLUMN] = [row[REJECTED_COLUMN]]
+                    yield out
+                    continue
+                coadd = Coadd(*(tensor.decode(row[p]) for p in ("flux", "variance", "mask", "count")))
+                t0 = time.perf_counter()
+                pipeline.write_coadd(output, coadd, row["patch"], skymap)
+                t1 = time.perf_counter()
+                found = pipeline.detect_patch(coadd, row["patch"], skymap, config)
+                acc["write"].add(t1 - t0)
+                acc["detect"].add(time.perf_counter() - t1)
+                found[REJECTED_COLUMN] = None
+                yield found
+
+    warps = paths_frame(spark, paths).mapInPandas(warp_fn, with_rejected_field(WARP_SCHEMA))
+    # Hash-partition by patch into many partitions so two patches rarely share a task.
+    coadds = warps.repartition(partitions, "patch").groupBy("patch").applyInPandas(coadd_fn, COADD_SCHEMA)
+    out = coadds.mapInPandas(detect_fn, CATALOG_SCHEMA).toPandas()
+    bad = out[REJECTED_COLUMN].notna()
+    return out.loc[~bad, pipeline.CATALOG_COLUMNS].reset_index(drop=True), pd.DataFrame(
+        list(out.loc[bad, REJECTED_COLUMN]))
+
+
+def rejected_frame(spark: SparkSession, records: pd.DataFrame | list[dict]) -> DataFrame:
+    """A Spark frame of ``_rejected`` records (for ``ctx.reject``)."""
+    records = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
+    return spark.createDataFrame([tuple(r.get(f) for f in REJECTED_TYPE.fieldNames()) for r in records],
+                                 REJECTED_TYPE)
+
