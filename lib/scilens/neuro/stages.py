@@ -270,16 +270,17 @@ def _nonempty_blocks(mask: np.ndarray, block_shape: Sequence[int]) -> list[tuple
             if mask[block.slices].any()]
 
 
-def denoise_pieces(volumes: DataFrame, subjects: DataFrame, n_tasks: int, config: DenoiseConfig,
+def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: DenoiseConfig,
                    block_shape: Sequence[int], denoised_parts: str | None = None) -> DataFrame:
-    """Denoise every volume of the ``subjects`` (one volume per task) and cut it into voxel blocks.
+    """Denoise every volume of the subjects in ``masks`` (a run of volumes per task), cut into voxel blocks.
 
     Parameters
     ----------
     volumes : DataFrame
         Volume rows (``subject``, ``path``, ``volume``, ``data``).
-    subjects : DataFrame
-        Segmented subjects (``subject``, ``mask``); broadcast to the tasks.
+    masks : pyspark.Broadcast
+        Broadcast dict subject -> boolean brain mask (1 byte a voxel, a few MB
+        per subject); volumes of other subjects are skipped.
     n_tasks : int
         Number of denoising tasks; volumes are range-partitioned on
         (subject, volume), so each task gets a run of consecutive volumes.
@@ -298,21 +299,18 @@ def denoise_pieces(volumes: DataFrame, subjects: DataFrame, n_tasks: int, config
     schema = with_rejected_field(PIECE_SCHEMA)
     task = DenoiseTask(config)
     block_shape = list(block_shape)
-    masks = subjects.select("subject", "mask")
     planned = (volumes.select("subject", "path", "volume", "data")
-               .join(F.broadcast(masks.select("subject")), "subject", "left_semi")
-               .repartitionByRange(max(1, n_tasks), "subject", "volume")
-               .join(F.broadcast(masks), "subject"))
+               .where(F.col("subject").isin(sorted(masks.value)))
+               .repartitionByRange(max(1, n_tasks), "subject", "volume"))
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        current: tuple[str, np.ndarray, list] | None = None
+        blocks: dict[str, list] = {}
         for batch in batches:
             for row in batch.itertuples(index=False):
                 try:
-                    if current is None or current[0] != row.subject:
-                        mask = tensor.decode(row.mask)
-                        current = (row.subject, mask, _nonempty_blocks(mask, block_shape))
-                    _, mask, blocks = current
+                    mask = masks.value[row.subject]
+                    if row.subject not in blocks:
+                        blocks[row.subject] = _nonempty_blocks(mask, block_shape)
                     denoised = task.run(tensor.decode(row.data), mask).data
                     if denoised_parts is not None:
                         part = Path(denoised_parts) / row.subject / f"{row.volume:05d}.npy"
@@ -322,7 +320,7 @@ def denoise_pieces(volumes: DataFrame, subjects: DataFrame, n_tasks: int, config
                         "subject": row.subject, "block": bid, "volume": row.volume,
                         "values": tensor.encode(denoised[block.slices][block_mask]),
                         "mask": tensor.encode(block_mask) if row.volume == 0 else None,
-                    } for bid, block, block_mask in blocks], schema)
+                    } for bid, block, block_mask in blocks[row.subject]], schema)
                 except Exception as exc:
                     yield _rejected_frame(schema, row.path, "denoise", exc, row.subject)
 
