@@ -105,7 +105,9 @@ def scan(spark: SparkSession, paths: list[str], config: pipeline.AstroConfig) ->
         for batch in batches:
             yield from guard_rows(batch, produce, "scan", columns)
 
-    rows = paths_frame(spark, paths).mapInPandas(fn, with_rejected_field(SCAN_SCHEMA)).toPandas()
+    # Headers are cheap: a few tasks per core, not one per file.
+    tasks = min(len(paths), 4 * spark.sparkContext.defaultParallelism)
+    rows = paths_frame(spark, paths).coalesce(tasks).mapInPandas(fn, with_rejected_field(SCAN_SCHEMA)).toPandas()
     bad = rows[REJECTED_COLUMN].notna()
     infos = [pipeline.ImageInfo(r.image_id, r.path, (int(r.ny), int(r.nx)), r.wcs_header,
                                 np.asarray(r.footprint_ra, float), np.asarray(r.footprint_dec, float))
