@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from scilens import cli
+from scilens.core.tensor import ARROW_TENSOR_TYPE, encode
 from scilens.diagnosis import datasets
+
+SAMPLED_TECHNIQUES = ["maxmargin", "stratified_cm", "uniform", "eb_tree"]
 
 
 @dataclass
@@ -52,3 +60,46 @@ def digits_latent(trained_digits):
     probe = keras.Model(model.inputs, [model.get_layer("fc2").output, model.output])
     latent, probabilities = probe.predict(trained_digits.digits.images.astype(np.float32), verbose=0)
     return latent, trained_digits.digits.labels, probabilities.argmax(axis=1)
+
+
+@pytest.fixture(scope="session")
+def digits_with_bad_rows(trained_digits, tmp_path_factory):
+    """The digits table plus a file of three bad rows: a wrong-shaped image, a null label, label 12."""
+    root = tmp_path_factory.mktemp("mixed")
+    table = root / "digits"
+    shutil.copytree(trained_digits.table, table)
+    good = trained_digits.digits.images[0]
+    bad = pa.table({"id": pa.array([9001, 9002, 9003], pa.int64()), "label": pa.array([1, None, 12], pa.int32()),
+                    "image": pa.array([encode(np.zeros((8, 9, 1), np.uint8)), encode(good), encode(good)],
+                                      type=ARROW_TENSOR_TYPE)})
+    pq.write_table(bad, table / "part-bad.parquet")
+    return table
+
+
+@pytest.fixture(scope="session")
+def sampled(spark, trained_digits, digits_with_bad_rows, tmp_path_factory):
+    """`scilens sample` run once on the digits with bad rows: its output directory."""
+    out = tmp_path_factory.mktemp("sample") / "out"
+    code = cli.main(["sample", "--input", str(digits_with_bad_rows), "--output", str(out),
+                     "--set", f"model={trained_digits.model_path}",
+                     "--set", f"techniques=[{','.join(SAMPLED_TECHNIQUES)}]", "--set", "fractions=[0.05,0.2]"])
+    assert code == 0
+    return out
+
+
+class _Log(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def job_log():
+    """Messages of the scilens logger during a test (it does not propagate to pytest's capture)."""
+    handler = _Log()
+    logging.getLogger("scilens").addHandler(handler)
+    yield handler.lines
+    logging.getLogger("scilens").removeHandler(handler)

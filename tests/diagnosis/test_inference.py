@@ -17,11 +17,11 @@ def _keras_outputs(model, images, layers):
     return [r.reshape(len(images), -1) for r in results]
 
 
-@pytest.mark.parametrize("which", ["table", "array_table"])
-def test_spark_outputs_equal_keras_predict(spark, trained_digits, which):
+def test_spark_outputs_equal_keras_predict(spark, trained_digits):
+    """On the flattened-array layout (the sample job's test covers tensor columns)."""
     info = inference.describe_model(trained_digits.model_path)
     assert info.latent_layer == "fc2" and info.n_classes == 10 and info.layers["conv2"] == (4, 4, 16)
-    df = spark.read.parquet(str(getattr(trained_digits, which)))
+    df = spark.read.parquet(str(trained_digits.array_table))
     layout = inference.image_layout(df, "image", shape=[8, 8, 1])
     assert inference.check_model_input(info, layout) == (8, 8, 1)
     outputs = ["conv2", "fc2", "logits", "probabilities", "prediction"]
