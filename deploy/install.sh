@@ -25,6 +25,22 @@ if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
 fi
 say "java $(java_major) at $(command -v java)"
 
+# --- Fashion-MNIST: the real image set of the model-diagnosis benchmark (Debian's dataset-fashion-mnist) ---
+FASHION_DIR=${SCILENS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [ ! -f "$FASHION_DIR/t10k-labels-idx1-ubyte.gz" ]; then
+  line="apt-get install -y --no-install-recommends dataset-fashion-mnist"
+  if [ "$(id -u)" = 0 ] && [ -z "${SCILENS_FASHION_MNIST:-}" ]; then
+    say "Fashion-MNIST missing: installing it ($line)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive $line
+  else
+    echo "Fashion-MNIST is required and not in $FASHION_DIR (Debian package dataset-fashion-mnist)." >&2
+    echo "Install it with:  sudo apt-get update && sudo $line" >&2
+    echo "or set SCILENS_FASHION_MNIST to a folder holding its four *-ubyte.gz files." >&2
+    exit 1
+  fi
+fi
+say "Fashion-MNIST in $FASHION_DIR"
+
 # --- Python environment ------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 11)))' || {
