@@ -100,7 +100,8 @@ def make_galaxies(n: int, seed: int = 0, size: int = 69, n_votes: int = 40, thre
     ----------
     n : int
     seed : int
-        Everything is drawn from ``numpy.random.default_rng(seed)``.
+        Galaxy ``k`` is drawn from ``numpy.random.default_rng((seed, k))``:
+        the first m galaxies are the same for any ``n``.
     size : int
         Cutout side, pixels (69 as in Galaxy Zoo 2 CNN work).
     n_votes : int
@@ -113,25 +114,28 @@ def make_galaxies(n: int, seed: int = 0, size: int = 69, n_votes: int = 40, thre
     """
     from astropy.visualization import make_lupton_rgb
 
-    rng = np.random.default_rng(seed)
-    cos_i = rng.uniform(0.0, 1.0, n)
-    inclination = np.rad2deg(np.arccos(cos_i))
-    angle = rng.uniform(0.0, 180.0, n)
-    bulge_fraction = rng.beta(1.5, 4.0, n)
-    r_eff = np.exp(rng.normal(np.log(7.0), 0.25, n))
-    flux = np.exp(rng.normal(np.log(4000.0), 0.5, n))
-    psf_fwhm = rng.uniform(1.3, 2.6, n)
-    thickness = rng.uniform(0.08, 0.2, n)
-    offsets = rng.normal(0.0, 0.8, (n, 2))
+    columns = ("inclination", "angle", "bulge_fraction", "r_eff", "flux", "psf_fwhm", "thickness", "dx", "dy")
+    params = {c: np.empty(n) for c in columns}
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     measured = np.empty(n)
+    votes = np.empty(n)
     for k in range(n):
-        bands, measured[k] = render_galaxy(size, inclination[k], angle[k], bulge_fraction[k], r_eff[k], flux[k],
-                                           psf_fwhm[k], thickness[k], tuple(offsets[k]))
+        # Galaxy k has its own random stream, so the first m galaxies of any n are the same.
+        rng = np.random.default_rng((seed, k))
+        g = {"inclination": np.rad2deg(np.arccos(rng.uniform(0.0, 1.0))), "angle": rng.uniform(0.0, 180.0),
+             "bulge_fraction": rng.beta(1.5, 4.0), "r_eff": np.exp(rng.normal(np.log(7.0), 0.25)),
+             "flux": np.exp(rng.normal(np.log(4000.0), 0.5)), "psf_fwhm": rng.uniform(1.3, 2.6),
+             "thickness": rng.uniform(0.08, 0.2), "dx": rng.normal(0.0, 0.8), "dy": rng.normal(0.0, 0.8)}
+        for c in columns:
+            params[c][k] = g[c]
+        bands, measured[k] = render_galaxy(size, g["inclination"], g["angle"], g["bulge_fraction"], g["r_eff"],
+                                           g["flux"], g["psf_fwhm"], g["thickness"], (g["dx"], g["dy"]))
         noisy = bands + rng.normal(0.0, sky_sigma, bands.shape)
         images[k] = make_lupton_rgb(noisy[2], noisy[1], noisy[0], stretch=8 * sky_sigma, Q=8)
-    p_edge = 1.0 / (1.0 + np.exp((measured - threshold) / softness))
-    votes = rng.binomial(n_votes, p_edge) / n_votes
+        p_edge = 1.0 / (1.0 + np.exp((measured[k] - threshold) / softness))
+        votes[k] = rng.binomial(n_votes, p_edge) / n_votes
+    inclination, thickness = params["inclination"], params["thickness"]
+    bulge_fraction, r_eff, psf_fwhm, flux = (params[c] for c in ("bulge_fraction", "r_eff", "psf_fwhm", "flux"))
     labels = (votes > 0.5).astype(np.int64)
     truth = pd.DataFrame({
         "inclination_deg": inclination, "disk_axis_ratio": [profiles.disk_axis_ratio(i, t)
