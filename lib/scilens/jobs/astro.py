@@ -83,7 +83,8 @@ class AstroJob(Job):
                                     f"{skymap.config.patch_inner_px}+2x{skymap.config.patch_border_px} px at "
                                     f"{skymap.config.pixel_scale_arcsec}\"/px, centre RA {skymap.center_ra:.5f} "
                                     f"Dec {skymap.center_dec:.5f}",
-                           "sources": len(catalog)}
+                           "sources": len(catalog),
+                           "steps": ", ".join(f"{s.name} {s.seconds:.1f} s" for s in ctx.manifest.steps)}
                 scores = write_report(ctx.output, skymap, catalog, config, summary)
                 step.counts.update({k: v for k, v in scores.items() if isinstance(v, int)})
         return coadded
@@ -119,7 +120,7 @@ def demo(root: Path) -> str:
         raise RuntimeError("astro demo failed")
     steps = {s["name"]: s for s in json.loads((out / "manifest.json").read_text())["steps"]}
     sources = steps["write catalog"]["counts"]["sources"]
-    return (f"{out / 'report' / 'index.html'}   co-add with detections and truth, completeness vs magnitude\n"
-            f"{out / 'catalog.parquet'}       {sources} sources (also catalog.fits)\n"
-            f"{out / 'coadds'}/               co-added patches (IMAGE, MASK, VARIANCE, COUNT)\n"
-            f"{survey}/                 the generated survey: images/, truth.parquet, artifacts.parquet")
+    return (f"{out / 'report' / 'index.html'}  co-add with detections and truth, completeness vs magnitude\n"
+            f"{out / 'catalog.parquet'}  {sources} sources (also catalog.fits)\n"
+            f"{out / 'coadds'}/  co-added patches (IMAGE, MASK, VARIANCE, COUNT planes)\n"
+            f"{survey}/  the generated survey: images/, truth.parquet, artifacts.parquet")
