@@ -107,7 +107,7 @@ def read_oct(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarr
     except Exception as exc:  # tifffile raises several types for a damaged file
         raise ValueError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
     if not pages:
-        raise ValueError(f"{path}: holds no B-scans")
+        raise ValueError(f"{path}: not a readable TIFF: it holds no B-scans")
     want = tuple(shape) if shape is not None else pages[0].shape
     for i, page in enumerate(pages):
         if page.ndim != 2 or page.dtype != np.uint8:

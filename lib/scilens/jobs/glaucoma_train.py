@@ -1,0 +1,191 @@
+"""``scilens glaucoma-train``: train the OCT or the fundus CNN with Horovod on Spark from Petastorm datasets.
+
+Input: the output directory of ``scilens glaucoma-images``. ``modality``
+picks the model: ``oct`` (DenseNet on single B-scans, the ``oct`` section) or
+``cfp`` (transfer learning on fundus photos, the ``cfp`` section). The
+training and validation eyes (glaucoma = 1, healthy = 0; PTG eyes are kept
+for evaluation) are materialised from Spark as Petastorm datasets, then
+``training.num_proc`` Horovod ranks train on their shards
+(:mod:`scilens.vision.horovod_train`).
+
+Outputs:
+
+* ``model.keras`` -- the model at its best validation AUC (takes raw pixel values);
+* ``checkpoints/`` -- ``best.keras`` and ``last.keras``, written by rank 0 every epoch;
+* ``history.csv`` and ``learning_curves.png`` -- per-epoch loss, validation loss and AUC, images/s;
+* ``ranks.json`` -- every rank's final weight digest (identical when the ranks stayed in sync);
+* ``mlflow.db`` -- the MLflow run (SQLite store) with parameters and per-epoch metrics;
+* ``petastorm/`` -- the datasets (unless ``petastorm.dataset_dir`` puts them elsewhere for reuse).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from scilens.core.config import Config, field
+from scilens.core.inputs import InputError
+from scilens.core.job import Job, JobConfig, JobContext, JobFailed
+from scilens.vision.densenet import DenseNetConfig
+from scilens.vision.horovod_train import DistributedTrainingConfig
+from scilens.vision.transfer import TransferConfig
+
+TABLES = {"oct": "oct_scans.parquet", "cfp": "fundus.parquet"}
+
+
+@dataclass
+class OctSection(Config):
+    """The OCT model and its training (defaults: the paper's)."""
+
+    model: DenseNetConfig = field(DenseNetConfig(), "DenseNet architecture.")
+    training: DistributedTrainingConfig = field(DistributedTrainingConfig(), "Training protocol.")
+
+
+@dataclass
+class CfpSection(Config):
+    """The fundus model and its training (defaults: the paper's)."""
+
+    model: TransferConfig = field(TransferConfig(), "Transfer-learning model.")
+    training: DistributedTrainingConfig = field(
+        DistributedTrainingConfig(epochs=20, batch_size=400, learning_rate=1e-5, adam_epsilon=1e-7,
+                                  label_smoothing=0.0),
+        "Training protocol (paper: Adam lr 1e-5, 20 epochs, batch 400).")
+
+
+@dataclass
+class PetastormSection(Config):
+    """Where and how the training datasets are materialised."""
+
+    dataset_dir: str | None = field(None, "Directory for the Petastorm datasets (<dir>/<modality>/<split>), on a "
+                                    "filesystem all executors share; reused when written from the same input. "
+                                    "null: inside the output.")
+    overwrite: bool = field(False, "Replace datasets in dataset_dir written from another input (a dataset of "
+                            "another schema is never replaced).")
+    row_groups_per_rank: int = field(4, "Parquet files per Horovod rank at least (petastorm shards by row "
+                                     "group; more groups shuffle more finely).", min=1)
+    row_group_size_mb: int = field(32, "Parquet row-group size, MB.", min=1)
+
+
+@dataclass
+class GlaucomaTrainConfig(JobConfig):
+    """Config of ``scilens glaucoma-train``."""
+
+    modality: str = field("oct", "Which model: oct (B-scans) or cfp (fundus photos).", choices=("oct", "cfp"))
+    oct: OctSection = field(OctSection(), "OCT model and training.")
+    cfp: CfpSection = field(CfpSection(), "Fundus model and training.")
+    petastorm: PetastormSection = field(PetastormSection(), "Petastorm datasets.")
+
+
+def training_table(ctx: JobContext, modality: str) -> DataFrame:
+    """Training and validation rows of the images table: ``target`` 1 for glaucoma, 0 for healthy."""
+    if len(ctx.inputs) != 1 or not Path(ctx.inputs[0]).is_dir():
+        raise InputError(f"input {', '.join(ctx.inputs)}: give the output directory of scilens glaucoma-images")
+    path = Path(ctx.inputs[0]) / TABLES[modality]
+    if not path.exists():
+        raise InputError(f"input {ctx.inputs[0]}: no {TABLES[modality]}; did glaucoma-images process {modality}?")
+    rows = ctx.spark.read.parquet(str(path))
+    if "scan" not in rows.columns:
+        rows = rows.withColumn("scan", F.lit(0))
+    return (rows.where(F.col("label").isin("glaucoma", "healthy") & F.col("split").isin("train", "validation"))
+            .withColumn("target", (F.col("label") == "glaucoma").cast("int")))
+
+
+def _image_shape(rows: DataFrame, source: str) -> tuple[int, ...]:
+    shapes = [tuple(r.shape) for r in rows.select(F.col("image.shape").alias("shape")).distinct().collect()]
+    if len(shapes) != 1:
+        raise JobFailed(f"{source}: images of {len(shapes)} shapes {shapes[:4]}; rerun glaucoma-images with one size")
+    shape = shapes[0]
+    return (*shape, 1) if len(shape) == 2 else shape
+
+
+class GlaucomaTrainJob(Job):
+    name = "glaucoma-train"
+    summary = "Train the OCT (DenseNet) or fundus (transfer) CNN with Horovod on Spark from Petastorm datasets."
+    config_class = GlaucomaTrainConfig
+
+    def run(self, ctx: JobContext) -> int:
+        from scilens.vision import petastorm_data, retina_figures
+        from scilens.vision.horovod_train import TrainSpec, train_distributed
+
+        config: GlaucomaTrainConfig = ctx.config  # type: ignore[assignment]
+        section = config.oct if config.modality == "oct" else config.cfp
+        training = section.training
+        slots = ctx.spark.sparkContext.defaultParallelism
+        if training.num_proc > slots:  # horovod.spark.run would wait for free slots forever
+            raise JobFailed(f"training.num_proc={training.num_proc} Horovod ranks need as many Spark task slots; "
+                            f"this Spark has {slots}")
+        with ctx.step("select eyes") as step:
+            rows = training_table(ctx, config.modality).persist()
+            counts = {(r.split, r.target): r["count"] for r in rows.groupBy("split", "target").count().collect()}
+            for split in ("train", "validation"):
+                for target, name in ((1, "glaucoma"), (0, "healthy")):
+                    n = counts.get((split, target), 0)
+                    step.counts[f"{split}_{name}"] = n
+                    if n == 0:
+                        raise JobFailed(f"no {name} images in the {split} split of {ctx.inputs[0]}; "
+                                        f"both classes are needed to train and validate")
+            source_table = str(Path(ctx.inputs[0]).absolute() / TABLES[config.modality])
+            image_shape = _image_shape(rows, source_table)
+        with ctx.step("petastorm datasets") as step:
+            base = Path(config.petastorm.dataset_dir) if config.petastorm.dataset_dir else ctx.output / "petastorm"
+            infos = {}
+            for split in ("train", "validation"):
+                subset = rows.where(F.col("split") == split)
+                n = counts[(split, 0)] + counts[(split, 1)]
+                infos[split] = petastorm_data.materialize_images(
+                    ctx.spark, subset, base / config.modality / split, image_shape,
+                    source=f"{source_table} split={split} rows={n}",
+                    min_row_groups=training.num_proc * config.petastorm.row_groups_per_rank,
+                    row_group_size_mb=config.petastorm.row_group_size_mb, overwrite=config.petastorm.overwrite)
+                step.counts[f"{split}_rows"] = infos[split].rows
+                step.counts[f"{split}_row_groups"] = infos[split].row_groups
+                step.counts[f"{split}_reused"] = int(infos[split].reused)
+        rows.unpersist()
+        spec = TrainSpec(
+            architecture="densenet" if config.modality == "oct" else "transfer",
+            model_config=section.model, training=training, image_shape=image_shape,
+            train_url=infos["train"].url, validation_url=infos["validation"].url, train_rows=infos["train"].rows,
+            output_dir=str(ctx.output), run_name=f"glaucoma-train {config.modality}",
+            mlflow_uri=f"sqlite:///{ctx.output / 'mlflow.db'}",
+            params={"modality": config.modality, "image_shape": image_shape, "input": ctx.inputs[0],
+                    **_flat("model", section.model.to_dict()), **_flat("training", training.to_dict())})
+        with ctx.step("horovod training") as step:
+            try:
+                results = train_distributed(ctx.spark, spec)
+            except ValueError as exc:
+                raise JobFailed(str(exc)) from None
+            history = results[0]["history"]
+            step.counts.update({"ranks": len(results), "epochs": len(history), "best_epoch": results[0]["best_epoch"]})
+        with ctx.step("history") as step:
+            import pandas as pd
+
+            pd.DataFrame(history).to_csv(ctx.output / "history.csv", index=False)
+            digests = {r["rank"]: r["weights_sha256"] for r in results}
+            (ctx.output / "ranks.json").write_text(json.dumps(
+                {"ranks": [{"rank": r["rank"], "weights_sha256": r["weights_sha256"],
+                            "loss": [h["loss"] for h in r["history"]]} for r in results],
+                 "identical_weights": len(set(digests.values())) == 1,
+                 "best_epoch": results[0]["best_epoch"], "best_val_auc": results[0]["best_val_auc"]}, indent=1))
+            if len(set(digests.values())) != 1:
+                raise JobFailed(f"the ranks finished with different weights ({digests}); Horovod lost sync")
+            retina_figures.learning_curves(history, ctx.output / "learning_curves.png",
+                                           f"{config.modality.upper()} model, {len(results)} Horovod rank(s)")
+            step.counts["best_val_auc_x1000"] = round(1000 * results[0]["best_val_auc"])
+        return infos["train"].rows
+
+
+def _flat(prefix: str, values: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+JOB = GlaucomaTrainJob
