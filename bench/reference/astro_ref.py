@@ -21,7 +21,6 @@ import pandas as pd
 
 from scilens.astro import pipeline
 from scilens.core.config import load_config
-from scilens.core.inputs import list_files
 from scilens.io import fits as fits_io
 
 
@@ -39,7 +38,7 @@ def run(inputs: str | list[str], output: str | Path, config: pipeline.AstroConfi
 
     t = time.perf_counter()
     infos = []
-    for path in list_files(inputs, fits_io.FITS_SUFFIXES):
+    for path in pipeline.input_paths([inputs] if isinstance(inputs, str) else inputs):
         try:
             infos.append(pipeline.scan(path, config.fits))
         except ValueError as exc:

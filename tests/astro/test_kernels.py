@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scilens.astro import background, coadd, warp
+from scilens.astro import background, coadd, pipeline, warp
 from scilens.astro.preprocess import CalibratedImage
 from scilens.astro.skymap import PatchBox, SkyMap, SkyMapConfig, footprint
 from scilens.synth import profiles, sky
@@ -188,3 +188,15 @@ def test_survey_is_deterministic_and_its_truth_is_in_the_pixels():
         # 5 FWHM holds > 99.9 % of a Moffat(3.5) or Gaussian; noise: sqrt(npix * sky) ~ 1 % of these fluxes.
         noise = np.sqrt(inside.sum() * (sky_level + cfg.read_noise**2) + star["flux"])
         assert abs(measured - star["flux"]) < 4 * noise + 0.002 * star["flux"]
+
+
+def test_inputs_from_a_manifest(tmp_path):
+    (tmp_path / "a.fits").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.fits").write_bytes(b"")
+    manifest = tmp_path / "images.txt"
+    manifest.write_text("# two images\na.fits\n\n" + str(tmp_path / "sub" / "b.fits") + "  # absolute\n")
+    assert pipeline.input_paths([str(manifest)]) == [str(tmp_path / "a.fits"), str(tmp_path / "sub" / "b.fits")]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="names no image"):
+        pipeline.input_paths([str(tmp_path / "empty.txt")])

@@ -30,9 +30,9 @@ from scilens.astro.coadd import NO_DATA, Coadd
 from scilens.core.config import Config, field
 from scilens.synth import profiles
 
-__all__ = ["CATALOG_COLUMNS", "DetectConfig", "detection_kernel", "run", "smooth", "windowed_centroids"]
+__all__ = ["DETECTION_COLUMNS", "DetectConfig", "detection_kernel", "run", "smooth", "windowed_centroids"]
 
-CATALOG_COLUMNS = ["label", "x", "y", "ra", "dec", "flux", "flux_err", "snr", "npix", "flags"]
+DETECTION_COLUMNS = ["label", "x", "y", "ra", "dec", "flux", "flux_err", "snr", "npix", "flags"]
 """What :func:`run` returns per source (x, y in patch pixels; flags: co-add mask bits in the footprint)."""
 
 
@@ -123,11 +123,11 @@ def windowed_centroids(data: np.ndarray, x0: np.ndarray, y0: np.ndarray, sigma: 
 
 
 def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig) -> pd.DataFrame:
-    """Detect and measure the sources of a co-add; one row per source with :data:`CATALOG_COLUMNS`."""
+    """Detect and measure the sources of a co-add; one row per source with :data:`DETECTION_COLUMNS`."""
     from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
 
     nodata = ((coadd.mask & NO_DATA) != 0) | ~np.isfinite(coadd.flux) | ~np.isfinite(coadd.variance)
-    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in CATALOG_COLUMNS}).astype(
+    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in DETECTION_COLUMNS}).astype(
         {"label": "int64", "npix": "int64", "flags": "int64"})
     if nodata.all():
         return empty

@@ -38,6 +38,7 @@ __all__ = [
     "coadd_patch",
     "coadd_path",
     "detect_patch",
+    "input_paths",
     "prepare",
     "scan",
     "warp_image",
@@ -86,6 +87,32 @@ class ImageInfo:
     wcs_header: str
     footprint_ra: np.ndarray
     footprint_dec: np.ndarray
+
+
+MANIFEST_SUFFIXES = (".txt", ".lst")
+
+
+def input_paths(inputs: Iterable[str]) -> list[str]:
+    """The FITS files of ``inputs``: directories, globs, files, or manifests.
+
+    A manifest is a text file (``.txt``, ``.lst``) naming one image per line
+    (relative paths are read from the manifest's folder; blank lines and
+    ``#`` comments are skipped).
+    """
+    from scilens.core.inputs import InputError, list_files
+
+    expanded: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+            lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+            named = [str(path.parent / line) if not Path(line).is_absolute() else line for line in lines if line]
+            if not named:
+                raise InputError(f"manifest {path} names no image")
+            expanded += named
+        else:
+            expanded.append(item)
+    return list_files(expanded, fits_io.FITS_SUFFIXES)
 
 
 def scan(path: str, layout: fits_io.FitsLayout) -> ImageInfo:

@@ -22,7 +22,9 @@ import pandas as pd
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 from astropy.wcs import WCS
 
-__all__ = ["KRON_RADIUS_PER_FWHM", "TruthScore", "expected_snr", "match", "score"]
+from scilens.astro.skymap import SkyMap
+
+__all__ = ["KRON_RADIUS_PER_FWHM", "TruthScore", "expected_snr", "match", "score", "truth_in_patches"]
 
 KRON_RADIUS_PER_FWHM = 2.5 * np.sqrt(np.pi / 2) / (2 * np.sqrt(2 * np.log(2)))
 """Radius of a point source's Kron aperture (2.5 Kron radii) in units of its FWHM: 1.33."""
@@ -112,7 +114,8 @@ def score(catalog: pd.DataFrame, truth: pd.DataFrame, pairs: pd.DataFrame, pixel
     )
 
 
-def truth_in_patches(truth: pd.DataFrame, skymap, coadds: Mapping[str, np.ndarray], fwhm_arcsec: float) -> pd.DataFrame:
+def truth_in_patches(truth: pd.DataFrame, skymap: SkyMap, coadds: Mapping[str, np.ndarray],
+                     fwhm_arcsec: float) -> pd.DataFrame:
     """``truth`` with ``patch`` (the patch whose inner region holds each source; None outside) and ``expected_snr``.
 
     ``coadds`` maps a patch name to its co-add variance plane.

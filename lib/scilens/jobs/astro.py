@@ -31,15 +31,13 @@ class AstroJob(Job):
     def run(self, ctx: JobContext) -> int:
         from scilens.astro import pipeline, stages
         from scilens.astro.report import write_report
-        from scilens.core.inputs import list_files
         from scilens.core.quarantine import rejection
-        from scilens.core.session import set_arrow_batch_bytes
-        from scilens.io.fits import FITS_SUFFIXES
+        from scilens.core.session import arrow_batch_bytes
 
         config: AstroConfig = ctx.config  # type: ignore[assignment]
         spark = ctx.spark
         with ctx.step("list inputs") as step:
-            paths = list_files(ctx.inputs, FITS_SUFFIXES)
+            paths = pipeline.input_paths(ctx.inputs)
             step.counts["files"] = len(paths)
         with ctx.step("scan headers") as step:
             infos, rejected = stages.scan(spark, paths, config)
@@ -59,8 +57,7 @@ class AstroJob(Job):
             else 1.0
         biggest = max([i.shape[0] * i.shape[1] * 12 * scale for i in inside] +
                       [skymap.patch_shape[0] * skymap.patch_shape[1] * 14])
-        set_arrow_batch_bytes(spark, int(biggest))
-        with ctx.step("pre-process, warp, co-add, detect") as step:
+        with ctx.step("pre-process, warp, co-add, detect") as step, arrow_batch_bytes(spark, int(biggest)):
             timers = stages.StepTimers(spark)
             catalog = pd.DataFrame(columns=pipeline.CATALOG_COLUMNS)
             if inside:
