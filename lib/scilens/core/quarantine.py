@@ -115,6 +115,9 @@ def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path") -> tuple
     df = df.persist(StorageLevel.MEMORY_AND_DISK)
     rejected = df.where(F.col(REJECTED_COLUMN).isNotNull()).select(f"{REJECTED_COLUMN}.*")
     good = df.where(F.col(REJECTED_COLUMN).isNull()).drop(REJECTED_COLUMN)
-    bad_keys = rejected.select(*[F.col(r).alias(d) for d, r in pairs.items()]).distinct()
+    # ``record`` is text; a key that is not (a long eid) is matched by value, and a
+    # rejected record whose text is not of the key's type matches no good row.
+    bad_keys = rejected.select(*[F.col(r).try_cast(good.schema[d].dataType).alias(d) for d, r in pairs.items()])
+    bad_keys = bad_keys.dropna().distinct()
     good = good.join(F.broadcast(bad_keys), on=list(pairs), how="left_anti")
     return good, rejected

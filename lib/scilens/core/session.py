@@ -146,19 +146,24 @@ def arrow_batch_rows(row_bytes: int, budget_bytes: int = ARROW_BATCH_BUDGET) -> 
     return max(1, int(budget_bytes // max(1, row_bytes)))
 
 
-def set_arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = ARROW_BATCH_BUDGET) -> int:
+def set_arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = ARROW_BATCH_BUDGET,
+                          raise_limit: bool = False) -> int:
     """Lower ``maxRecordsPerBatch`` so batches of rows of ``row_bytes`` fit the budget.
 
-    Never raises it above what the session already has. Returns the value set.
+    Never raises it above what the session already has, unless ``raise_limit``:
+    small tabular rows (a participant, an eye) want thousands per batch where the
+    session default is sized for images. Returns the value set.
     """
     current = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
-    rows = min(current, arrow_batch_rows(row_bytes, budget_bytes))
+    fit = arrow_batch_rows(row_bytes, budget_bytes)
+    rows = fit if raise_limit else min(current, fit)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
     return rows
 
 
 @contextlib.contextmanager
-def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = ARROW_BATCH_BUDGET) -> Iterator[int]:
+def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = ARROW_BATCH_BUDGET,
+                      raise_limit: bool = False) -> Iterator[int]:
     """:func:`set_arrow_batch_bytes` for the actions run inside the block, then the previous value again.
 
     Spark reads ``maxRecordsPerBatch`` when an action executes, so a job whose
@@ -169,7 +174,7 @@ def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = A
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(key, None)
     try:
-        yield set_arrow_batch_bytes(spark, row_bytes, budget_bytes)
+        yield set_arrow_batch_bytes(spark, row_bytes, budget_bytes, raise_limit)
     finally:
         if previous is None:
             spark.conf.unset(key)
