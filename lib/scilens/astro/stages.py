@@ -6,9 +6,9 @@
 2. :func:`coadd_catalog` -- one pass with one shuffle: executors read each
    image, pre-process it and warp it onto its patches (``mapInPandas``, one
    file per task, 1 to 6 rows out); the warps are grouped by patch
-   (``applyInPandas``, the visit axis whole) and co-added; each co-add is
-   written as FITS and searched for sources (``mapInPandas``). Only the
-   catalog comes back to the driver.
+   (``applyInPandas``, the visit axis whole, one patch per task) and
+   co-added, and each co-add is written as FITS and searched for sources in
+   the same task. Only the catalog comes back to the driver.
 
 An image that fails is all or nothing: its warps are computed before any is
 emitted, and a failure emits one ``_rejected`` row instead. Those rows ride
@@ -28,14 +28,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from scilens.astro import pipeline
-from scilens.astro.coadd import Coadd
 from scilens.astro.skymap import PatchBox, SkyMap
 from scilens.astro.warp import Warp
 from scilens.core import tensor
 from scilens.core.inputs import paths_frame
 from scilens.core.quarantine import REJECTED_COLUMN, REJECTED_TYPE, guard_rows, with_rejected_field
 
-__all__ = ["CATALOG_SCHEMA", "COADD_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog",
+__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog", "patch_partitions",
            "rejected_frame", "scan"]
 
 SCAN_SCHEMA = T.StructType([
@@ -60,16 +59,6 @@ WARP_SCHEMA = T.StructType([
     tensor.tensor_field("mask"),
 ])
 """One image warped onto one box of one patch (x0, y0: the box origin in patch pixels)."""
-
-COADD_SCHEMA = T.StructType([
-    T.StructField("patch", T.StringType()),
-    T.StructField("inputs", T.LongType()),
-    tensor.tensor_field("flux"),
-    tensor.tensor_field("variance"),
-    tensor.tensor_field("mask"),
-    tensor.tensor_field("count"),
-    T.StructField(REJECTED_COLUMN, REJECTED_TYPE),
-])
 
 _TYPES = {"id": T.LongType(), "tract": T.LongType(), "patch": T.StringType(), "npix": T.LongType(),
           "flags": T.LongType()}
@@ -130,11 +119,30 @@ def _rows_to_warps(pdf: pd.DataFrame) -> list[Warp]:
     return warps
 
 
-def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: pipeline.AstroConfig,
-                  output: Path, timers: StepTimers, partitions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pre-process, warp, co-add and detect; writes ``output/coadds/*.fits``.
+def patch_partitions(spark: SparkSession, patches: list[str]) -> int:
+    """The fewest hash partitions (at least one per patch) in which no two ``patches`` share a partition.
 
-    Returns the catalog (not yet sorted) and the rejected records, on the driver.
+    Spark places a group by ``pmod(hash(key), n)``; two patches in one task
+    would be co-added one after the other while a core idles. One tiny JVM
+    query tries every candidate ``n`` at once.
+    """
+    from pyspark.sql import functions as F
+
+    candidates = list(range(len(patches), 8 * len(patches) + 8))
+    frame = spark.createDataFrame([(p,) for p in patches], "patch string")
+    counts = frame.select(*[F.pmod(F.hash("patch"), F.lit(n)).alias(str(n)) for n in candidates]).collect()
+    for n in candidates:
+        if len({row[str(n)] for row in counts}) == len(patches):
+            return n
+    return candidates[-1]
+
+
+def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: pipeline.AstroConfig,
+                  output: Path, timers: StepTimers, patches: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pre-process and warp each image, then co-add, write and search each of ``patches``.
+
+    Writes ``output/coadds/*.fits``; returns the catalog (not yet sorted) and
+    the rejected records, on the driver.
     """
     acc = timers.acc
     warp_columns = WARP_SCHEMA.fieldNames()
@@ -158,42 +166,27 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
         for batch in batches:
             yield from guard_rows(batch, produce, "preprocess+warp", warp_columns)
 
-    def coadd_fn(pdf: pd.DataFrame) -> pd.DataFrame:
+    def patch_fn(pdf: pd.DataFrame) -> pd.DataFrame:
         if pdf["patch"].isna().all():  # the group of rejected images: pass their records on
-            rejected = list(pdf[REJECTED_COLUMN])
-            empty = [None] * len(rejected)
-            return pd.DataFrame({"patch": empty, "inputs": empty, "flux": empty, "variance": empty, "mask": empty,
-                                 "count": empty, REJECTED_COLUMN: rejected})
+            out = pd.DataFrame({c: [None] * len(pdf) for c in pipeline.CATALOG_COLUMNS})
+            out[REJECTED_COLUMN] = list(pdf[REJECTED_COLUMN])
+            return out
+        patch = pdf["patch"].iloc[0]
         t0 = time.perf_counter()
         coadd = pipeline.coadd_patch(_rows_to_warps(pdf), skymap, config)
-        acc["coadd"].add(time.perf_counter() - t0)
-        return pd.DataFrame({"patch": [pdf["patch"].iloc[0]], "inputs": [len(pdf)],
-                             "flux": [tensor.encode(coadd.flux)], "variance": [tensor.encode(coadd.variance)],
-                             "mask": [tensor.encode(coadd.mask)], "count": [tensor.encode(coadd.count)],
-                             REJECTED_COLUMN: [None]})
-
-    def detect_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            for _, row in batch.iterrows():
-                if row["patch"] is None:
-                    out = pd.DataFrame({c: [None] for c in pipeline.CATALOG_COLUMNS})
-                    out[REJECTED_COLUMN] = [row[REJECTED_COLUMN]]
-                    yield out
-                    continue
-                coadd = Coadd(*(tensor.decode(row[p]) for p in ("flux", "variance", "mask", "count")))
-                t0 = time.perf_counter()
-                pipeline.write_coadd(output, coadd, row["patch"], skymap)
-                t1 = time.perf_counter()
-                found = pipeline.detect_patch(coadd, row["patch"], skymap, config)
-                acc["write"].add(t1 - t0)
-                acc["detect"].add(time.perf_counter() - t1)
-                found[REJECTED_COLUMN] = None
-                yield found
+        t1 = time.perf_counter()
+        pipeline.write_coadd(output, coadd, patch, skymap)
+        t2 = time.perf_counter()
+        found = pipeline.detect_patch(coadd, patch, skymap, config)
+        acc["coadd"].add(t1 - t0)
+        acc["write"].add(t2 - t1)
+        acc["detect"].add(time.perf_counter() - t2)
+        found[REJECTED_COLUMN] = None
+        return found
 
     warps = paths_frame(spark, paths).mapInPandas(warp_fn, with_rejected_field(WARP_SCHEMA))
-    # Hash-partition by patch into many partitions so two patches rarely share a task.
-    coadds = warps.repartition(partitions, "patch").groupBy("patch").applyInPandas(coadd_fn, COADD_SCHEMA)
-    out = coadds.mapInPandas(detect_fn, CATALOG_SCHEMA).toPandas()
+    partitions = patch_partitions(spark, patches)
+    out = warps.repartition(partitions, "patch").groupBy("patch").applyInPandas(patch_fn, CATALOG_SCHEMA).toPandas()
     bad = out[REJECTED_COLUMN].notna()
     return out.loc[~bad, pipeline.CATALOG_COLUMNS].reset_index(drop=True), pd.DataFrame(
         list(out.loc[bad, REJECTED_COLUMN]))

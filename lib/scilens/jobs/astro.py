@@ -51,7 +51,7 @@ class AstroJob(Job):
             records += [rejection(i.path, "skymap", pipeline.outside_message(i, skymap)) for i in outside]
             step.counts.update(patches_x=skymap.patches_x, patches_y=skymap.patches_y, inside=len(inside),
                                outside=len(outside))
-        touched = {p for i in inside for p in skymap.overlaps(i.footprint_ra, i.footprint_dec)}
+        touched = sorted({p for i in inside for p in skymap.overlaps(i.footprint_ra, i.footprint_dec)})
         # The biggest rows: a warp (an image resampled, 3 planes of 4 bytes) or a co-add (4 planes).
         scale = max(1.0, max(_pixel_scale(i) for i in inside) / skymap.config.pixel_scale_arcsec) ** 2 if inside \
             else 1.0
@@ -62,7 +62,7 @@ class AstroJob(Job):
             catalog = pd.DataFrame(columns=pipeline.CATALOG_COLUMNS)
             if inside:
                 catalog, failed = stages.coadd_catalog(spark, [i.path for i in inside], skymap, config, ctx.output,
-                                                       timers, partitions=max(4 * len(touched), 8))
+                                                       timers, touched)
                 records += failed.to_dict("records")
             coadded = len(inside) - sum(1 for r in records if r["step"] == "preprocess+warp")
             step.counts.update(images=coadded, patches=len(list((ctx.output / "coadds").glob("*.fits"))),
