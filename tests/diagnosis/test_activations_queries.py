@@ -12,7 +12,7 @@ from scilens import cli
 from scilens.diagnosis import metrics, queries
 from scilens.diagnosis.activations import ActivationStore, directory_bytes
 from scilens.diagnosis.queries import Group
-from scilens.diagnosis.similarity import svcca
+from scilens.diagnosis.similarity import moments_of, svcca, svcca_from_moments
 
 
 @pytest.fixture(scope="module")
@@ -113,28 +113,22 @@ def test_query_set_statistics_equal_numpy(store_frame, keras_activations):
             assert np.array_equal(got[key].argmax_counts, stats.argmax_counts)
 
 
-def _reference_cca(a, b, keep=0.99):
-    """SVCCA straight from the data: SVD-reduce each, orthonormalise, singular values of Qa' Qb."""
-    def reduce(x):
-        x = x - x.mean(0)
-        u, s, _ = np.linalg.svd(x, full_matrices=False)
-        r = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), keep) + 1)
-        return np.linalg.qr(u[:, :r] * s[:r])[0]
-
-    return np.linalg.svd(reduce(a.astype(np.float64)).T @ reduce(b.astype(np.float64)), compute_uv=False)
-
-
 def test_q4_svcca_of_a_layer_and_the_logits(store_frame, keras_activations):
     acts, labels, _ = keras_activations
     a = 4
-    got = queries.svcca(store_frame, "conv2", "logits", Group(label=a))
     mask = labels == a
     expected = svcca(acts["conv2"][mask], acts["logits"][mask])
+    # The two algorithms (SVD of the rows; moments, as Spark sums them) give the same correlations.
+    by_moments = svcca_from_moments(moments_of(acts["conv2"][mask], acts["logits"][mask]))
+    assert by_moments.kept == expected.kept
+    np.testing.assert_allclose(by_moments.correlations, expected.correlations, atol=1e-8)
+    # Spark: a class (~180 items, fewer than conv2's 256 + 10 neurons) from its rows; all items via moments.
+    got = queries.svcca(store_frame, "conv2", "logits", Group(label=a))
     assert got.kept == expected.kept
     np.testing.assert_allclose(got.correlations, expected.correlations, atol=1e-8)
-    np.testing.assert_allclose(expected.correlations, _reference_cca(acts["conv2"][mask], acts["logits"][mask]),
-                               atol=1e-8)
     assert 0 < got.similarity < 1
+    everything = queries.svcca(store_frame, "conv2", "logits")
+    np.testing.assert_allclose(everything.correlations, svcca(acts["conv2"], acts["logits"]).correlations, atol=1e-8)
     assert queries.svcca(store_frame, "fc2", "fc2").similarity == pytest.approx(1.0, abs=1e-9)
 
 

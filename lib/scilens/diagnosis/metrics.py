@@ -91,13 +91,14 @@ def group_statistics(activations: np.ndarray, keys: Sequence[Sequence] | np.ndar
     codes = np.unique(np.column_stack(columns), axis=0, return_inverse=True)
     groups, inverse = codes[0], codes[1].ravel()
     counts = np.bincount(inverse, minlength=len(groups))
-    sums = np.zeros((len(groups), neurons))
-    np.add.at(sums, inverse, activations[rows].astype(np.float64))
-    hist = np.zeros((len(groups), neurons), dtype=np.int64)
-    np.add.at(hist, (inverse, argmax), 1)
+    # Group sums as one (groups x n) @ (n x neurons) product: BLAS instead of a scatter-add.
+    onehot = np.zeros((len(groups), len(rows)))
+    onehot[inverse, np.arange(len(rows))] = 1.0
+    sums = onehot @ activations[rows].astype(np.float64)
+    hist = np.bincount(inverse * neurons + argmax, minlength=len(groups) * neurons).reshape(len(groups), neurons)
     out = {}
     for g, key in enumerate(groups):
-        out[tuple(_plain(v) for v in key)] = GroupStats(int(counts[g]), sums[g] / counts[g], hist[g])
+        out[tuple(_plain(v) for v in key)] = GroupStats(int(counts[g]), sums[g] / counts[g], hist[g].astype(np.int64))
     return out
 
 

@@ -16,8 +16,9 @@ Q7     similarity of two models' representations                 :func:`svcca_be
 
 Means are Spark ML's ``Summarizer`` over ``array_to_vector`` of the layer
 column and argmax histograms ``array_position(array_max)``, both in the JVM;
-SVCCA sums moments per partition with ``mapInPandas`` and solves on the
-driver (:mod:`scilens.diagnosis.similarity`). A neuron's index is its
+SVCCA of a small group (fewer items than neurons) is solved on the driver
+from its rows; of a large one from moments summed per partition with
+``mapInPandas`` (:mod:`scilens.diagnosis.similarity`). A neuron's index is its
 position in the flattened (C-order) layer output.
 """
 
@@ -36,6 +37,7 @@ from scilens.core import tensor
 from scilens.core.inputs import InputError
 from scilens.diagnosis.metrics import GroupStats, top_k
 from scilens.diagnosis.similarity import Moments, SVCCAResult, svcca_from_moments
+from scilens.diagnosis.similarity import svcca as svcca_in_memory
 
 __all__ = [
     "Group",
@@ -173,11 +175,28 @@ def representation_moments(df: DataFrame, column_a: str, column_b: str) -> Momen
     return total
 
 
+COLLECT_MAX_VALUES = 20_000_000
+"""SVCCA of at most this many activation values (items x neurons), and no more items than neurons, is
+computed on the driver from the rows (SVD, O(n^2 p)); larger groups go through moments (O(n p^2 + p^3))."""
+
+
+def _svcca_of(pairs: DataFrame, keep: float) -> SVCCAResult:
+    """SVCCA of the two array columns ``a`` and ``b`` of ``pairs``, by the cheaper of the two algorithms."""
+    n = pairs.count()
+    if n < 2:
+        raise InputError(f"SVCCA needs at least two items; the group has {n}")
+    p, q = pairs.select(F.size("a"), F.size("b")).first()
+    if n <= p + q and n * (p + q) <= COLLECT_MAX_VALUES:
+        rows = pairs.toPandas()
+        return svcca_in_memory(np.stack(rows["a"].to_numpy()), np.stack(rows["b"].to_numpy()), keep)
+    return svcca_from_moments(representation_moments(pairs, "a", "b"), keep)
+
+
 def svcca(df: DataFrame, layer_a: str, layer_b: str, group: Group = Group(), keep: float = 0.99) -> SVCCAResult:
     """Q4: SVCCA similarity of two layers of one store (e.g. a conv layer and ``logits``) over ``group``."""
     _check_layer(df, layer_a)
     _check_layer(df, layer_b)
-    return svcca_from_moments(representation_moments(df.where(group.condition()), layer_a, layer_b), keep)
+    return _svcca_of(df.where(group.condition()).select(F.col(layer_a).alias("a"), F.col(layer_b).alias("b")), keep)
 
 
 def svcca_between(df_a: DataFrame, layer_a: str, df_b: DataFrame, layer_b: str, group: Group = Group(),
@@ -190,6 +209,6 @@ def svcca_between(df_a: DataFrame, layer_a: str, df_b: DataFrame, layer_b: str, 
     """
     _check_layer(df_a, layer_a)
     _check_layer(df_b, layer_b)
-    left = df_a.where(group.condition()).select("id", F.col(layer_a).alias("_a"))
-    right = df_b.select("id", F.col(layer_b).alias("_b"))
-    return svcca_from_moments(representation_moments(left.join(right, "id"), "_a", "_b"), keep)
+    left = df_a.where(group.condition()).select("id", F.col(layer_a).alias("a"))
+    right = df_b.select("id", F.col(layer_b).alias("b"))
+    return _svcca_of(left.join(right, "id").select("a", "b"), keep)

@@ -319,7 +319,7 @@ def visualization_aware(latent: np.ndarray, fraction: float, seed: int = 0, band
         to_new = np.exp(-np.maximum(sq + v @ v - 2 * s @ v, 0) / eps2)
         with_new = responsibility + to_new
         worst = int(np.argmax(with_new))
-        if with_new[worst] <= to_new.sum():
+        if with_new[worst] < to_new.sum():
             continue  # the newcomer itself is the most crowded: it leaves again
         responsibility = with_new - kernel[worst]
         responsibility[worst] = to_new.sum() - to_new[worst]

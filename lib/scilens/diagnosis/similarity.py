@@ -8,11 +8,20 @@ canonical correlations between the two reduced representations; the
 similarity is their mean (1 for a representation and itself, or any
 invertible linear map of it).
 
-Everything is computed from the joint moments of the two representations
-(:class:`Moments`: count, sums, cross-products), which add up over
-partitions, so Spark computes them in parallel
-(:func:`scilens.diagnosis.queries.representation_moments`) and the driver
-only solves problems of size neurons x neurons.
+Two ways to the same numbers, for two regimes:
+
+* :func:`svcca` -- from the items' representations in memory, by SVD of the
+  centred data (Raghu et al.'s own way): the canonical correlations are the
+  singular values of ``U_a' U_b`` for the kept left singular vectors; cost
+  O(n (p + q) min(n, p + q)), the choice for fewer items than neurons;
+* :func:`svcca_from_moments` -- from the joint moments of the two
+  representations (:class:`Moments`: count, sums, cross-products), which add
+  up over partitions, so Spark computes them in parallel
+  (:func:`scilens.diagnosis.queries.representation_moments`) and the driver
+  only solves problems of size neurons x neurons: the choice for many items.
+
+Both keep, per representation, the leading directions whose variance
+reaches ``keep`` of the total (and none of relative size below 1e-10).
 """
 
 from __future__ import annotations
@@ -67,15 +76,19 @@ class SVCCAResult:
     kept: tuple[int, int]
 
 
-def _top_directions(cov: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
-    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
-    values, vectors = values[::-1], vectors[:, ::-1]
-    values = np.clip(values, 0, None)
-    total = values.sum()
+def _kept(variances: np.ndarray, keep: float) -> int:
+    """How many leading directions (variances in descending order) reach ``keep`` of the total variance."""
+    total = variances.sum()
     if total <= 0:
         raise ValueError("a representation is constant over the items: nothing to correlate")
-    r = int(np.searchsorted(np.cumsum(values) / total, keep) + 1)
-    r = min(r, int(np.sum(values > values[0] * 1e-10)))
+    r = int(np.searchsorted(np.cumsum(variances) / total, keep) + 1)
+    return min(r, int(np.sum(variances > variances[0] * 1e-10)))
+
+
+def _top_directions(cov: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+    r = _kept(values, keep)
     return values[:r], vectors[:, :r]
 
 
@@ -90,6 +103,18 @@ def svcca_from_moments(m: Moments, keep: float = 0.99) -> SVCCAResult:
     return SVCCAResult(float(rho.mean()), rho, (len(la), len(lb)))
 
 
+def _left_basis(x: np.ndarray, keep: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    u, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    return u[:, :_kept(s**2, keep)]
+
+
 def svcca(a: np.ndarray, b: np.ndarray, keep: float = 0.99) -> SVCCAResult:
-    """SVCCA of in-memory representations ``a`` (n, p) and ``b`` (n, q) of the same n items."""
-    return svcca_from_moments(moments_of(a, b), keep)
+    """SVCCA of in-memory representations ``a`` (n, p) and ``b`` (n, q) of the same n items, by SVD."""
+    if len(a) != len(b):
+        raise ValueError(f"representations of {len(a)} and {len(b)} items")
+    if len(a) < 2:
+        raise ValueError(f"SVCCA needs at least two items, got {len(a)}")
+    ua, ub = _left_basis(a, keep), _left_basis(b, keep)
+    rho = np.clip(np.linalg.svd(ua.T @ ub, compute_uv=False), 0.0, 1.0)
+    return SVCCAResult(float(rho.mean()), rho, (ua.shape[1], ub.shape[1]))

@@ -1,0 +1,763 @@
+"""Benchmark of sampling for model diagnosis (dissertation Ch. 4): Figures 4.4-4.7, Table 4.4, timings, storage.
+
+    python -m bench.sampling            # full run; writes bench/results/sampling.{md,json,csv} and PNG plots
+    python -m bench.sampling --quick    # small data, to check the benchmark itself (sampling-quick.*)
+
+Datasets and models (trained here by ``scilens train-model``, cached in ``bench/work/``):
+
+* Fashion-MNIST (real, Debian's ``dataset-fashion-mnist``): LeNet-5 with batch
+  normalisation, latent layer ``fc2`` (84); the paper used MNIST, whose LeNet
+  errs 10x less often.
+* Galaxy cutouts (generated, :mod:`scilens.synth.galaxies`; the paper used
+  Galaxy Zoo 2 face-on vs edge-on): the galaxy CNN, latent layer ``fc1`` (64);
+  a test set of 2,118 cutouts as in the paper.
+
+Experiments, on the test sets' activation stores (``scilens activations``):
+
+1. every sampler x fraction (5-80 %), query sets S1 (top-10 precision), S2
+   (cosine distance), S3 (Jensen-Shannon distance) averaged over every
+   (layer, class, correct/incorrect) group, and split by correct/incorrect
+   (Fig. 4.4, 4.5); random samplers repeated over seeds and averaged;
+2. S1 precision against k at 5 % (Fig. 4.6);
+3. tuning factor j at 5 % for GMM full/spherical and MaxMargin, weighted
+   variants as dashed lines (Fig. 4.7);
+4. sample composition at 5 % (Table 4.4).
+
+Timings and storage:
+
+* time to create a 5 % sample with each technique on the galaxy test latent
+  set (2,118 x 64, the paper's Fig. 4.13) and on Fashion-MNIST's training set
+  (60,000 x 84), on the driver; the Spark (MLlib) path on the latter; the
+  paper's O(K^2 N) VAS loop (``bench/reference/diagnosis_ref.py``) against
+  ours, after checking both choose the same items;
+* Q1-Q5 on the activation stores of Fashion-MNIST's training set: full, the
+  MaxMargin 20 % and 5 % samples; scilens (Spark DataFrame queries), the
+  single-process numpy reference and a row-at-a-time pickled-RDD peer, each
+  checked against the reference before its time counts (Fig. 4.11);
+* bytes of the three stores (Fig. 4.12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS, WORK, best_of, markdown_table, write_results
+from bench.reference import diagnosis_ref as ref
+
+MAIN = ["uniform", "stratified_cm", "stratified_weighted", "simple_latent", "vas", "eb_tree", "gmm_full",
+        "gmm_spherical", "maxmargin", "maxmargin_weighted"]
+RANDOM = {"uniform", "stratified_cm", "stratified_weighted", "simple_latent", "vas", "eb_tree", "maxmargin_weighted",
+          "gmm_full_weighted", "gmm_spherical_weighted"}
+FRACTIONS = [0.05, 0.1, 0.2, 0.4, 0.8]
+KS = [5, 10, 20, 50, 100]
+JS = [0.0, 0.25, 0.5, 0.75, 1.0]
+J_TECHNIQUES = ["gmm_full", "gmm_spherical", "maxmargin"]
+SETTINGS = {
+    "full": {"fmnist_train": 60_000, "fmnist_test": 10_000, "galaxy_train": 12_000, "galaxy_test": 2_118,
+             "lenet_epochs": 10, "galaxy_epochs": 8, "seeds": 10, "repeat": 3, "spark_timing": True},
+    "quick": {"fmnist_train": 3_000, "fmnist_test": 1_000, "galaxy_train": 800, "galaxy_test": 300,
+              "lenet_epochs": 2, "galaxy_epochs": 2, "seeds": 2, "repeat": 1, "spark_timing": True},
+}
+PAPER = {
+    "composition_5pct": {"fashion": "MNIST: uniform 494(4), stratified CM 494(11), MaxMargin 427(85), "
+                                    "EB tree 198(72) of 9893(107)",
+                         "galaxies": "GZ2: uniform 105(1), stratified CM 105(1), MaxMargin 89(18), EB tree 44(8) "
+                                     "of 2097(21)"},
+    "maxmargin_seconds_2118x64": 1.5,
+    "query_speedup_20pct": "3.36-6.8x", "query_speedup_5pct": "10-30x",
+    "storage_ratio_20pct": "~5x", "storage_ratio_5pct": "~20x",
+    "top100_precision_5pct": {"fashion": 0.98, "galaxies": 0.70},
+}
+
+
+def _log(message: str) -> None:
+    print(f"[bench.sampling {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _cli(*args: str) -> None:
+    from scilens.cli import main
+
+    if main(list(args)) != 0:
+        raise RuntimeError(f"scilens {' '.join(args)} failed")
+
+
+# --- data, models, stores ------------------------------------------------------------------------------------
+
+
+def prepare(root: Path, s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Image tables and trained models of both datasets (cached under ``root``)."""
+    from scilens.diagnosis import datasets
+    from scilens.vision import galaxy_cnn, lenet
+
+    out = {}
+    for name, arch, mod, epochs in (("fashion", "lenet5", lenet, s["lenet_epochs"]),
+                                    ("galaxies", "galaxy_cnn", galaxy_cnn, s["galaxy_epochs"])):
+        tables = {split: root / "data" / f"{name}_{split}" for split in ("train", "test")}
+        marker = root / "data" / f"{name}.json"
+        wanted = {"train": s[f"{'fmnist' if name == 'fashion' else 'galaxy'}_train"],
+                  "test": s[f"{'fmnist' if name == 'fashion' else 'galaxy'}_test"]}
+        if not marker.exists() or json.loads(marker.read_text()) != wanted:
+            _log(f"{name}: writing image tables {wanted}")
+            if name == "fashion":
+                sets = {split: datasets.fashion_mnist(split).subset(slice(0, n)) for split, n in wanted.items()}
+            else:
+                sets = {"train": datasets.galaxies(wanted["train"], seed=1)[0],
+                        "test": datasets.galaxies(wanted["test"], seed=2, first_id=1_000_000)[0]}
+            for split, images in sets.items():
+                datasets.write_image_table(tables[split], images, rows_per_file=10_000)
+            marker.write_text(json.dumps(wanted))
+        model_dir = root / "models" / name
+        spec = {**wanted, "epochs": epochs, "architecture": arch}
+        spec_file = model_dir / "spec.json"
+        if not spec_file.exists() or json.loads(spec_file.read_text()) != spec:
+            _log(f"{name}: training {arch} for {epochs} epochs")
+            _cli("train-model", "--input", str(tables["train"]), "--output", str(model_dir),
+                 "--set", f"training.architecture={arch}", "--set", f"training.epochs={epochs}",
+                 "--set", f"test={tables['test']}")
+            (model_dir / "spec.json").write_text(json.dumps(spec))
+        history = json.loads((model_dir / "history.json").read_text())
+        out[name] = {"tables": tables, "model": model_dir / "model.keras", "layers": [*mod.HIDDEN_BLOCKS, "logits"],
+                     "latent": mod.LATENT_LAYER, "test_accuracy": history.get("test_accuracy"),
+                     "parameters": history.get("parameters"), "n_train": wanted["train"], "n_test": wanted["test"]}
+    return out
+
+
+def store_for(root: Path, name: str, data: dict[str, Any], split: str, layers: list[str], ids_from: Path | None = None,
+              tag: str = "") -> Any:
+    """The activation store of ``split`` (optionally only the ids of a sample), computed once and cached."""
+    from scilens.diagnosis.activations import ActivationStore
+
+    path = root / "stores" / f"{name}_{split}{tag}"
+    spec = {"layers": layers, "ids_from": str(ids_from) if ids_from else None,
+            "model_mtime": os.path.getmtime(data["model"])}
+    if not (path / "spec.json").exists() or json.loads((path / "spec.json").read_text()) != spec:
+        _log(f"{name}: activations of {split}{tag} ({len(layers)} layers)")
+        extra = ["--set", f"ids_from={ids_from}"] if ids_from else []
+        _cli("activations", "--input", str(data["tables"][split]), "--output", str(path), "--set",
+             f"model={data['model']}", "--set", f"layers=[{','.join(layers)}]", *extra)
+        (path / "spec.json").write_text(json.dumps(spec))
+    return ActivationStore.open(path)
+
+
+# --- experiments 1-3 -------------------------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Query-set accuracy of samples of one test store, against the full store (numpy)."""
+
+    def __init__(self, acts: dict[str, np.ndarray], labels: np.ndarray, predictions: np.ndarray):
+        from scilens.diagnosis import metrics
+
+        self.metrics = metrics
+        self.acts, self.labels, self.predictions = acts, labels, predictions
+        self.correct = labels == predictions
+        self.argmax = {n: metrics.argmax_neurons(a) for n, a in acts.items()}
+        self.full = {n: metrics.group_statistics(a, (labels, self.correct), argmax=self.argmax[n])
+                     for n, a in acts.items()}
+
+    def __call__(self, index: np.ndarray) -> dict[str, float]:
+        m = self.metrics
+        sample = {n: m.group_statistics(a, (self.labels, self.correct), index=index, argmax=self.argmax[n])
+                  for n, a in self.acts.items()}
+        out = m.query_set_accuracy(self.full, sample, ks=KS)
+        for tag, ok in (("correct", True), ("incorrect", False)):
+            part = m.query_set_accuracy(self.full, sample, ks=[10], where={1: ok})
+            out.update({f"S1@10_{tag}": part["S1@10"], f"S2_{tag}": part["S2"], f"S3_{tag}": part["S3"]})
+        out["size"] = len(index)
+        out["misclassified"] = int((~self.correct[index]).sum())
+        return out
+
+
+def experiments(name: str, store: Any, layers: list[str], latent_layer: str, seeds: int) -> list[dict[str, Any]]:
+    """Experiments 1-3 on one dataset's test store: one row per (technique, fraction, j, seed)."""
+    from scilens.diagnosis.sampling import SampleLatentTask, SamplingConfig
+
+    data = store.to_numpy(["label", "prediction", *layers])
+    labels, predictions = data["label"].astype(np.int64), data["prediction"].astype(np.int64)
+    evaluate = Evaluator({n: data[n] for n in layers}, labels, predictions)
+    latent = data[latent_layer].astype(np.float64)
+    rows: list[dict[str, Any]] = []
+    techniques = [*MAIN, "gmm_full_weighted", "gmm_spherical_weighted"]
+    for technique in techniques:
+        task = SampleLatentTask(technique)
+        start = time.perf_counter()
+        fit = task.fit(latent, labels, predictions)
+        for seed in range(seeds if technique in RANDOM else 1):
+            if technique == "eb_tree":
+                sample = task.draw(1.0, latent, labels, predictions, seed=seed)
+                rows.append({"dataset": name, "experiment": "fractions", "technique": technique, "fraction": None,
+                             "achieved_fraction": len(sample) / len(latent), "j": None, "seed": seed,
+                             **evaluate(sample.index)})
+                continue
+            for fraction in FRACTIONS:
+                sample = task.draw(fraction, latent, labels, predictions, fit, seed=seed)
+                rows.append({"dataset": name, "experiment": "fractions", "technique": technique, "fraction": fraction,
+                             "achieved_fraction": len(sample) / len(latent),
+                             "j": 0.7 if technique in J_TECHNIQUES else None, "seed": seed,
+                             **evaluate(sample.index)})
+        _log(f"{name}: {technique} done in {time.perf_counter() - start:.1f} s")
+    for technique in J_TECHNIQUES:
+        fit = SampleLatentTask(technique).fit(latent, labels, predictions)
+        for j in JS:
+            sample = SampleLatentTask(technique, SamplingConfig(tuning_factor=j)).draw(0.05, latent, labels,
+                                                                                      predictions, fit)
+            rows.append({"dataset": name, "experiment": "tuning_factor", "technique": technique, "fraction": 0.05,
+                         "achieved_fraction": len(sample) / len(latent), "j": j, "seed": 0,
+                         **evaluate(sample.index)})
+    whole = evaluate(np.arange(len(labels)))
+    rows.append({"dataset": name, "experiment": "whole", "technique": "entire test set", "fraction": 1.0,
+                 "achieved_fraction": 1.0, "j": None, "seed": 0, **whole})
+    return rows
+
+
+def mean_rows(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows averaged over seeds (numeric columns) per ``keys``."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for key, members in groups.items():
+        merged = dict(zip(keys, key))
+        for col, value in members[0].items():
+            if col in keys or col == "seed":
+                continue
+            values = [m[col] for m in members if m[col] is not None]
+            merged[col] = float(np.mean(values)) if values and isinstance(values[0], (int, float)) else value
+        merged["repeats"] = len(members)
+        out.append(merged)
+    return out
+
+
+# --- timings ---------------------------------------------------------------------------------------------------
+
+
+def creation_times(latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray, repeat: int,
+                   label: str) -> list[dict[str, Any]]:
+    """Seconds to create a 5 % sample with each technique on the driver (fit included)."""
+    from scilens.diagnosis.sampling import SampleLatentTask
+
+    rows = []
+    for technique in MAIN:
+        task = SampleLatentTask(technique)
+        seconds, result = best_of(lambda t=task: t.run(latent, labels, predictions, [0.05]), repeat)
+        size = len(next(iter(result.values())))
+        rows.append({"set": label, "technique": technique, "path": "driver", "seconds": seconds, "size": size})
+        _log(f"timing {label}: {technique} {seconds:.3f} s")
+    return rows
+
+
+def vas_reference_check(latent: np.ndarray, repeat: int) -> dict[str, Any]:
+    """The paper's O(K^2 N) VAS loop vs ours on the same stream: same items, then the times."""
+    from scilens.diagnosis import samplers
+
+    k = int(np.floor(0.05 * len(latent) + 0.5))
+    bandwidth = samplers.median_distance(latent, 0)
+    order = np.random.default_rng(0).permutation(len(latent))
+    t_ref, chosen_ref = best_of(lambda: ref.naive_vas(latent, k, order, bandwidth), 1)
+    t_ours, ours = best_of(lambda: samplers.visualization_aware(latent, 0.05, 0, bandwidth), repeat)
+    same = sorted(chosen_ref.tolist()) == sorted(ours.index.tolist())
+    if not same:
+        raise AssertionError("VAS: scilens' interchange chose other items than the reference loop")
+    return {"n": len(latent), "k": k, "reference_seconds": t_ref, "scilens_seconds": t_ours,
+            "speedup": t_ref / t_ours, "same_items": same}
+
+
+def spark_creation_times(spark: Any, embeddings: Path, driver_rows: dict[str, dict[str, Any]], repeat: int,
+                         latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                         ids: np.ndarray) -> list[dict[str, Any]]:
+    """The Spark (MLlib) path at 5 % on the large latent set, checked against the driver's samples."""
+    from scilens.diagnosis.sampling import SampleLatentTask
+    from scilens.diagnosis.spark_sampling import SparkSampler
+
+    df = spark.read.parquet(str(embeddings)).select("id", "label", "prediction", "latent").persist()
+    df.count()
+    rows = []
+    for technique in ["uniform", "stratified_cm", "simple_latent", "gmm_full", "maxmargin"]:
+        def run(t=technique):
+            sample = SparkSampler(t, latent="latent").run(df, [0.05])[0.05].persist()
+            sample.count()
+            return sample
+        seconds, sample = best_of(run, 1 if technique in ("gmm_full", "maxmargin") else repeat)
+        got = sample.toPandas()
+        driver = SampleLatentTask(technique).run(latent, labels, predictions, [0.05])[0.05]
+        overlap = len(set(got["id"]) & set(ids[driver.index])) / len(set(got["id"]) | set(ids[driver.index]))
+        if technique in ("uniform", "stratified_cm") and len(got) != len(driver):
+            raise AssertionError(f"Spark {technique}: {len(got)} items, driver {len(driver)}")
+        rows.append({"set": "fashion train", "technique": technique, "path": "spark", "seconds": seconds,
+                     "size": len(got), "driver_seconds": driver_rows[technique]["seconds"],
+                     "spark/driver": seconds / driver_rows[technique]["seconds"], "jaccard_with_driver": overlap})
+        _log(f"timing spark: {technique} {seconds:.1f} s")
+    df.unpersist()
+    return rows
+
+
+# --- queries Q1-Q5 ---------------------------------------------------------------------------------------------
+
+
+def _rdd_mean(df: Any, layer: str, keep: Callable[[Any], bool]) -> np.ndarray:
+    """The dissertation-era way: rows pickled to Python one at a time, summed with treeAggregate."""
+    rdd = df.rdd.filter(keep).map(lambda r: (1, np.asarray(r[layer], dtype=np.float64)))
+    n, total = rdd.treeAggregate((0, 0.0), lambda a, b: (a[0] + b[0], a[1] + b[1]),
+                                 lambda a, b: (a[0] + b[0], a[1] + b[1]))
+    return total / n
+
+
+def _rdd_hist(df: Any, layer: str, keep: Callable[[Any], bool], neurons: int) -> np.ndarray:
+    pairs = df.rdd.filter(keep).map(lambda r: (int(np.argmax(r[layer])), 1)).reduceByKey(lambda a, b: a + b).collect()
+    hist = np.zeros(neurons, dtype=np.int64)
+    for k, v in pairs:
+        hist[k] = v
+    return hist
+
+
+def query_plan(full: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Which class and confusion the queries ask about: the most frequent error and its class."""
+    wrong = full["label"] != full["prediction"]
+    a = int(np.bincount(full["label"][wrong]).argmax())
+    b = int(np.bincount(full["prediction"][wrong & (full["label"] == a)]).argmax())
+    return {"a": a, "b": b}
+
+
+def query_times(spark: Any, stores: dict[str, Any], repeat: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Q1-Q5 on each store with scilens (Spark), the numpy reference and the pickled-RDD peer."""
+    from pyspark.sql import functions as F
+
+    from scilens.diagnosis import queries
+    from scilens.diagnosis.queries import Group
+
+    full_store = stores["full"]
+    sizes = {n: full_store.layer_size(n) for n in ("conv2", "fc2", "logits")}
+    plan = query_plan(ref.read_columns(str(full_store.table), ["label", "prediction"], {}))
+    a, b = plan["a"], plan["b"]
+    rows = []
+    for store_name, store in stores.items():
+        def frame(s=store):
+            return spark.read.parquet(str(s.table))
+
+        def load(columns, s=store):
+            return ref.read_columns(str(s.table), ["label", "prediction", "correct", *columns], sizes)
+
+        qs = {
+            "Q1 mean conv2, all": (
+                lambda: queries.mean_activation(frame(), "conv2"),
+                lambda: ref.mean_activation(load(["conv2"]), "conv2"),
+                lambda: _rdd_mean(frame().select("conv2"), "conv2", lambda r: True), "mean"),
+            "Q2 top-10 conv2, misclassified": (
+                lambda: queries.top_k_neurons(frame(), "conv2", 10, Group(correct=False)),
+                lambda: ref.top_k(ref.mean_activation(load(["conv2"]), "conv2", correct=False), 10),
+                lambda: ref.top_k(_rdd_mean(frame().select("correct", "conv2"), "conv2",
+                                            lambda r: not r["correct"]), 10), "set"),
+            f"Q3 mean fc2, class {a} wrong vs right": (
+                lambda: np.stack([queries.mean_activation(frame(), "fc2", Group(label=a, correct=ok))
+                                  for ok in (False, True)]),
+                lambda: (lambda d: np.stack([ref.mean_activation(d, "fc2", label=a, correct=ok)
+                                             for ok in (False, True)]))(load(["fc2"])),
+                lambda: np.stack([_rdd_mean(frame().select("label", "correct", "fc2"), "fc2",
+                                            lambda r, ok=ok: r["label"] == a and r["correct"] == ok)
+                                  for ok in (False, True)]), "mean"),
+            f"Q4 SVCCA conv2 vs logits, class {a}": (
+                lambda: queries.svcca(frame(), "conv2", "logits", Group(label=a)).similarity,
+                lambda: (lambda d: ref.svcca(d["conv2"][d["label"] == a], d["logits"][d["label"] == a]))(
+                    load(["conv2", "logits"])),
+                None, "close"),
+            f"Q5 conv2 for {a} predicted {b}": (
+                lambda: (queries.top_k_neurons(frame(), "conv2", 10, Group(label=a, prediction=b)),
+                         queries.max_neuron_distribution(frame(), "conv2", sizes["conv2"],
+                                                         Group(label=a, prediction=b))),
+                lambda: (lambda d: (ref.top_k(ref.mean_activation(d, "conv2", label=a, prediction=b), 10),
+                                    ref.argmax_histogram(d, "conv2", label=a, prediction=b)))(load(["conv2"])),
+                lambda: (ref.top_k(_rdd_mean(frame().select("label", "prediction", "conv2"), "conv2",
+                                             lambda r: r["label"] == a and r["prediction"] == b), 10),
+                         _rdd_hist(frame().select("label", "prediction", "conv2"), "conv2",
+                                   lambda r: r["label"] == a and r["prediction"] == b, sizes["conv2"])), "pair"),
+        }
+        n_group = frame().where((F.col("label") == a) & (F.col("prediction") == b)).count()
+        for query, (ours, reference, peer, kind) in qs.items():
+            if query.startswith("Q5") and n_group == 0:
+                rows.append({"store": store_name, "query": query, "note": "no such items in this sample"})
+                continue
+            t_ref, expected = best_of(reference, repeat)
+            row = {"store": store_name, "query": query, "reference_s": t_ref}
+            for impl, fn in (("scilens", ours), ("rdd_pickle", peer)):
+                if fn is None:
+                    continue
+                # The pickled-RDD peer is an order of magnitude slower: one run is enough to place it.
+                seconds, got = best_of(fn, repeat if impl == "scilens" else 1)
+                _check(kind, got, expected, f"{impl} {query} on {store_name}")
+                row[f"{impl}_s"] = seconds
+            rows.append(row)
+            _log(f"{store_name}: {query}: scilens {row.get('scilens_s', float('nan')):.2f} s")
+    return rows, plan
+
+
+def _check(kind: str, got: Any, expected: Any, what: str) -> None:
+    ok = {
+        "mean": lambda: np.allclose(got, expected, rtol=1e-6, atol=1e-9),
+        "set": lambda: set(np.asarray(got).tolist()) == set(np.asarray(expected).tolist()),
+        "close": lambda: abs(got - expected) < 1e-6,
+        "pair": lambda: list(got[0]) == list(expected[0]) and np.array_equal(got[1], expected[1]),
+    }[kind]()
+    if not ok:
+        raise AssertionError(f"{what}: result differs from the reference")
+
+
+# --- plots ------------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+STYLE = {"uniform": ("tab:gray", "o"), "stratified_cm": ("tab:blue", "s"), "stratified_weighted": ("tab:cyan", "v"),
+         "simple_latent": ("tab:olive", "^"), "vas": ("tab:brown", "D"), "eb_tree": ("k", "*"),
+         "gmm_full": ("tab:green", "P"), "gmm_spherical": ("tab:purple", "X"), "maxmargin": ("tab:red", "o"),
+         "maxmargin_weighted": ("tab:pink", "o"), "gmm_full_weighted": ("tab:green", "P"),
+         "gmm_spherical_weighted": ("tab:purple", "X")}
+QUERY_SETS = [("S1@10", "S1 top-10 precision (higher is better)"), ("S2", "S2 cosine distance (lower is better)"),
+              ("S3", "S3 Jensen-Shannon distance (lower is better)")]
+
+
+def plot_fractions(means: list[dict[str, Any]], datasets: list[str], path: Path, suffix: str = "",
+                   title: str = "") -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(15, 4.2 * len(datasets)), squeeze=False)
+    for row, name in enumerate(datasets):
+        for col, (metric, label) in enumerate(QUERY_SETS):
+            ax = axes[row, col]
+            for technique in MAIN:
+                pts = sorted((r["achieved_fraction"], r[metric + suffix]) for r in means
+                             if r["dataset"] == name and r["technique"] == technique and r["experiment"] == "fractions")
+                if not pts:
+                    continue
+                color, marker = STYLE[technique]
+                x, y = zip(*pts)
+                ax.plot(x, y, marker=marker, color=color, label=technique, ms=8 if technique == "eb_tree" else 4,
+                        lw=2 if technique == "maxmargin" else 1, ls="none" if technique == "eb_tree" else "-")
+            ax.set_xscale("log")
+            ax.set_xticks(FRACTIONS, [f"{f:g}" for f in FRACTIONS])
+            ax.set_xlabel("sample size (fraction of the test set)")
+            ax.set_title(f"{name}: {label}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_k(means: list[dict[str, Any]], datasets: list[str], path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    for col, name in enumerate(datasets):
+        ax = axes[0, col]
+        for technique in MAIN:
+            rows = [r for r in means if r["dataset"] == name and r["technique"] == technique
+                    and r["experiment"] == "fractions" and (technique == "eb_tree" or r["fraction"] == 0.05)]
+            if not rows:
+                continue
+            color, marker = STYLE[technique]
+            ax.plot(KS, [rows[0][f"S1@{k}"] for k in KS], marker=marker, color=color, label=technique,
+                    lw=2 if technique == "maxmargin" else 1)
+        ax.set_xscale("log")
+        ax.set_xticks(KS, [str(k) for k in KS])
+        ax.set_xlabel("k (top-k neurons)")
+        ax.set_ylabel("S1 precision at 5 % (eb_tree: its own size)")
+        ax.set_title(name)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_j(means: list[dict[str, Any]], datasets: list[str], path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(15, 4 * len(datasets)), squeeze=False)
+    for row, name in enumerate(datasets):
+        for col, (metric, label) in enumerate(QUERY_SETS):
+            ax = axes[row, col]
+            for technique in J_TECHNIQUES:
+                color, marker = STYLE[technique]
+                pts = sorted((r["j"], r[metric]) for r in means if r["dataset"] == name
+                             and r["technique"] == technique and r["experiment"] == "tuning_factor")
+                ax.plot(*zip(*pts), marker=marker, color=color, label=technique)
+                weighted = [r for r in means if r["dataset"] == name and r["technique"] == f"{technique}_weighted"
+                            and r["experiment"] == "fractions" and r["fraction"] == 0.05]
+                if weighted:
+                    ax.axhline(weighted[0][metric], color=color, ls="--", lw=1, label=f"{technique} weighted")
+            ax.set_xlabel("tuning factor j (share from the boundary end)")
+            ax.set_title(f"{name}: {label}, 5 % sample", fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(rows: list[dict[str, Any]], label_key: str, value_keys: list[str], path: Path, ylabel: str,
+              title: str, log: bool = True) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(rows)), 4.5))
+    width = 0.8 / len(value_keys)
+    for i, key in enumerate(value_keys):
+        ax.bar(np.arange(len(rows)) + i * width, [r.get(key) or 0 for r in rows], width, label=key)
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, [r[label_key] for r in rows], rotation=50, ha="right",
+                  fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- the verdict ------------------------------------------------------------------------------------------------
+
+
+def verdict(means: list[dict[str, Any]], datasets: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """Where MaxMargin ranks among the samplers at 5-20 %, per dataset and query set."""
+    table = []
+    wins = cells = 0
+    for name in datasets:
+        for fraction in (0.05, 0.1, 0.2):
+            for metric, _ in QUERY_SETS:
+                scored = [(r[metric], r["technique"]) for r in means if r["dataset"] == name
+                          and r["experiment"] == "fractions" and r["fraction"] == fraction
+                          and r["technique"] in MAIN]
+                better_high = metric.startswith("S1")
+                scored.sort(reverse=better_high)
+                ranking = [t for _, t in scored]
+                best_value, best = scored[0]
+                mm = next(v for v, t in scored if t == "maxmargin")
+                baseline = next((v, t) for v, t in scored if t not in ("maxmargin", "maxmargin_weighted",
+                                                                       "gmm_full", "gmm_spherical"))
+                cells += 1
+                wins += best == "maxmargin"
+                table.append({"dataset": name, "fraction": fraction, "query set": metric,
+                              "maxmargin": mm, "rank": ranking.index("maxmargin") + 1, "best": best,
+                              "best value": best_value, "best baseline": baseline[1],
+                              "baseline value": baseline[0]})
+    beats = sum((r["maxmargin"] >= r["baseline value"]) if r["query set"].startswith("S1")
+                else (r["maxmargin"] <= r["baseline value"]) for r in table)
+    text = (f"MaxMargin is the best sampler in {wins} of {cells} (dataset, fraction 5-20 %, query set) cells and "
+            f"at least as good as the best baseline (uniform, stratified, simple latent, VAS, EB tree) in "
+            f"{beats} of {cells}.")
+    return text, table
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data: check that the benchmark runs")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    s = SETTINGS[mode]
+    name = "sampling-quick" if args.quick else "sampling"
+    root = WORK / name
+    root.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+
+    from scilens.core.session import get_spark
+
+    spark = get_spark("local", app_name="bench-sampling", master="local[2]",
+                      conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"})
+    data = prepare(root, s)
+    datasets_ = ["fashion", "galaxies"]
+
+    # Experiments 1-3 on the test sets.
+    rows: list[dict[str, Any]] = []
+    test_stores = {}
+    for ds in datasets_:
+        test_stores[ds] = store_for(root, ds, data[ds], "test", data[ds]["layers"])
+        rows += experiments(ds, test_stores[ds], data[ds]["layers"], data[ds]["latent"], s["seeds"])
+    means = mean_rows(rows, ("dataset", "experiment", "technique", "fraction", "j"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figures = {
+        "fig4_4": plot_fractions(means, datasets_, RESULTS / f"{name}_fig4_4.png",
+                                 title="Query-set accuracy against sample size (Fig. 4.4)"),
+        "fig4_5": plot_fractions(means, ["fashion"], RESULTS / f"{name}_fig4_5_correct.png", suffix="_correct",
+                                 title="Fashion-MNIST, correctly classified groups (Fig. 4.5, top)"),
+        "fig4_5b": plot_fractions(means, ["fashion"], RESULTS / f"{name}_fig4_5_incorrect.png", suffix="_incorrect",
+                                  title="Fashion-MNIST, misclassified groups (Fig. 4.5, bottom)"),
+        "fig4_6": plot_k(means, datasets_, RESULTS / f"{name}_fig4_6.png"),
+        "fig4_7": plot_j(means, datasets_, RESULTS / f"{name}_fig4_7.png"),
+    }
+
+    # Sample creation times.
+    _log("timings: sample creation")
+    gal = test_stores["galaxies"].to_numpy(["label", "prediction", data["galaxies"]["latent"]])
+    small = (gal[data["galaxies"]["latent"]].astype(np.float64), gal["label"], gal["prediction"])
+    timing = creation_times(*small, s["repeat"], f"galaxies test {len(small[0])}x{small[0].shape[1]}")
+    vas_check = vas_reference_check(small[0], s["repeat"])
+    fash = data["fashion"]
+    sample_out = root / "fashion_train_sample"
+    if not (sample_out / "summary.json").exists() or json.loads((sample_out / "summary.json").read_text())[
+            "rows"] != fash["n_train"]:
+        _cli("sample", "--input", str(fash["tables"]["train"]), "--output", str(sample_out),
+             "--set", f"model={fash['model']}", "--set", "techniques=[maxmargin]", "--set", "fractions=[0.05,0.2]",
+             "--set", "fit=driver")
+    pdf = spark.read.parquet(str(sample_out / "embeddings.parquet")).select(
+        "id", "label", "prediction", "latent").orderBy("id").toPandas()
+    big = (np.stack(pdf["latent"].to_numpy()).astype(np.float64), pdf["label"].to_numpy(),
+           pdf["prediction"].to_numpy())
+    big_label = f"fashion train {len(big[0])}x{big[0].shape[1]}"
+    big_rows = creation_times(*big, 1, big_label)
+    timing += big_rows
+    spark_rows = []
+    if s["spark_timing"]:
+        spark_rows = spark_creation_times(spark, sample_out / "embeddings.parquet",
+                                          {r["technique"]: r for r in big_rows}, s["repeat"], *big,
+                                          pdf["id"].to_numpy())
+    plot_bars([r for r in timing if r["set"].startswith("galaxies")], "technique", ["seconds"],
+              RESULTS / f"{name}_fig4_13.png", "seconds (log)", "Time to create a 5 % sample (Fig. 4.13)")
+
+    # Activation stores of the training set: full, MaxMargin 20 % and 5 %; queries and storage.
+    _log("stores of the training set and queries")
+    layers = fash["layers"]
+    train_stores = {"full": store_for(root, "fashion", fash, "train", layers)}
+    for fraction, tag in ((0.2, "20%"), (0.05, "5%")):
+        chosen = sample_out / "samples" / "technique=maxmargin" / f"fraction={fraction}"
+        train_stores[f"maxmargin {tag}"] = store_for(root, "fashion", fash, "train", layers, chosen,
+                                                     tag=f"_mm{int(fraction * 100)}")
+    query_rows, plan = query_times(spark, train_stores, s["repeat"])
+    full_times = {r["query"]: r for r in query_rows if r["store"] == "full"}
+    for r in query_rows:
+        base = full_times.get(r["query"], {})
+        if "scilens_s" in r and "scilens_s" in base:
+            r["speedup vs full"] = base["scilens_s"] / r["scilens_s"]
+            r["reference/scilens"] = r["reference_s"] / r["scilens_s"]
+            if "rdd_pickle_s" in r:
+                r["rdd_pickle/scilens"] = r["rdd_pickle_s"] / r["scilens_s"]
+    plot_bars(query_rows, "query", ["scilens_s", "reference_s", "rdd_pickle_s"], RESULTS / f"{name}_fig4_11.png",
+              "seconds (log)", "Q1-Q5 on the full store and the MaxMargin 20 % / 5 % stores (Fig. 4.11)")
+    for r in query_rows:
+        r["query"] = f"{r['query']} [{r['store']}]"
+    image_bytes = sum(p.stat().st_size for p in Path(fash["tables"]["train"]).glob("*.parquet"))
+    storage = [{"store": k, "rows": v.rows, "MiB": v.bytes / 2**20,
+                "full/this": train_stores["full"].bytes / v.bytes,
+                "activations/images": v.bytes / (image_bytes * v.rows / train_stores["full"].rows)}
+               for k, v in train_stores.items()]
+    plot_bars(storage, "store", ["MiB"], RESULTS / f"{name}_fig4_12.png", "MiB (log)",
+              "Activation store sizes (Fig. 4.12)")
+
+    # Table 4.4 and the verdict.
+    comp = []
+    for ds in datasets_:
+        whole = next(r for r in means if r["dataset"] == ds and r["experiment"] == "whole")
+        for r in means:
+            if r["dataset"] == ds and (r["experiment"] == "whole" or (r["experiment"] == "fractions" and (
+                    r["fraction"] == 0.05 or r["technique"] == "eb_tree"))):
+                comp.append({"dataset": ds, "technique": r["technique"], "fraction": r["achieved_fraction"],
+                             "correct (incorrect)": f"{r['size'] - r['misclassified']:.0f} ({r['misclassified']:.0f})",
+                             "share of all misclassified": r["misclassified"] / max(whole["misclassified"], 1)})
+    verdict_text, verdict_rows = verdict(means, datasets_)
+    load_after = os.getloadavg()
+
+    def at_5pct(r: dict[str, Any]) -> bool:
+        return r["experiment"] == "fractions" and (r["fraction"] == 0.05 or r["technique"] == "eb_tree")
+
+    def table_at(fraction: float) -> str:
+        keep = [r for r in means if r["experiment"] == "fractions"
+                and (r["fraction"] == fraction or r["technique"] == "eb_tree")]
+        return markdown_table(keep, ["dataset", "technique", "achieved_fraction", "size", "misclassified", "S1@10",
+                                     "S2", "S3", "S1@10_incorrect", "S3_incorrect", "repeats"])
+
+    models = [{"dataset": ds, "model": "LeNet-5 + BN" if ds == "fashion" else "galaxy CNN",
+               "parameters": data[ds]["parameters"], "train": data[ds]["n_train"], "test": data[ds]["n_test"],
+               "test accuracy": data[ds]["test_accuracy"], "latent": data[ds]["latent"],
+               "query-set layers": ", ".join(data[ds]["layers"])} for ds in datasets_]
+    mm_seconds = {r["set"]: r["seconds"] for r in timing if r["technique"] == "maxmargin"}
+    paper = [
+        {"claim": "MaxMargin 5 % sample composition", "paper": "; ".join(PAPER["composition_5pct"].values()),
+         "here": "; ".join(f"{c['dataset']} {c['technique']} {c['correct (incorrect)']}" for c in comp
+                           if c["technique"] in ("maxmargin", "uniform", "stratified_cm", "eb_tree",
+                                                 "entire test set"))},
+        {"claim": "MaxMargin 5 % sample time, 2,118 x 64", "paper": "1.5 s",
+         "here": f"{next(r['seconds'] for r in timing if r['technique'] == 'maxmargin'):.3f} s"},
+        {"claim": "VAS, EB tree time / MaxMargin time at 5 %", "paper": "~1000x",
+         "here": "; ".join(f"{r['set']}: {r['technique']} {r['seconds'] / mm_seconds[r['set']]:.2g}x"
+                           for r in timing if r["technique"] in ("vas", "eb_tree"))},
+        {"claim": "query speed-up, 20 % store", "paper": PAPER["query_speedup_20pct"],
+         "here": _range([r.get("speedup vs full") for r in query_rows if r["store"] == "maxmargin 20%"])},
+        {"claim": "query speed-up, 5 % store", "paper": PAPER["query_speedup_5pct"],
+         "here": _range([r.get("speedup vs full") for r in query_rows if r["store"] == "maxmargin 5%"])},
+        {"claim": "storage full / 20 %, full / 5 %", "paper": "~5x, ~20x",
+         "here": ", ".join(f"{r['full/this']:.1f}x" for r in storage[1:])},
+        {"claim": "top-100 precision at 5 %, MaxMargin", "paper": "MNIST 0.98, GZ2 0.70",
+         "here": ", ".join(f"{r['dataset']} {r['S1@100']:.2f}" for r in means if r["technique"] == "maxmargin"
+                           and r["experiment"] == "fractions" and r["fraction"] == 0.05)},
+    ]
+    loaded = max(load_before[0], load_after[0]) > 1.5 * (os.cpu_count() or 1)
+    sections = [
+        ("Setup", f"Mode: {mode}. Load average at start {load_before[0]:.1f}, at end {load_after[0]:.1f} on "
+                  f"{os.cpu_count()} cores{' -- the machine was LOADED by other work: absolute times are inflated' if loaded else ''}. "  # noqa: E501
+                  f"Total {time.perf_counter() - started:.0f} s. Random samplers averaged over {s['seeds']} seeds; "
+                  f"timings best of {s['repeat']}.\n\n" + markdown_table(models)),
+        ("Does MaxMargin beat the baselines here?", verdict_text + "\n\n" + markdown_table(verdict_rows)),
+        ("Paper vs here", markdown_table(paper)),
+        ("Query-set accuracy at 5 % (Fig. 4.4, 4.5)", table_at(0.05)),
+        ("Query-set accuracy at 20 %", table_at(0.2)),
+        ("Sample composition at 5 % (Table 4.4)", markdown_table(comp)),
+        ("S1 precision against k at 5 % (Fig. 4.6)", markdown_table(
+            [r for r in means if at_5pct(r)], ["dataset", "technique", "achieved_fraction",
+                                               *[f"S1@{k}" for k in KS]])),
+        ("Tuning factor j at 5 % (Fig. 4.7)", markdown_table(
+            [r for r in means if r["experiment"] == "tuning_factor"],
+            ["dataset", "technique", "j", "size", "misclassified", "S1@10", "S2", "S3"])),
+        ("Sample creation time at 5 % (Fig. 4.13)", markdown_table(timing, ["set", "technique", "path", "seconds",
+                                                                             "size"])
+         + "\nVAS, the paper's O(K^2 N) loop (reference) against scilens' incremental interchange, same items "
+           "checked first:\n\n" + markdown_table([vas_check])
+         + ("\nThe Spark (MLlib) path on the same 60,000 x 84 latent set, against the driver path:\n\n"
+            + markdown_table(spark_rows) if spark_rows else "")),
+        ("Q1-Q5 query times (Fig. 4.11)", f"Class a = {plan['a']}, confused with b = {plan['b']} (the most "
+                                          "frequent error). scilens = Spark DataFrame queries (local[2]); "
+                                          "reference = pyarrow + numpy in one process; rdd_pickle = rows "
+                                          "pickled one at a time (no SVCCA). Every result checked against the "
+                                          "reference before its time counts.\n\n"
+         + markdown_table(query_rows, ["query", "scilens_s", "reference_s", "rdd_pickle_s", "speedup vs full",
+                                       "reference/scilens", "rdd_pickle/scilens", "note"])),
+        ("Storage (Fig. 4.12)", markdown_table(storage)),
+        ("Figures", "\n".join(f"![{k}]({p.name})" for k, p in figures.items())
+         + f"\n![fig4_11]({name}_fig4_11.png)\n![fig4_12]({name}_fig4_12.png)\n![fig4_13]({name}_fig4_13.png)\n"
+         + f"\nAll rows: `{name}.csv`."),
+    ]
+    path = write_results(name, "Sampling for model diagnosis (Ch. 4): accuracy, timings, storage", sections,
+                         {"mode": mode, "settings": s, "means": means, "timing": timing, "vas_check": vas_check,
+                          "spark_timing": spark_rows, "queries": query_rows, "storage": storage,
+                          "composition": comp, "verdict": verdict_text, "load": [load_before, load_after]})
+    _log(f"wrote {path}")
+    return 0
+
+
+def _range(values: list[float | None]) -> str:
+    got = [v for v in values if v]
+    return f"{min(got):.1f}-{max(got):.1f}x" if got else "n/a"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
