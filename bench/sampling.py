@@ -52,6 +52,7 @@ import numpy as np
 
 from bench.common import RESULTS, WORK, best_of, markdown_table, write_results
 from bench.reference import diagnosis_ref as ref
+from scilens.diagnosis.report import save_figure
 
 MAIN = ["uniform", "stratified_cm", "stratified_weighted", "simple_latent", "vas", "eb_tree", "gmm_full",
         "gmm_spherical", "maxmargin", "maxmargin_weighted"]
@@ -453,10 +454,7 @@ def plot_fractions(means: list[dict[str, Any]], datasets: list[str], path: Path,
             ax.set_title(f"{name}: {label}", fontsize=9)
     axes[0, 0].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_k(means: list[dict[str, Any]], datasets: list[str], path: Path) -> Path:
@@ -478,10 +476,7 @@ def plot_k(means: list[dict[str, Any]], datasets: list[str], path: Path) -> Path
         ax.set_ylabel("S1 precision at 5 % (eb_tree: its own size)")
         ax.set_title(name)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_j(means: list[dict[str, Any]], datasets: list[str], path: Path) -> Path:
@@ -502,10 +497,7 @@ def plot_j(means: list[dict[str, Any]], datasets: list[str], path: Path) -> Path
             ax.set_xlabel("tuning factor j (share from the boundary end)")
             ax.set_title(f"{name}: {label}, 5 % sample", fontsize=9)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_bars(rows: list[dict[str, Any]], label_key: str, value_keys: list[str], path: Path, ylabel: str,
@@ -522,10 +514,7 @@ def plot_bars(rows: list[dict[str, Any]], label_key: str, value_keys: list[str],
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # --- the verdict ------------------------------------------------------------------------------------------------

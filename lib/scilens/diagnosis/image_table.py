@@ -20,12 +20,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from scilens.core import tensor
-from scilens.core.config import Config, field
+from scilens.core.config import Config, ConfigError, field
 from scilens.core.inputs import InputError, list_files
 from scilens.core.quarantine import REJECTED_TYPE
-from scilens.vision.inference import ImageLayout, ModelInfo, check_model_input, image_layout, invalid_image_reason
+from scilens.vision.inference import (
+    ImageLayout,
+    ModelInfo,
+    check_model_input,
+    describe_model,
+    image_layout,
+    invalid_image_reason,
+)
 
-__all__ = ["ImageTable", "ImageTableConfig", "collect_images", "open_image_table"]
+__all__ = ["ImageTable", "ImageTableConfig", "collect_images", "model_info", "open_image_table"]
 
 
 @dataclass
@@ -65,6 +72,13 @@ class ImageTable:
     shape: tuple[int, ...]
     class_counts: dict[int, int]
     source: str
+
+
+def model_info(model: str | None) -> ModelInfo:
+    """The job's ``model`` field, checked and described (ConfigError if unset, InputError if unusable)."""
+    if model is None:
+        raise ConfigError("model: give the saved Keras model, e.g. --set model=path/model.keras")
+    return describe_model(model)
 
 
 def open_image_table(spark: SparkSession, inputs: Sequence[str], columns: ImageTableConfig,

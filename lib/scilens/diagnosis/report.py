@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bar_figure", "html_table", "latent_figure", "write_html"]
+__all__ = ["bar_figure", "html_table", "latent_figure", "save_figure", "write_html"]
 
 
 def _pyplot():
@@ -41,7 +41,7 @@ def latent_figure(path: str | Path, latent: np.ndarray, labels: np.ndarray, pred
     ax.set_ylabel("principal axis 2")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bar_figure(path: str | Path, names: Sequence[str], stacks: Mapping[str, Sequence[float]], ylabel: str,
@@ -58,14 +58,15 @@ def bar_figure(path: str | Path, names: Sequence[str], stacks: Mapping[str, Sequ
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write as PNG (folders made) and close a matplotlib figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -22,11 +22,11 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from scilens.core.config import ConfigError, field
+from scilens.core.config import field
 from scilens.core.inputs import InputError, list_files
 from scilens.core.job import Job, JobConfig, JobContext
 from scilens.core.session import arrow_batch_rows, arrow_records_per_batch
-from scilens.diagnosis.image_table import ImageTableConfig, open_image_table
+from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
 
 MISSING_SHOWN = 10
 
@@ -70,13 +70,11 @@ class ActivationsJob(Job):
 
     def run(self, ctx: JobContext) -> int:
         from scilens.diagnosis.activations import ActivationStore, compute_activations
-        from scilens.vision.inference import describe_model, resolve_outputs
+        from scilens.vision.inference import resolve_outputs
 
         cfg: ActivationsConfig = ctx.config  # type: ignore[assignment]
-        if cfg.model is None:
-            raise ConfigError("model: give the saved Keras model, e.g. --set model=path/model.keras")
         with ctx.step("check model, ids and data") as step:
-            info = describe_model(cfg.model)
+            info = model_info(cfg.model)
             layers = resolve_outputs(info, cfg.layers or [n for n in info.hidden_layers() if n != "probabilities"])
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
@@ -125,18 +123,25 @@ DEMO_RANK = 52
 
 
 def demo(root: Path) -> str:
-    """Activations of a digits LeNet-5 for its MaxMargin 10 % sample and for all digits: storage compared."""
+    """Activations of a digits LeNet-5 for its MaxMargin 20 % sample and for all digits: storage compared.
+
+    Reuses the model and samples of the ``sample`` demo when ``make demo`` ran it just before.
+    """
     from scilens.cli import main
     from scilens.diagnosis.activations import ActivationStore
     from scilens.jobs.sample import train_digits_model
 
-    model, digits = train_digits_model(root)
-    sampled = root / "sample"
-    if main(["sample", "--input", str(digits), "--output", str(sampled), "--set", f"model={model}",
-             "--set", "fractions=[0.1]"]) != 0:
-        raise RuntimeError("activations demo: sampling failed")
+    previous = root.parent / "sample"
+    chosen = previous / "output" / "samples" / "technique=maxmargin" / "fraction=0.2"
+    if (previous / "model" / "model.keras").exists() and chosen.is_dir():
+        model, digits = previous / "model" / "model.keras", previous / "inputs" / "digits"
+    else:
+        model, digits = train_digits_model(root)
+        if main(["sample", "--input", str(digits), "--output", str(root / "sample"), "--set", f"model={model}",
+                 "--set", "fractions=[0.2]"]) != 0:
+            raise RuntimeError("activations demo: sampling failed")
+        chosen = root / "sample" / "samples" / "technique=maxmargin" / "fraction=0.2"
     sample_out, full_out = root / "output_sample", root / "output_full"
-    chosen = sampled / "samples" / "technique=maxmargin" / "fraction=0.1"
     for out, extra in ((sample_out, ["--set", f"ids_from={chosen}"]), (full_out, [])):
         if main(["activations", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
                  *extra]) != 0:

@@ -35,7 +35,7 @@ from pyspark.sql import types as T
 from scilens.core.config import ConfigError, field
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.core.session import arrow_batch_rows, arrow_records_per_batch
-from scilens.diagnosis.image_table import ImageTableConfig, open_image_table
+from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
 from scilens.diagnosis.sampling import TECHNIQUES, SampleLatentTask, SamplingConfig
 from scilens.diagnosis.spark_sampling import DRIVER_ONLY
 
@@ -162,13 +162,11 @@ class SampleJob(Job):
     config_class = SampleConfig
 
     def run(self, ctx: JobContext) -> int:
-        from scilens.vision.inference import describe_model, resolve_outputs
+        from scilens.vision.inference import resolve_outputs
 
         cfg: SampleConfig = ctx.config  # type: ignore[assignment]
-        if cfg.model is None:
-            raise ConfigError("model: give the saved Keras model to diagnose, e.g. --set model=path/model.keras")
         with ctx.step("check model and data") as step:
-            info = describe_model(cfg.model)
+            info = model_info(cfg.model)
             layer = cfg.layer or info.latent_layer
             resolve_outputs(info, [layer])
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
