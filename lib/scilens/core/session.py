@@ -180,23 +180,3 @@ def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = A
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
-
-
-@contextlib.contextmanager
-def arrow_records_per_batch(spark: SparkSession, rows: int) -> Iterator[int]:
-    """Use ``rows`` records per Arrow batch for the actions run inside the block, then restore the old value.
-
-    For steps whose rows are small, e.g. batch inference on 28x28 images,
-    where the session default (sized for whole volumes) would hand a model
-    a few images per call. Size ``rows`` with :func:`arrow_batch_rows`.
-    """
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, str(max(1, int(rows))))
-    try:
-        yield max(1, int(rows))
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from scilens.core.config import field
 from scilens.core.inputs import InputError, list_files
 from scilens.core.job import Job, JobConfig, JobContext
-from scilens.core.session import arrow_batch_rows, arrow_records_per_batch
+from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
 from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
 
 MISSING_SHOWN = 10
@@ -94,8 +94,9 @@ class ActivationsJob(Job):
         neurons = sum(int(np.prod(info.output_shape(n))) for n in layers)
         with ctx.step(f"compute {len(layers)} layers") as step:
             rows = compute_activations(frame, info, layers, table.layout, cfg.batch_size)
-            batch = min(cfg.batch_size, arrow_batch_rows(4 * neurons))
-            with arrow_records_per_batch(ctx.spark, batch):
+            row_bytes = 4 * neurons
+            budget = min(cfg.batch_size * row_bytes, ARROW_BATCH_BUDGET)
+            with arrow_batch_bytes(ctx.spark, row_bytes, budget, raise_limit=True):
                 store = ActivationStore.write(rows, ctx.output, info, layers)
             step.counts.update(rows=store.rows, bytes=store.bytes, neurons_per_item=neurons)
         with ctx.step("report"):

@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 
 from scilens.core.config import ConfigError, field
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
-from scilens.core.session import arrow_batch_rows, arrow_records_per_batch
+from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
 from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
 from scilens.diagnosis.sampling import TECHNIQUES, SampleLatentTask, SamplingConfig
 from scilens.diagnosis.spark_sampling import DRIVER_ONLY
@@ -94,7 +94,8 @@ def embed(ctx: JobContext, table, info, layer: str, batch_size: int) -> DataFram
     itemsize = max(np.dtype(d).itemsize for d in table.layout.dtypes)
     row_bytes = int(np.prod(table.shape)) * itemsize + 4 * (int(np.prod(info.layers[layer])) + info.n_classes)
     path = ctx.output / "embeddings.parquet"
-    with arrow_records_per_batch(ctx.spark, min(batch_size, arrow_batch_rows(row_bytes))):
+    # Small rows: batch_size of them per Arrow batch (the session default is sized for volumes).
+    with arrow_batch_bytes(ctx.spark, row_bytes, min(batch_size * row_bytes, ARROW_BATCH_BUDGET), raise_limit=True):
         rows.write.mode("overwrite").parquet(str(path))
     return ctx.spark.read.parquet(str(path))
 
