@@ -240,9 +240,10 @@ def demo(root: Path) -> str:
              "--set", "techniques=[maxmargin,stratified_cm,uniform]", "--set", "fractions=[0.05,0.2]"]) != 0:
         raise RuntimeError("sample demo failed")
     summary = json.loads((out / "summary.json").read_text())
-    lines = [f"{s['technique']:>14} {s['fraction']:.2f}: {s['size']:4d} items, {s['misclassified']} misclassified"
+    lines = [f"  {s['technique']:>13} {s['fraction']:.2f}: {s['size']:4d} items, {s['misclassified']} misclassified"
              for s in summary["samples"]]
-    return (f"{out / 'embeddings.parquet'}  fc2 embedding, logits, prediction of 1,797 digits "
-            f"(model accuracy {summary['model_accuracy']:.3f})\n"
-            f"{out / 'samples'}             " + "\n    ".join(lines) + "\n"
-            f"{out / 'report.html'}         latent space and sample composition")
+    return "\n".join([
+        f"{out / 'embeddings.parquet'}  fc2 embedding, logits, prediction of 1,797 digits "
+        f"(model accuracy {summary['model_accuracy']:.3f})",
+        f"{out / 'samples'}  technique=<t>/fraction=<f>/:", *lines,
+        f"{out / 'report.html'}  latent space and sample composition"])
