@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -41,8 +42,9 @@ from pyspark.sql import types as T
 
 from scilens.clinical.features import EYE_FEATURES, eye_features
 from scilens.core.config import Config, field
+from scilens.core.inputs import InputError
 
-__all__ = ["COHORT_SCHEMA", "LABELS", "REASONS", "CohortRules", "Decision", "classify_participant",
+__all__ = ["COHORT_SCHEMA", "LABELS", "REASONS", "CohortRules", "Decision", "classify_participant", "eyes_table",
            "sample_controls", "select_cohort", "select_rows"]
 
 LABELS = ("glaucoma", "healthy", "ptg")
@@ -233,3 +235,13 @@ def sample_controls(eids: Sequence[int], n: int, seed: int) -> set[int]:
         return set(pool.tolist())
     rng = np.random.default_rng(seed)
     return set(rng.choice(pool, size=n, replace=False).tolist())
+
+
+def eyes_table(path: str | Path) -> Path:
+    """The ``eyes.parquet`` that ``path`` names: the table, or the glaucoma-cohort output directory holding it."""
+    found = Path(str(path).removeprefix("file://"))
+    if found.is_dir() and (found / "eyes.parquet").exists():
+        found = found / "eyes.parquet"
+    if not found.exists() or (found.is_dir() and not (found / "_SUCCESS").exists()):
+        raise InputError(f"{path}: no eyes.parquet there (run scilens glaucoma-cohort first)")
+    return found

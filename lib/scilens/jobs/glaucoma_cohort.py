@@ -27,6 +27,7 @@ from pyspark.sql import types as T
 
 from scilens.clinical import cohort as cohort_rules
 from scilens.clinical.features import EYE_FEATURES
+from scilens.clinical.report import markdown_table
 from scilens.clinical.splits import SplitConfig, assign_splits
 from scilens.core.config import field
 from scilens.core.inputs import list_files
@@ -64,13 +65,6 @@ def _counts_table(eyes: pd.DataFrame, exclusions: pd.DataFrame) -> pd.DataFrame:
         rows.append({"group": f"excluded: {reason}", "subjects": int(n),
                      "eyes": None, "note": cohort_rules.REASONS.get(reason, "")})
     return pd.DataFrame(rows)
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    cells = frame.astype(object).where(frame.notna(), "")
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in cells.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 class GlaucomaCohortJob(Job):
@@ -138,7 +132,7 @@ class GlaucomaCohortJob(Job):
                 str(ctx.output / "exclusions.parquet"))
             counts = _counts_table(split_keys, excluded)
             counts.to_csv(ctx.output / "counts.csv", index=False)
-            (ctx.output / "counts.md").write_text(_markdown(counts))
+            (ctx.output / "counts.md").write_text(markdown_table(counts))
             step.counts["eyes"] = len(split_keys)
             step.counts["ptg_post_eyes"] = post.count()
         rows.unpersist()

@@ -22,15 +22,18 @@ Generating model (participant *i*, eye *e*, visit *v*; ages in years, IOP in mmH
   (L/min) = 540 / 380 - 2.8 (age - 55) + a person effect correlated 0.6 with FVC's; three blows
   with 0.12 L / 25 L/min noise. Pulse, blood pressure (age, BMI, sex; +2.5 beats/min after
   caffeine, +3 mmHg systolic after smoking in the last hour), diabetes (age, BMI, sex).
-* **Eyes.** Untreated IOP = 15.6 + 0.04 (age - 55) + 0.03 (SBP - 136) + 0.3 male + person
-  effect (sd 2.6) + eye effect (sd 1.6), rising 0.04 per year; each reading adds sd 1.0 noise.
+* **Eyes.** Untreated IOP = 15.6 + 0.04 (age - 55) + 0.03 (SBP - 136 - 5 male) + person effect
+  (sd 2.6) + eye effect (sd 1.6), rising 0.04 per year; each reading adds sd 1.0 noise. Sex does
+  not move IOP, so it is no risk factor, directly or through IOP, and FVC (which differs by sex)
+  is not confounded with glaucoma beyond age.
   CH and CRF depend weakly on age and IOP; logMAR ~ 0 +- 0.1, 5% of eyes with poor vision.
-* **Glaucoma.** Per eye, liability L = alpha + beta_age (age0 - 55)/10 + beta_iop (IOP_untreated
-  - 15.6)/4 + beta_bmi (BMI - 27)/5 + beta_black Black + u_i, u_i ~ N(0, sigma_u) shared by a
-  person's eyes (so glaucoma is often bilateral). An eye is diagnosed before baseline with
-  probability logistic(L); an undiagnosed eye is diagnosed after an exponential time with rate
-  lambda0 exp(L - alpha) per year: the progress-to-glaucoma (PTG) group, healthy at baseline,
-  untreated and so with higher IOP than treated glaucoma. Age and IOP are the strongest risk
+* **Glaucoma.** A person's liability L = alpha + beta_age (age0 - 55)/10 + beta_iop (mean untreated
+  IOP - 15.6)/4 + beta_bmi (BMI - 27)/5 + beta_black Black + u, u ~ N(0, sigma_u). Diagnosed before
+  baseline with probability logistic(L); otherwise diagnosed after an exponential time with rate
+  lambda0 exp(L - alpha - (1 - incidence_age) beta_age (age0 - 55)/10) per year: the
+  progress-to-glaucoma (PTG) group, healthy at baseline, younger, untreated and so with higher IOP
+  than treated glaucoma. Both eyes are affected with probability 0.55, else one, more often the
+  one with the higher IOP. Age and IOP are the strongest risk
   factors (see :class:`GlaucomaModel`); sex, diabetes, FVC, PEF, CH and CRF carry no risk.
 * **Treatment** starts at diagnosis: IOP of a diagnosed eye x (1 - 0.15); FVC - 0.30 L and PEF
   - 35 L/min (topical beta-blockers), so *diagnosed* glaucoma has lower FVC while PTG before
@@ -80,7 +83,7 @@ _ICD10 = ["I10", "E119", "K573", "M171", "J459", "N390", "K219", "Z864", "R074",
 class GlaucomaModel:
     """The coefficients of the generating model (module doc); written to ``truth.json``."""
 
-    alpha: float = -7.08
+    alpha: float = -7.02
     """Log-odds of diagnosed glaucoma at baseline at age 55, mean IOP 15.6, BMI 27, non-Black, u = 0."""
     beta_age: float = 1.0
     """Log-odds per decade of age at baseline."""
@@ -175,7 +178,8 @@ def simulate(n_participants: int = N_PARTICIPANTS, seed: int = 0, model: Glaucom
     a["diabetes"] = diabetes_onset[:, None] <= t
 
     # untreated IOP per eye, its drift, and the corneal measures
-    iop0 = (15.6 + 0.04 * (age0 - 55) + 0.03 * (sbp_person - 136) + 0.3 * male)[:, None] \
+    # IOP follows blood pressure beyond what sex explains, so sex is no risk factor, directly or via IOP
+    iop0 = (15.6 + 0.04 * (age0 - 55) + 0.03 * (sbp_person - 136 - 5 * male))[:, None] \
         + rng.normal(0, 2.6, n)[:, None] + rng.normal(0, 1.6, (n, 2))
     a["iop_untreated"] = iop0
 
@@ -192,7 +196,7 @@ def simulate(n_participants: int = N_PARTICIPANTS, seed: int = 0, model: Glaucom
     right_first = rng.random(n) < _logistic(model.beta_iop * (iop0[:, 0] - iop0[:, 1]) / 4)
     affected = np.column_stack([bilateral | right_first, bilateral | ~right_first])
     a["liability"], a["diagnosed_at"], a["affected"] = liability, onset, affected
-    person_dx = onset[:, None] <= np.nan_to_num(t, nan=np.inf)  # (n, visit)
+    person_dx = onset[:, None] <= np.where(np.isnan(t), -np.inf, t)  # (n, visit); False where no visit
     eye_dx = person_dx[:, :, None] & affected[:, None, :]  # (n, visit, eye)
     a["eye_diagnosed"], a["person_diagnosed"] = eye_dx, person_dx
 
@@ -226,7 +230,7 @@ def simulate(n_participants: int = N_PARTICIPANTS, seed: int = 0, model: Glaucom
     diabetic_eye = rng.random(n) < 0.10
     injury = np.where(rng.random(n) < 0.005, -1.0, rng.exponential(1 / 0.0004, n))
     other = np.where(rng.random(n) < 0.012, -1.0, rng.exponential(1 / 0.001, n))
-    tt = np.nan_to_num(t, nan=np.inf)
+    tt = np.where(np.isnan(t), -np.inf, t)  # no visit, nothing reported
     a["report_cataract"] = cataract_onset[:, None] <= tt
     a["report_amd"] = amd_onset[:, None] <= tt
     a["report_diabetic_eye"] = diabetic_eye[:, None] & a["diabetes"]
