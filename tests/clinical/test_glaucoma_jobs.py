@@ -90,7 +90,7 @@ def test_spark_model_equals_its_booster_and_single_node_xgboost(run):
     assert np.allclose(shap.to_numpy(), contributions, atol=1e-5)
     # single-node xgboost with the same parameters on the same split
     local = models.fit_xgb_local(eyes[eyes["split"] == "train"], eyes[eyes["split"] == "validation"], names,
-                                 models.XGBParams(n_estimators=600), n_jobs=2)
+                                 models.XGBParams(n_estimators=600))
     y = test["label"].isin(models.POSITIVE_LABELS).to_numpy()
     single = metrics.roc_auc(y, local.predict_proba(test[names].astype(float))[:, 1])
     assert abs(single - run["metrics"]["models"]["BM3"]["auc"]) < 0.01
