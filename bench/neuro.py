@@ -9,9 +9,10 @@ array is about 2 GB (128x128x170, 193 volumes, float32), with Spark's JVM heap
 and Python workers capped well below that.
 
 Every implementation runs in its own process (one SparkContext per process),
-with its peak memory measured as the summed resident memory of its process
-tree. Each writes its FA maps, which are checked against the one-thread
-reference before its time counts. Per-step times come from each
+with its peak memory measured as the summed proportional set size (PSS) of
+its process tree and its CPU time as the sum over that tree. Each writes its
+FA maps, which are checked against the one-thread reference before its time
+counts. Per-step times come from each
 implementation's own barriers (scilens: its manifest's steps).
 
 Implementations:
@@ -56,6 +57,9 @@ import numpy as np
 from bench.common import WORK, markdown_table, write_results
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+SPARK_MEMORY = {"spark.driver.memory": "2g"}
+"""JVM heap of the Spark runs (driver = executor in local mode); the JVM grows to its heap, so peak
+memory is only comparable with one stated heap."""
 FA_TOLERANCE = 1e-5
 IMPLS = ("reference", "reference-1thread", "scilens-local1", "scilens-local2", "dask", "rdd-pickle")
 
@@ -108,14 +112,34 @@ def _nbytes(subject: dict[str, str]) -> int:
 
 # ----------------------------------------------------------------------------- running and measuring
 
-class TreeMemory:
-    """Peak of the summed RSS of a process and its descendants, sampled every 0.1 s."""
+def _pss(pid: int) -> int:
+    """Proportional set size (bytes): resident pages, shared ones divided among their sharers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMonitor:
+    """Peak summed PSS and total CPU time of a process and its descendants, sampled every 0.1 s.
+
+    PSS, not RSS: Spark's Python workers are forked from one daemon and share
+    its pages, which RSS would count once per worker.
+
+    CPU is each process's user + system time as last seen, summed over every
+    process seen: the JVM that PySpark starts is never reaped by its parent,
+    so ``wait4`` cannot account for it. A process's last 0.1 s may be missed.
+    """
 
     def __init__(self, pid: int):
         import psutil
 
         self.root = psutil.Process(pid)
         self.peak = 0
+        self.cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -126,35 +150,44 @@ class TreeMemory:
         while not self._stop.is_set():
             total = 0
             try:
-                for proc in [self.root, *self.root.children(recursive=True)]:
-                    try:
-                        total += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
+                procs = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
-                pass
+                procs = []
+            for proc in procs:
+                try:
+                    with proc.oneshot():
+                        total += _pss(proc.pid)
+                        times = proc.cpu_times()
+                        self.cpu[(proc.pid, proc.create_time())] = times.user + times.system
+                except psutil.Error:
+                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(0.1)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, float]:
+        """Stop sampling; return (peak PSS bytes, CPU seconds)."""
         self._stop.set()
         self._thread.join()
-        return self.peak
+        return self.peak, sum(self.cpu.values())
 
 
 def run_process(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict[str, Any]:
-    """Run ``cmd``; return wall seconds, peak tree RSS (bytes) and the exit code."""
+    """Run ``cmd``; return wall seconds, CPU seconds and peak memory (PSS bytes) of its process tree, exit code.
+
+    CPU time is what a run costs whatever else shares the machine; wall time is not.
+    """
     start = time.perf_counter()
     with open(log or os.devnull, "w") as sink:
         proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT,
                                 cwd=Path(__file__).resolve().parents[1])
-        memory = TreeMemory(proc.pid)
+        monitor = TreeMonitor(proc.pid)
         code = proc.wait()
-    return {"wall": time.perf_counter() - start, "peak_rss": memory.stop(), "returncode": code}
+    peak, cpu = monitor.stop()
+    return {"wall": time.perf_counter() - start, "cpu": cpu, "peak_memory": peak, "returncode": code}
 
 
-def run_impl(impl: str, dataset: str, spec: dict[str, Any], out: Path, spark_conf: dict[str, str] | None = None
-             ) -> dict[str, Any]:
+def run_impl(impl: str, dataset: str, spec: dict[str, Any], out: Path, spark_conf: dict[str, str] | None = None,
+             settings: list[str] | None = None) -> dict[str, Any]:
     """Run one implementation on one dataset in its own process tree."""
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "subjects.csv"
@@ -165,10 +198,12 @@ def run_impl(impl: str, dataset: str, spec: dict[str, Any], out: Path, spark_con
     log = out / "log.txt"
     if impl.startswith("scilens"):
         cores = impl[-1]
-        conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", **(spark_conf or {})}
+        conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", **SPARK_MEMORY,
+                **(spark_conf or {})}
         cmd = [sys.executable, "-m", "scilens.cli", "neuro", "--input", str(manifest), "--output", str(out / "job"),
                "--set", f"spark.master=local[{cores}]", "--set", f"b0_threshold={spec['b0_threshold']}",
-               "--set", "report=false", "--set", f"spark.conf={json.dumps(conf)}"]
+               "--strict", "--set", "report=false", "--set", f"spark.conf={json.dumps(conf)}",
+               *[arg for setting in settings or () for arg in ("--set", setting)]]
         result = run_process(cmd, {"SCILENS_SPARK_LOG_LEVEL": "ERROR"}, log)
         if result["returncode"] == 0:
             job = json.loads((out / "job" / "manifest.json").read_text())
@@ -206,15 +241,20 @@ def _read_manifest(path: Path) -> list[dict[str, str]]:
 
 def worker_reference(subjects: list[dict[str, str]], out: Path, b0_threshold: float, threads: int | None
                      ) -> dict[str, float]:
+    import nibabel as nib
+
     from bench.reference.neuro_ref import run_reference
 
     steps: dict[str, float] = {}
     for s in subjects:
         result = run_reference(s["nifti"], s["bval"], s["bvec"], b0_threshold=b0_threshold, num_threads=threads)
+        start = time.perf_counter()  # the maps scilens writes too: mask, FA, MD
+        for name, data in (("mask", result.mask.astype(np.uint8)), ("fa", result.fa), ("md", result.md)):
+            nib.save(nib.Nifti1Image(data, result.affine), str(out / f"{s['subject']}_{name}.nii.gz"))
+        result.seconds["save"] = time.perf_counter() - start
         for name, seconds in result.seconds.items():
             steps[name] = steps.get(name, 0.0) + seconds
         np.save(out / f"{s['subject']}_fa.npy", result.fa)
-        np.save(out / f"{s['subject']}_md.npy", result.md)
         del result
     return steps
 
@@ -352,7 +392,7 @@ def worker_rdd(subjects: list[dict[str, str]], out: Path, b0_threshold: float) -
     from scilens.core.session import get_spark
 
     spark = get_spark("local", app_name="bench-neuro-rdd", master="local[2]",
-                      conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
+                      conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", **SPARK_MEMORY})
     sc = spark.sparkContext
     steps: dict[str, float] = {}
     start = time.perf_counter()
@@ -494,8 +534,8 @@ def _load_average() -> str:
         return "?"
 
 
-def bench_dataset(dataset: str, spec: dict[str, Any], impls: tuple[str, ...], spark_conf: dict[str, str] | None = None
-                  ) -> list[dict[str, Any]]:
+def bench_dataset(dataset: str, spec: dict[str, Any], impls: tuple[str, ...], spark_conf: dict[str, str] | None = None,
+                  settings: list[str] | None = None) -> list[dict[str, Any]]:
     """Run ``impls`` on a dataset; FA of each checked against the one-thread reference."""
     rows, truth = [], None
     order = ["reference-1thread", *[i for i in impls if i != "reference-1thread"]]
@@ -509,7 +549,8 @@ def bench_dataset(dataset: str, spec: dict[str, Any], impls: tuple[str, ...], sp
             shutil.rmtree(out)
         load_before = _load_average()
         print(f"[bench neuro] {dataset}: {impl} ...", flush=True)
-        result = run_impl(impl, dataset, spec, out, spark_conf if impl.startswith("scilens") else None)
+        scilens = impl.startswith("scilens")
+        result = run_impl(impl, dataset, spec, out, spark_conf if scilens else None, settings if scilens else None)
         row: dict[str, Any] = {"dataset": dataset, "implementation": impl, "load avg before": load_before}
         if result["returncode"] != 0:
             row.update(check="FAILED", note=result.get("error", "")[-300:].replace("\n", " "))
@@ -522,9 +563,9 @@ def bench_dataset(dataset: str, spec: dict[str, Any], impls: tuple[str, ...], sp
         diff = max(float(np.max(np.abs(fa[s] - truth[s]))) for s in truth)
         ok = diff <= FA_TOLERANCE
         row.update({"check": "ok" if ok else "FA differs", "max |FA - ref|": diff,
-                    "end to end s": result["wall"], "pipeline s": result["pipeline"],
+                    "end to end s": result["wall"], "pipeline s": result["pipeline"], "CPU s": result["cpu"],
                     **{col: _step(result["steps"], names) for col, names in STEP_COLUMNS.items()},
-                    "peak RSS GiB": result["peak_rss"] / 2**30})
+                    "peak memory GiB": result["peak_memory"] / 2**30})
         if not ok and impl != "reference":
             row["note"] = "time not counted: FA differs from the reference"
         if impl == "reference" and not ok:
@@ -545,7 +586,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         row = {"dataset": dataset,
                "reference / scilens[2], end to end": ref["end to end s"] / l2["end to end s"],
-               "reference / scilens[2], pipeline": ref["pipeline s"] / l2["pipeline s"]}
+               "reference / scilens[2], pipeline": ref["pipeline s"] / l2["pipeline s"],
+               "CPU s, scilens[2] / reference": l2["CPU s"] / ref["CPU s"]}
         for peer in ("dask", "rdd-pickle"):
             p = by.get((dataset, peer))
             if p and p.get("check") == "ok":
@@ -581,20 +623,24 @@ def main(argv: list[str] | None = None) -> int:
         size = _nbytes(spec["subjects"][0])
         # Caps well below the subject: the JVM heap (driver = executor in local mode) and each Python worker.
         caps = {"spark.driver.memory": "1g", "spark.executor.pyspark.memory": "1g"}
-        memory_rows = bench_dataset("big", spec, ("reference", "scilens-local2"), caps)
+        # A fit task holds one block with all 193 volumes plus dipy's float64 work arrays
+        # (10,000 voxels x 193 x 7 at a time): 16^3 blocks keep that inside the 1 GiB cap.
+        memory_rows = bench_dataset("big", spec, ("reference", "scilens-local2"), caps, ["block_shape=[16,16,16]"])
         for r in memory_rows:
             r["subject GiB"] = size / 2**30
             r["caps"] = "none" if not r["implementation"].startswith("scilens") else (
-                "JVM heap 1 GiB, 1 GiB per Python worker")
+                "JVM heap 1 GiB, 1 GiB address space per Python worker, 16^3 blocks")
 
-    columns = ["dataset", "implementation", "check", "end to end s", "pipeline s", *STEP_COLUMNS,
-               "peak RSS GiB", "max |FA - ref|", "load avg before", "note"]
+    columns = ["dataset", "implementation", "check", "end to end s", "pipeline s", *STEP_COLUMNS, "CPU s",
+               "peak memory GiB", "max |FA - ref|", "load avg before", "note"]
     loads = sorted({r["load avg before"] for r in rows + memory_rows})
     sections = [
         ("What ran", "\n".join(f"* **{name}**: {spec['note']}" for name, spec in data.items() if name in wanted)
          + "\n\nImplementations, timing and checks are described in `bench/neuro.py`. `end to end` is the "
            "process's wall time (interpreter, JVM or Dask cluster start included); `pipeline` is the sum of "
-           "the steps. Peak RSS sums the process tree (forked Python workers share pages, so it over-counts).\n"),
+           "the steps; `CPU s` is user + system time of the whole process tree; `peak memory` is the peak "
+           "of the process tree's summed PSS (shared pages split among sharers). Spark runs have a 2 GiB JVM "
+           "heap unless stated.\n"),
         ("Times (seconds) and checks", markdown_table(rows, columns)),
         ("Ratios against the targets", markdown_table(ratios(rows)) +
          "\nTargets: scilens end to end no slower than the reference (ratio >= 1) and faster than Dask and "
@@ -602,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if memory_rows:
         sections.append(("Memory: a ~2 GB subject", markdown_table(
-            memory_rows, ["implementation", "check", "subject GiB", "caps", "peak RSS GiB", "end to end s",
+            memory_rows, ["implementation", "check", "subject GiB", "caps", "peak memory GiB", "end to end s",
                           "pipeline s", "denoise", "fit", "max |FA - ref|"])))
     sections.append(("Machine load", f"1-minute load averages seen before the runs: {', '.join(loads)} on "
                      f"{os.cpu_count()} cores. Above the core count, another workload shared the machine and "

@@ -10,6 +10,7 @@ near 1000), so their results are those of the reference parameters.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from scipy import ndimage
 
 from bench.reference.neuro_ref import run_reference
 from scilens import cli
+from scilens.jobs.neuro import TASK_VOXELS, volumes_per_task
 from scilens.neuro.gradients import b0_volumes
 from scilens.synth import dmri
 from tests.neuro.conftest import PHANTOM_SHAPE, PHANTOM_SNR, copy_subject
@@ -127,7 +129,7 @@ def test_bad_subjects_quarantined_good_ones_complete(spark, run_all):
 
 
 def test_one_subject_from_a_manifest_equals_the_multi_subject_run(spark, run_all, tmp_path):
-    """Cut differently (4 volumes per task, one 16x16x16 block), alone, named by a manifest: same bits."""
+    """Cut differently (4 volumes per task, one 32x32x32 block), alone, named by a manifest: same bits."""
     data = tmp_path / "data"
     data.mkdir()
     copy_subject("small_101D", data, "scan")
@@ -165,6 +167,20 @@ def test_input_and_config_errors_fail_before_spark_work(tmp_path, capsys):
         cli.main(["neuro", "--help"])
     assert "denoise.method" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "a")
+
+
+def test_small_volumes_share_denoising_tasks_large_ones_do_not():
+    class Subject:
+        def __init__(self, shape):
+            self.shape = shape
+
+    # An HCP subject (145x145x174, 3.7M voxels a volume) or the 2 GB phantom: a task per volume.
+    assert volumes_per_task([Subject((145, 145, 174, 288))], 2) == 1
+    assert volumes_per_task([Subject((128, 128, 170, 193))], 64) == 1
+    # 96x96x60 (0.55M voxels): four volumes make TASK_VOXELS of work.
+    assert volumes_per_task([Subject((96, 96, 60, 65))] * 4, 2) == math.ceil(TASK_VOXELS / (96 * 96 * 60))
+    # dipy's 10x10x10 sample: as many as keeps four tasks per core (65 volumes -> 8 per task, 9 tasks).
+    assert volumes_per_task([Subject((10, 10, 10, 65))], 2) == 65 // 8
 
 
 def test_reference_threshold_rejects_small_101d():

@@ -43,10 +43,14 @@ class NeuroConfig(JobConfig):
     segment: SegmentConfig = field(SegmentConfig(), "Brain mask by median_otsu on the mean b0 image.")
     denoise: DenoiseConfig = field(DenoiseConfig(), "Non-local means denoising of each volume.")
     fit: TensorFitConfig = field(TensorFitConfig(), "Diffusion tensor model.")
-    block_shape: list[int] = field([16, 16, 16], "Voxel block (i, j, k) the tensor fit runs on; each block "
-                                   "carries every volume.", min=1, check=lambda v: len(v) == 3,
+    block_shape: list[int] = field([32, 32, 32], "Voxel block (i, j, k) the tensor fit runs on; each block "
+                                   "carries every volume, so a fit task holds block voxels x volumes values "
+                                   "(plus dipy's float64 work arrays): smaller blocks for tight memory, larger "
+                                   "for fewer tasks.", min=1, check=lambda v: len(v) == 3,
                                    check_doc="three sizes, one per voxel axis")
-    volumes_per_task: int = field(1, "Volumes denoised per Spark task.", min=1)
+    volumes_per_task: int | None = field(None, "Volumes denoised per Spark task, one after another (null: one "
+                                         "when a volume has 2M voxels or more, else enough small volumes to "
+                                         "make that much work, keeping at least four tasks per core).", min=1)
     fit_partitions: int | None = field(None, "Partitions of the tensor-fit stage (null: four per core, at "
                                        "most one per block).", min=1)
     write_denoised: bool = field(False, "Also write <subject>/denoised.nii.gz (as large as the input).")
@@ -145,15 +149,15 @@ class NeuroJob(Job):
             return 0
 
         n_volumes = sum(s.shape[3] for s in subjects.values())
+        per_task = config.volumes_per_task or volumes_per_task(subjects.values(), parallelism)
         parts_dir = out / ".denoised-parts"
         with ctx.step("denoise") as step:
             with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
-                raw = stages.denoise_pieces(volumes, masks, math.ceil(n_volumes / config.volumes_per_task),
-                                            config.denoise, config.block_shape,
-                                            str(parts_dir) if config.write_denoised else None)
+                raw = stages.denoise_pieces(volumes, masks, math.ceil(n_volumes / per_task), config.denoise,
+                                            config.block_shape, str(parts_dir) if config.write_denoised else None)
                 pieces, rejected = split_rejected(raw, on={"subject": "record"})
                 ctx.reject(rejected)
-                step.counts.update(volumes=n_volumes, pieces=pieces.count())
+                step.counts.update(volumes=n_volumes, tasks=math.ceil(n_volumes / per_task), pieces=pieces.count())
         masks.unpersist()
 
         item = max(_itemsize(s.dtype) for s in subjects.values())
@@ -161,8 +165,7 @@ class NeuroJob(Job):
             n_blocks = sum(_n_blocks(s.shape, config.block_shape) for s in subjects.values())
             n_fit = config.fit_partitions or max(1, min(n_blocks, 4 * parallelism))
             with arrow_batch_bytes(spark, math.prod(config.block_shape) * item, block_budget):
-                gradients = {name: (s.bvals, s.bvecs) for name, s in subjects.items()}
-                raw_fits = stages.fit_blocks(pieces, gradients, config.b0_threshold, config.fit, n_fit)
+                raw_fits = stages.fit_blocks(pieces, subjects, config.b0_threshold, config.fit, n_fit)
                 fits, rejected = split_rejected(raw_fits, on={"subject": "record"})
                 ctx.reject(rejected)
                 step.counts.update(blocks=fits.count(), partitions=n_fit)
@@ -204,6 +207,26 @@ class NeuroJob(Job):
             rejected += [r.asDict() for r in frame.coalesce(1).limit(100).collect()]
         steps = [(s.name, s.seconds, s.counts) for s in ctx.manifest.steps]
         report.write_html(ctx.output / "report.html", rows, rejected, steps)
+
+
+TASK_VOXELS = 2_000_000
+"""Voxels (volume voxels x volumes) worth a Spark task of their own: about a second of non-local means."""
+
+
+def volumes_per_task(subjects, parallelism: int) -> int:
+    """Default volumes per denoising task: one for large volumes, several small ones otherwise.
+
+    A task costs a few tens of milliseconds however small its work, so small
+    volumes (dipy's samples, low-resolution scans) are denoised several to a
+    task, but never so many that fewer than four tasks per core remain to
+    balance the load. A task always holds one volume at a time.
+    """
+    subjects = list(subjects)
+    n_volumes = sum(s.shape[3] for s in subjects)
+    voxels = min(math.prod(s.shape[:3]) for s in subjects)
+    by_work = math.ceil(TASK_VOXELS / max(1, voxels))
+    by_balance = max(1, n_volumes // (4 * max(1, parallelism)))
+    return max(1, min(by_work, by_balance))
 
 
 def _itemsize(dtype: str) -> int:

@@ -327,16 +327,17 @@ def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: Denoise
     return planned.mapInPandas(run, schema)
 
 
-def fit_blocks(pieces: DataFrame, gradients: Mapping[str, tuple[np.ndarray, np.ndarray]], b0_threshold: float,
+def fit_blocks(pieces: DataFrame, subjects: Mapping[str, SubjectInfo], b0_threshold: float,
                config: TensorFitConfig, n_partitions: int) -> DataFrame:
     """Regroup pieces into blocks carrying all volumes and fit the tensor (:data:`FIT_SCHEMA` + ``_rejected``).
 
-    ``gradients`` maps each subject to its (bvals, bvecs) in volume order; it
-    travels with the function (a few kB per subject).
+    Each subject's gradient table (its b-values and b-vectors in volume order,
+    a few kB) travels with the function.
     """
     schema = with_rejected_field(FIT_SCHEMA)
     task = TensorFitTask(config)
-    gradients = {s: (np.asarray(b), np.asarray(v)) for s, (b, v) in gradients.items()}
+    gradients = {name: (info.bvals, info.bvecs) for name, info in subjects.items()}
+    paths = {name: info.path for name, info in subjects.items()}
     gtabs: dict[str, Any] = {}  # per task: each Python worker unpickles its own copy
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
@@ -360,7 +361,7 @@ def fit_blocks(pieces: DataFrame, gradients: Mapping[str, tuple[np.ndarray, np.n
                             "fa": tensor.encode(fit.fa), "md": tensor.encode(fit.md),
                             "evals": tensor.encode(fit.evals)}], schema)
         except Exception as exc:
-            return _rejected_frame(schema, "", "fit", exc, subject)
+            return _rejected_frame(schema, paths.get(subject, ""), "fit", exc, subject)
 
     return (pieces.repartition(max(1, n_partitions), "subject", "block")
             .groupBy("subject", "block").applyInPandas(run, schema))
