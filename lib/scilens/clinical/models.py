@@ -120,7 +120,8 @@ def fit_xgb(train: DataFrame, validation: DataFrame, features: Sequence[str], pa
     both = _with_features(both, features).select(FEATURES_COLUMN, TARGET_COLUMN, VALIDATION_COLUMN)
     estimator = SparkXGBClassifier(
         features_col=FEATURES_COLUMN, label_col=TARGET_COLUMN, validation_indicator_col=VALIDATION_COLUMN,
-        num_workers=params.num_workers, verbosity=0, force_repartition=True,  # a barrier stage cannot hold the union
+        num_workers=params.num_workers, verbosity=0, verbose=False,
+        force_repartition=True,  # a barrier stage cannot hold the union of train and validation
         **params.booster_params())
     model = estimator.fit(both)
     booster = model.get_booster()
@@ -189,6 +190,7 @@ def shap_interactions(df: DataFrame, fit: XGBFit, pairs: Sequence[tuple[str, str
 
         booster = xgboost.Booster()
         booster.load_model(bytearray(model_bytes.value))
+        booster.set_param({"nthread": 1})  # Spark runs one task per core
         for batch in batches:
             if batch.empty:
                 continue

@@ -65,7 +65,7 @@ class GlaucomaClinicalConfig(JobConfig):
     interaction_model: str | None = field("BM3", "Model whose SHAP interaction values are computed (null: none).")
     interaction_with: str = field("age", "Feature whose interactions are shown.")
     interactions: list[str] = field(["iop", "bmi", "fvc"], "Features paired with interaction_with.")
-    interaction_eyes: int = field(2000, "Most eyes (a seeded sample of shap_splits) given SHAP interaction values, "
+    interaction_eyes: int = field(300, "Most eyes (a seeded sample of shap_splits) given SHAP interaction values, "
                                   "which cost about as many times SHAP as there are features.", min=10)
     mlflow: MlflowConfig = field(MlflowConfig(), "Experiment tracking.")
 
@@ -323,18 +323,18 @@ def demo(root: Path) -> str:
     from scilens.cli import main
     from scilens.synth import ukb as synth
 
-    # 12,000 participants with glaucoma 3x as common as in UK Biobank: a cohort of ~400 glaucoma
-    # subjects in a minute or so; the full-size cohort is `bench/clinical.py --cohort`.
+    # 8,000 participants with glaucoma e^1.8 = 6x as common as in UK Biobank: ~250 glaucoma subjects
+    # in a minute or two; the full-size cohort (96,020 participants) is in bench/clinical.py.
     model = synth.GlaucomaModel()
-    model = dataclasses.replace(model, alpha=model.alpha + 1.2, incidence=model.incidence * 6)
-    export = synth.write_cohort(root / "ukb", n_participants=12_000, seed=7, model=model)
+    model = dataclasses.replace(model, alpha=model.alpha + 1.8, incidence=model.incidence * 10)
+    export = synth.write_cohort(root / "ukb", n_participants=8_000, seed=7, model=model)
     cohort, clinical, stats = root / "cohort", root / "clinical", root / "stats"
     common = ["--set", "spark.master=local[2]"]
     if main(["glaucoma-cohort", "--input", str(export), "--output", str(cohort), *common,
              "--set", "splits.test_eyes_per_class=50", "--set", "healthy_per_glaucoma=1.0"]) != 0:
         raise RuntimeError("glaucoma-cohort demo failed")
     if main(["glaucoma-clinical", "--input", str(cohort), "--output", str(clinical), *common,
-             "--set", "xgb.n_estimators=1000"]) != 0:
+             "--set", "xgb.n_estimators=600"]) != 0:
         raise RuntimeError("glaucoma-clinical demo failed")
     if main(["glaucoma-stats", "--input", str(cohort), "--output", str(stats), *common]) != 0:
         raise RuntimeError("glaucoma-stats demo failed")
