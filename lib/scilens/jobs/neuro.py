@@ -262,8 +262,10 @@ def demo(root: Path) -> str:
     if main(["neuro", "--input", str(inputs), "--output", str(out), "--set", "spark.master=local[2]",
              "--set", "write_denoised=true"]) != 0:
         raise RuntimeError("neuro demo failed")
-    return (f"{out / 'report.html'}                 subjects, rejected inputs, step timings, mid-slice pictures\n"
-            f"{out / 'small_64D' / 'report.png'}    dipy's real small_64D: mean b0, brain mask, FA\n"
-            f"{out / 'phantom' / 'report.png'}      a 48x48x32 phantom at SNR 30: bundles in four directions\n"
-            f"{out / 'phantom' / 'fa.nii.gz'}       compare with {truth / 'phantom_fa_true.nii.gz'}\n"
-            f"{out / 'voxels.parquet'}              one row per brain voxel: subject, i, j, k, fa, md, eigenvalues")
+    where = [(out / "report.html", "subjects, rejected inputs, step timings, mid-slice pictures"),
+             (out / "small_64D" / "report.png", "dipy's real small_64D: mean b0, brain mask, FA"),
+             (out / "phantom" / "report.png", "a 48x48x32 phantom at SNR 30: bundles in four directions"),
+             (out / "phantom" / "fa.nii.gz", f"FA; the truth is {truth / 'phantom_fa_true.nii.gz'}"),
+             (out / "voxels.parquet", "one row per brain voxel: subject, i, j, k, fa, md, eigenvalues")]
+    width = max(len(str(path)) for path, _ in where)
+    return "\n".join(f"{path!s:<{width}}  {what}" for path, what in where)
