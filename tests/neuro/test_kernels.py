@@ -106,8 +106,11 @@ def test_gradient_tables_are_checked():
     assert b0_volumes(np.array([0, 10, 10.5, np.nan]), 10).tolist() == [True, True, False, False]
     with pytest.raises(ValueError, match=r"no b-value for volume\(s\) 2"):
         make_gradient_table(np.array([0, 1000, np.nan]), np.eye(3), 10)
+    unit = np.vstack([np.zeros(3), np.eye(3), np.eye(3)])
     with pytest.raises(ValueError, match="invalid gradient table: The vectors in bvecs should be unit"):
-        make_gradient_table(np.array([0, 1000, 1000]), np.array([[0, 0, 0], [2, 0, 0], [0, 1, 0.0]]), 10)
+        make_gradient_table(np.array([0, *[1000] * 6]), unit * [[1], [2], [1], [1], [1], [1], [1]], 10)
+    with pytest.raises(ValueError, match=re.escape("5 diffusion-weighted volume(s): a diffusion tensor has six")):
+        make_gradient_table(np.array([0, *[1000] * 5]), unit[:6], 10)
 
 
 def test_phantom_signals_truth_and_noise(tmp_path):

@@ -33,16 +33,21 @@ def make_gradient_table(bvals: np.ndarray, bvecs: np.ndarray, b0_threshold: floa
     Raises
     ------
     ValueError
-        No b0 volume, missing b-values, or a table dipy refuses (its reason is kept).
+        No b0 volume, fewer than six diffusion-weighted volumes, missing
+        b-values, or a table dipy refuses (its reason is kept).
     """
     bvals = np.asarray(bvals, dtype=np.float64)
     bvecs = np.asarray(bvecs, dtype=np.float64)
     missing = np.flatnonzero(np.isnan(bvals))
     if missing.size:
         raise ValueError(f"no b-value for volume(s) {_listing(missing)}")
-    if not b0_volumes(bvals, b0_threshold).any():
+    is_b0 = b0_volumes(bvals, b0_threshold)
+    if not is_b0.any():
         raise ValueError(f"no b0 volume: no b-value is <= b0_threshold={b0_threshold:g} "
                          f"(the smallest is {bvals.min():g}); the mask needs at least one")
+    if (~is_b0).sum() < 6:
+        raise ValueError(f"{(~is_b0).sum()} diffusion-weighted volume(s): a diffusion tensor has six "
+                         "unknowns and needs at least six")
     try:
         return gradient_table(bvals, bvecs=bvecs, b0_threshold=b0_threshold)
     except ValueError as exc:
