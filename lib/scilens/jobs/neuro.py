@@ -149,15 +149,19 @@ class NeuroJob(Job):
             return 0
 
         n_volumes = sum(s.shape[3] for s in subjects.values())
-        per_task = config.volumes_per_task or volumes_per_task(subjects.values(), parallelism)
+        if config.volumes_per_task:
+            n_tasks = math.ceil(n_volumes / config.volumes_per_task)
+        else:  # a whole number of waves over the cores; range partitioning evens the runs out
+            n_tasks = math.ceil(n_volumes / volumes_per_task(subjects.values(), parallelism))
+            n_tasks = min(n_volumes, math.ceil(n_tasks / parallelism) * parallelism)
         parts_dir = out / ".denoised-parts"
         with ctx.step("denoise") as step:
             with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
-                raw = stages.denoise_pieces(volumes, masks, math.ceil(n_volumes / per_task), config.denoise,
-                                            config.block_shape, str(parts_dir) if config.write_denoised else None)
+                raw = stages.denoise_pieces(volumes, masks, n_tasks, config.denoise, config.block_shape,
+                                            str(parts_dir) if config.write_denoised else None)
                 pieces, rejected = split_rejected(raw, on={"subject": "record"})
                 ctx.reject(rejected)
-                step.counts.update(volumes=n_volumes, tasks=math.ceil(n_volumes / per_task), pieces=pieces.count())
+                step.counts.update(volumes=n_volumes, tasks=n_tasks, pieces=pieces.count())
         masks.unpersist()
 
         item = max(_itemsize(s.dtype) for s in subjects.values())
