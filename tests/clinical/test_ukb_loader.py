@@ -107,3 +107,24 @@ def test_arrow_batches_can_be_raised_for_tabular_rows(spark):
         assert set_arrow_batch_bytes(spark, 1024, 2**20, raise_limit=True) == 1024
     finally:
         spark.conf.set(key, before)
+
+
+def test_tsv_parquet_and_split_exports_read_the_same(spark, tmp_path, hand_export, field_map):
+    reference, _ = _visits(spark, hand_export, field_map)
+    export = hand_built_export()
+    export.to_csv(tmp_path / "export.tsv", sep="\t", index=False)
+    export.to_parquet(tmp_path / "export.parquet", index=False)
+    # a basket download in two files with different columns, joined on eid
+    left = [c for c in export.columns if c == "eid" or not c.startswith(("52", "6148"))]
+    right = [c for c in export.columns if c == "eid" or c.startswith(("52", "6148"))]
+    export[left].to_csv(tmp_path / "part1.csv", index=False)
+    export[right].iloc[::-1].to_csv(tmp_path / "part2.csv", index=False)
+    for paths in ([tmp_path / "export.tsv"], [tmp_path / "export.parquet"], [tmp_path / "part1.csv",
+                                                                             tmp_path / "part2.csv"]):
+        visits, rejected = ukb.read_export(spark, [str(p) for p in paths], field_map)
+        ours = visits.toPandas().sort_values(["eid", "visit"]).reset_index(drop=True)
+        assert rejected.count() == 0 and len(ours) == len(reference)
+        for column in ("iop_left", "fvc", "glaucoma_eyes", "age"):
+            assert np.allclose(ours[column].astype(float), reference[column].astype(float), equal_nan=True), paths
+        assert [None if v is None else list(v) for v in ours["eye_problems"]] == \
+            [None if v is None else list(v) for v in reference["eye_problems"]]

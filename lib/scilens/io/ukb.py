@@ -404,11 +404,15 @@ def _read_tables(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, 
             seen[column] = files[0]
         kind, options = readers[columns]
         table = spark.read.format(kind).options(**options).load(files)
-        tables.append(table.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns]))
+        table = table.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns])
+        # input_file_name() cannot see through a join: each part names its own file
+        tables.append(table.withColumn(f"_path{len(tables)}", F.input_file_name()))
     joined = tables[0]
     for table in tables[1:]:
         joined = joined.join(table, on="eid", how="full_outer")
-    return joined, list(joined.columns)
+    parts = [f"_path{i}" for i in range(len(tables))]
+    joined = joined.withColumn("_path", F.concat_ws(" + ", *parts)).drop(*parts)
+    return joined, [c for c in joined.columns if c != "_path"]
 
 
 def _check_number_columns(sample: pd.DataFrame, columns: Mapping[str, str]) -> None:
@@ -443,7 +447,7 @@ def read_export(spark: SparkSession, paths: Sequence[str], field_map: FieldMap) 
     # mapInPandas cannot take column names with dots (21003-0.0): they travel as 21003-0_0.
     safe = {c: c.replace(".", "_") for c in wanted}
     original = {v: k for k, v in safe.items()}
-    table = table.select(*[F.col(f"`{c}`").alias(safe[c]) for c in wanted]).withColumn("_path", F.input_file_name())
+    table = table.select(*[F.col(f"`{c}`").alias(safe[c]) for c in wanted], "_path")
     # A showcase CSV is one file Spark reads as one partition: spread its rows over the cores.
     table = table.repartition(max(spark.sparkContext.defaultParallelism, table.rdd.getNumPartitions()))
     schema = with_rejected_field(visit_schema(field_map))
