@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny survey, to check the benchmark itself")
     parser.add_argument("--visits", type=int, nargs="*", help="visit counts (default 2 4 8; quick: 2 6)")
     parser.add_argument("--impls", nargs="*", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; each time is the best (default 1)")
     parser.add_argument("--one", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -308,13 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     rows, step_rows, data = [], [], {"runs": {}}
     for n, inputs in subsets.items():
         work = WORK / "astro" / ("quick" if args.quick else "full") / f"visits-{n}"
+        attempts: dict[str, list[dict]] = {impl: [] for impl in args.impls}
+        for round_ in range(args.repeat):  # interleaved rounds: a burst of load hits one attempt, not one column
+            for impl in args.impls:
+                print(f"[astro bench] {n} visits, round {round_ + 1}: {impl} ...", flush=True)
+                result = run_in_process(impl, inputs, work / impl, args.quick)
+                result["check"] = "reference" if impl == "reference" else check_against(work / impl,
+                                                                                        work / "reference")
+                attempts[impl].append(result)
+                print(f"[astro bench]   {result['wall']:.1f} s, {result['check']}", flush=True)
         runs = {}
-        for impl in args.impls:
-            print(f"[astro bench] {n} visits: {impl} ...", flush=True)
-            runs[impl] = run_in_process(impl, inputs, work / impl, args.quick)
-            runs[impl]["check"] = "reference" if impl == "reference" else check_against(work / impl,
-                                                                                       work / "reference")
-            print(f"[astro bench]   {runs[impl]['wall']:.1f} s, {runs[impl]['check']}", flush=True)
+        for impl, tries in attempts.items():
+            failed = [t for t in tries if t["check"] not in ("ok", "reference")]
+            runs[impl] = failed[0] if failed else min(tries, key=lambda t: t["wall"])
         ref = runs["reference"]["wall"]
         images = runs["reference"]["images"]
         mpix = images * int(np.prod(_ccd_shape(args.quick))) / 1e6
@@ -327,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"ref/{impl}"] = ref / r["wall"]
         if "scilens-local1" in runs and "scilens-local2" in runs:
             row["local1/local2"] = runs["scilens-local1"]["wall"] / runs["scilens-local2"]["wall"]
+        ref_kernels = sum(v for k, v in runs["reference"]["steps"].items() if k != "scan")
+        for impl in ("scilens-local1", "scilens-local2"):
+            if impl in runs and runs[impl].get("task_seconds"):
+                # The same kernels, timed inside the tasks: 1.0 when nothing else competed for the cores.
+                row[f"{impl} kernel slowdown"] = sum(runs[impl]["task_seconds"].values()) / ref_kernels
         row["load (1-min avg, before-after)"] = " ".join(
             f"{runs[i]['load_before']:.1f}-{runs[i]['load_after']:.1f}" for i in args.impls)
         rows.append(row)
@@ -342,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 for step, secs in runs[impl]["steps"].items():
                     step_rows.append({"visits": n, "step": f"{impl}: {step} (wall)", "reference s": None,
                                       f"{impl} task s": secs})
-        data["runs"][n] = runs
+        data["runs"][n] = attempts
     last = max(subsets)
     scores = truth_scores(subsets[last], WORK / "astro" / ("quick" if args.quick else "full") /
                           f"visits-{last}" / "reference", args.quick)
@@ -350,11 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     sections = [
         ("End to end", "Wall seconds of each implementation's own process (interpreter and JVM start-up included), "
-                       "then the reference's time over each one's. Every output was checked against the "
-                       "reference's (co-add pixels within 1e-5 relative, catalogs equal) before its time "
-                       f"counted. The physical limit on {info['cores']} cores is {info['cores']}x. The last "
-                       "column is the machine's load average while each ran (other engineers' jobs share it; "
-                       "a load above the core count slows every column).\n\n" + markdown_table(rows)),
+                       f"best of {args.repeat} interleaved round(s), then the reference's time over each one's. "
+                       "Every output was checked against the reference's (co-add pixels within 1e-5 relative, "
+                       f"catalogs equal) before its time counted. The physical limit on {info['cores']} cores is "
+                       f"{info['cores']}x. *Kernel slowdown*: seconds scilens spent inside the same kernels "
+                       "(summed over tasks) over the reference's; 1.0 when nothing else competed for the cores, "
+                       "2 when each task got half a core. The last column is the machine's 1-minute load average "
+                       "before and after each run (other engineers' jobs share the machine; a load above the "
+                       "core count slows whatever runs then).\n\n" + markdown_table(rows)),
         ("Per step", "The reference's seconds per step next to scilens' seconds spent inside the same kernels, "
                      "summed over all tasks (`*_task_ms` of the manifest), and scilens' own steps (wall).\n\n"
          + markdown_table(step_rows)),
