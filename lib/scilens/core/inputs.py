@@ -57,11 +57,14 @@ def list_files(inputs: str | Sequence[str], suffixes: Sequence[str]) -> list[str
 
 
 def paths_frame(spark: SparkSession, paths: Sequence[str | Path],
-                columns: Mapping[str, Sequence[str | None]] | None = None) -> DataFrame:
+                columns: Mapping[str, Sequence[str | None]] | None = None,
+                files_per_partition: int = 1) -> DataFrame:
     """A DataFrame with a ``path`` column, one file per partition.
 
     ``columns`` adds string columns aligned with ``paths`` (e.g. the subject
     and gradient files of a subject manifest); ``None`` values become nulls.
+    ``files_per_partition`` puts that many consecutive files in each partition
+    instead, for many small files, where the cost of a task outweighs its file's.
     """
     extra = dict(columns or {})
     for name, values in extra.items():
@@ -70,5 +73,7 @@ def paths_frame(spark: SparkSession, paths: Sequence[str | Path],
     rows = [(str(p), *(None if v[i] is None else str(v[i]) for v in extra.values())) for i, p in enumerate(paths)]
     schema = T.StructType([T.StructField("path", T.StringType(), False),
                            *(T.StructField(name, T.StringType(), True) for name in extra)])
-    rdd = spark.sparkContext.parallelize(rows, numSlices=max(1, len(rows)))
+    if files_per_partition < 1:
+        raise ValueError(f"files_per_partition must be at least 1, got {files_per_partition}")
+    rdd = spark.sparkContext.parallelize(rows, numSlices=max(1, -(-len(rows) // files_per_partition)))
     return spark.createDataFrame(rdd, schema)

@@ -74,26 +74,39 @@ def guard_rows(
     columns: Sequence[str],
     path_column: str = "path",
     record_column: str | None = None,
+    rows_per_frame: int = 1,
 ) -> Iterator[pd.DataFrame]:
     """Run ``produce`` on each input row inside a ``mapInPandas`` function.
 
-    Each produced dict becomes a one-row DataFrame with ``columns`` (plus a
-    null ``_rejected``); an exception turns into one rejection row for that
-    input, and processing moves on to the next input. Yielding row by row
-    keeps a task's memory at one record, whatever the file size.
+    Each produced dict becomes a row with ``columns`` (plus a null
+    ``_rejected``); an exception turns into one rejection row for that
+    input, and processing moves on to the next input. Rows are yielded one
+    per DataFrame by default, which keeps a task's memory at one record,
+    whatever the file size; ``rows_per_frame`` groups up to that many rows of
+    one input into a DataFrame, for many small rows (e.g. the scans of a
+    volume), where one Arrow batch per row costs more than the rows.
     """
+    def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+        out = pd.DataFrame(rows, columns=list(columns))
+        out[REJECTED_COLUMN] = None
+        return out
+
     for _, row in records.iterrows():
         path = str(row[path_column]) if path_column in row else ""
         record = str(row[record_column]) if record_column and record_column in row else ""
+        buffer: list[dict[str, Any]] = []
         try:
             for out in produce(row):
-                frame = pd.DataFrame([{c: out.get(c) for c in columns}])
-                frame[REJECTED_COLUMN] = None
-                yield frame
+                buffer.append({c: out.get(c) for c in columns})
+                if len(buffer) >= rows_per_frame:
+                    yield frame(buffer)
+                    buffer = []
+            if buffer:
+                yield frame(buffer)
         except Exception as exc:
-            frame = pd.DataFrame([{c: None for c in columns}])
-            frame[REJECTED_COLUMN] = [rejection(path, step, exc, record)]
-            yield frame
+            rejected = pd.DataFrame([{c: None for c in columns}])
+            rejected[REJECTED_COLUMN] = [rejection(path, step, exc, record)]
+            yield rejected
 
 
 def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path") -> tuple[DataFrame, DataFrame]:
