@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, tmp_path):
     from bench.reference import astro_ref
 
-    inputs = tmp_path / "images.txt"  # a manifest: three visits keep it quick
-    inputs.write_text("\n".join(str(p) for p in sorted((survey_dir / "images").glob("v000[0-2]_*.fits"))) + "\n")
+    inputs = tmp_path / "images.txt"  # a manifest: two visits keep it quick
+    inputs.write_text("\n".join(str(p) for p in sorted((survey_dir / "images").glob("v000[01]_*.fits"))) + "\n")
     ref = tmp_path / "reference"
     astro_ref.run(str(inputs), ref, astro_config)
 
@@ -30,7 +30,7 @@ def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, 
         assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spark_master"] == master  # it really ran there
-    assert manifest["counts"] == {"succeeded": 12, "rejected": 0}
+    assert manifest["counts"] == {"succeeded": 8, "rejected": 0}
     names = sorted(p.name for p in (out / "coadds").glob("*.fits"))
     assert names == sorted(p.name for p in (ref / "coadds").glob("*.fits")) and len(names) == 4
     for name in names:

@@ -52,12 +52,8 @@ class AstroJob(Job):
             step.counts.update(patches_x=skymap.patches_x, patches_y=skymap.patches_y, inside=len(inside),
                                outside=len(outside))
         touched = sorted({p for i in inside for p in skymap.overlaps(i.footprint_ra, i.footprint_dec)})
-        # The biggest rows: a warp (an image resampled, 3 planes of 4 bytes) or a co-add (4 planes).
-        scale = max(1.0, max(_pixel_scale(i) for i in inside) / skymap.config.pixel_scale_arcsec) ** 2 if inside \
-            else 1.0
-        biggest = max([i.shape[0] * i.shape[1] * 12 * scale for i in inside] +
-                      [skymap.patch_shape[0] * skymap.patch_shape[1] * 14])
-        with ctx.step("pre-process, warp, co-add, detect") as step, arrow_batch_bytes(spark, int(biggest)):
+        with ctx.step("pre-process, warp, co-add, detect") as step, \
+                arrow_batch_bytes(spark, _largest_row_bytes(inside, skymap)):
             timers = stages.StepTimers(spark)
             catalog = pd.DataFrame(columns=pipeline.CATALOG_COLUMNS)
             if inside:
@@ -87,14 +83,19 @@ class AstroJob(Job):
         return coadded
 
 
-def _pixel_scale(info) -> float:
-    """Pixel scale of an input image, arcsec (from its WCS)."""
+def _largest_row_bytes(images: list, skymap) -> int:
+    """Bytes of the biggest row the co-add pass carries: a warp (an image resampled onto the patch grid,
+    3 planes of 4 bytes) or a patch's co-add planes (4 of them)."""
     import numpy as np
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     from scilens.io.fits import wcs_from_text
 
-    return float(np.mean(proj_plane_pixel_scales(wcs_from_text(info.wcs_header))) * 3600.0)
+    warp = 0.0
+    for info in images:
+        scale = float(np.mean(proj_plane_pixel_scales(wcs_from_text(info.wcs_header)))) * 3600.0
+        warp = max(warp, info.shape[0] * info.shape[1] * 12 * max(1.0, scale / skymap.config.pixel_scale_arcsec) ** 2)
+    return int(max(warp, skymap.patch_shape[0] * skymap.patch_shape[1] * 14))
 
 
 JOB = AstroJob
