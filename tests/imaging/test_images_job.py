@@ -43,3 +43,24 @@ def test_bad_files_are_rejected_with_their_reasons(spark, retina_cohort, retina_
         assert reason in by_file[name] and name in by_file[name]
     manifest = json.loads((retina_images / "manifest.json").read_text())
     assert manifest["status"] == "partial" and manifest["counts"]["rejected"] == len(retina_cohort["bad"])
+
+
+def test_guard_rows_groups_a_records_rows_and_still_rejects_it_whole():
+    import pandas as pd
+
+    from scilens.core.quarantine import REJECTED_COLUMN, guard_rows
+
+    def produce(row):
+        for i in range(5):
+            if row["path"] == "bad" and i == 3:
+                raise ValueError("scan 3 is damaged")
+            yield {"path": row["path"], "scan": i}
+
+    frames = list(guard_rows(pd.DataFrame({"path": ["a", "bad", "b"]}), produce, "read", ["path", "scan"],
+                             rows_per_frame=2))
+    # a: 2 + 2 + 1 rows; bad: one frame of 2 rows flushed before the failure, then its rejection; b: 2 + 2 + 1.
+    assert [len(f) for f in frames] == [2, 2, 1, 2, 1, 2, 2, 1]
+    rejected = [f for f in frames if f[REJECTED_COLUMN].notna().any()]
+    assert len(rejected) == 1 and "scan 3 is damaged" in rejected[0][REJECTED_COLUMN][0]["message"]
+    good = pd.concat([f for f in frames if f[REJECTED_COLUMN].isna().all()])
+    assert sorted(good.loc[good.path == "a", "scan"]) == [0, 1, 2, 3, 4]

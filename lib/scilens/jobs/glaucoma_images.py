@@ -82,15 +82,12 @@ class GlaucomaImagesConfig(JobConfig):
 
 
 def cohort_path(cohort: str) -> Path:
-    """The ``eyes.parquet`` a ``cohort`` setting names (the table or the directory holding it)."""
+    """The ``eyes.parquet`` a ``cohort`` setting names (the table or the glaucoma-cohort output holding it)."""
+    from scilens.clinical.cohort import eyes_table
+
     if not cohort:
         raise ConfigError("cohort: required; give the eyes.parquet of scilens glaucoma-cohort")
-    path = Path(cohort)
-    if path.is_dir() and (path / "eyes.parquet").exists():
-        path = path / "eyes.parquet"
-    if not path.exists():
-        raise InputError(f"cohort {cohort}: no such file or directory")
-    return path
+    return eyes_table(cohort)
 
 
 def read_cohort(ctx: JobContext, cohort: str) -> DataFrame:
@@ -126,11 +123,6 @@ def _reject_unknown_eyes(good: DataFrame, eyes: DataFrame, cohort: str, step: st
     return labelled, rejected
 
 
-def _grouped_paths(ctx: JobContext, paths: list[str], files_per_task: int) -> DataFrame:
-    frame = paths_frame(ctx.spark, paths)
-    return frame if files_per_task == 1 else frame.coalesce(max(1, -(-len(paths) // files_per_task)))
-
-
 def read_oct_scans(ctx: JobContext, paths: list[str], config: GlaucomaImagesConfig) -> tuple[DataFrame, DataFrame]:
     """Read, check and preprocess OCT volumes on the executors: (scan rows, rejected files)."""
     from scilens.vision.retina_preprocess import OctPreprocessStep
@@ -157,9 +149,11 @@ def read_oct_scans(ctx: JobContext, paths: list[str], config: GlaucomaImagesConf
 
     def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            yield from guard_rows(batch, produce, "read_oct", columns)
+            # All scans of a volume in one frame: a volume is one record, 128 small rows.
+            yield from guard_rows(batch, produce, "read_oct", columns, rows_per_frame=n_scans)
 
-    out = _grouped_paths(ctx, paths, config.files_per_task).mapInPandas(read, with_rejected_field(OCT_SCAN_SCHEMA))
+    frame = paths_frame(ctx.spark, paths, files_per_partition=config.files_per_task)
+    out = frame.mapInPandas(read, with_rejected_field(OCT_SCAN_SCHEMA))
     return split_rejected(out, on="path")
 
 
@@ -183,7 +177,8 @@ def read_fundus(ctx: JobContext, paths: list[str], config: GlaucomaImagesConfig)
         for batch in batches:
             yield from guard_rows(batch, produce, "read_fundus", columns)
 
-    out = _grouped_paths(ctx, paths, config.files_per_task).mapInPandas(read, with_rejected_field(FUNDUS_SCHEMA))
+    frame = paths_frame(ctx.spark, paths, files_per_partition=config.files_per_task)
+    out = frame.mapInPandas(read, with_rejected_field(FUNDUS_SCHEMA))
     return split_rejected(out, on="path")
 
 
@@ -237,35 +232,41 @@ class GlaucomaImagesJob(Job):
             step.counts.update({"cohort_eyes": eyes.count(), "oct_files": len(oct_paths),
                                 "cfp_files": len(cfp_paths)})
         succeeded = 0
-        oct_rows = fundus_rows = rejected_oct = None
-        if "oct" in config.modalities and oct_paths:
-            with ctx.step("oct volumes") as step:
-                scans, rejected = read_oct_scans(ctx, oct_paths, config)
-                scans, unknown = _reject_unknown_eyes(scans, eyes, cohort, "cohort")
-                path = ctx.output / "oct_scans.parquet"
-                scans.write.mode("overwrite").parquet(str(path))
-                oct_rows = ctx.spark.read.parquet(str(path))
-                rejected_oct = rejected.unionByName(unknown).persist()
-                ctx.reject(rejected_oct)
-                step.counts["scans"] = oct_rows.count()
-                step.counts["volumes"] = oct_rows.select("path").distinct().count()
-                step.counts["rejected_files"] = rejected_oct.count()
-                succeeded += step.counts["volumes"]
-        if "cfp" in config.modalities and cfp_paths:
-            with ctx.step("fundus photos") as step:
-                photos, rejected = read_fundus(ctx, cfp_paths, config)
-                photos, unknown = _reject_unknown_eyes(photos, eyes, cohort, "cohort")
-                path = ctx.output / "fundus.parquet"
-                photos.write.mode("overwrite").parquet(str(path))
-                fundus_rows = ctx.spark.read.parquet(str(path))
-                rejected_cfp = rejected.unionByName(unknown).persist()
-                ctx.reject(rejected_cfp)
-                step.counts["photos"] = fundus_rows.count()
-                step.counts["rejected_files"] = rejected_cfp.count()
-                succeeded += step.counts["photos"]
+        written: dict[str, DataFrame] = {}
+        rejected_oct = None
+        steps = {"oct": ("oct volumes", read_oct_scans, oct_paths, "oct_scans.parquet"),
+                 "cfp": ("fundus photos", read_fundus, cfp_paths, "fundus.parquet")}
+        for modality in config.modalities:
+            name, reader, files, table = steps[modality]
+            if not files:
+                continue
+            with ctx.step(name) as step:
+                rows, rejected = reader(ctx, files, config)
+                rows, unknown = _reject_unknown_eyes(rows, eyes, cohort, "cohort")
+                rows.write.mode("overwrite").parquet(str(ctx.output / table))
+                written[modality] = ctx.spark.read.parquet(str(ctx.output / table))
+                rejected = rejected.unionByName(unknown)
+                ctx.reject(rejected)
+                counts = written[modality].agg(F.count("*").alias("rows"), F.countDistinct("path").alias("files"))
+                step.counts["images"], step.counts["files"] = counts.first()
+                succeeded += step.counts["files"]
+                if modality == "oct":
+                    rejected_oct = rejected
         with ctx.step("figures") as step:
-            step.counts["figures"] = len(_figures(ctx, config, oct_rows, fundus_rows, rejected_oct))
+            step.counts["figures"] = len(_figures(ctx, config, written.get("oct"), written.get("cfp"), rejected_oct))
         return succeeded
 
 
 JOB = GlaucomaImagesJob
+DEMO_RANK = 61
+
+
+def demo(root: Path) -> str:
+    """Images for a sample of the glaucoma-clinical demo's cohort, preprocessed."""
+    from scilens.jobs import _glaucoma_demo
+
+    out = _glaucoma_demo.images(root)
+    return (f"{out / 'oct_scans.parquet'}   preprocessed OCT B-scans, one row per scan, labelled and split\n"
+            f"{out / 'fundus.parquet'}   preprocessed fundus photos\n"
+            f"{out / 'figures'}   examples before/after preprocessing (Fig. 3.11), excluded OCT volumes (Fig. 3.8)\n"
+            f"{out / '_rejected'}   excluded and unreadable images, with reasons")

@@ -14,7 +14,8 @@ Outputs:
 * ``checkpoints/`` -- ``best.keras`` and ``last.keras``, written by rank 0 every epoch;
 * ``history.csv`` and ``learning_curves.png`` -- per-epoch loss, validation loss and AUC, images/s;
 * ``ranks.json`` -- every rank's final weight digest (identical when the ranks stayed in sync);
-* ``mlflow.db`` -- the MLflow run (SQLite store) with parameters and per-epoch metrics;
+* ``mlflow_run.txt`` -- the MLflow run (parameters, per-epoch metrics, the model), by default in
+  ``<output parent>/mlflow.db`` (:mod:`scilens.clinical.tracking`);
 * ``petastorm/`` -- the datasets (unless ``petastorm.dataset_dir`` puts them elsewhere for reuse).
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from scilens.clinical.tracking import MlflowConfig
 from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
@@ -78,6 +80,7 @@ class GlaucomaTrainConfig(JobConfig):
     oct: OctSection = field(OctSection(), "OCT model and training.")
     cfp: CfpSection = field(CfpSection(), "Fundus model and training.")
     petastorm: PetastormSection = field(PetastormSection(), "Petastorm datasets.")
+    mlflow: MlflowConfig = field(MlflowConfig(), "Experiment tracking: parameters, per-epoch metrics, the model.")
 
 
 def training_table(ctx: JobContext, modality: str) -> DataFrame:
@@ -149,10 +152,7 @@ class GlaucomaTrainJob(Job):
             architecture="densenet" if config.modality == "oct" else "transfer",
             model_config=section.model, training=training, image_shape=image_shape,
             train_url=infos["train"].url, validation_url=infos["validation"].url, train_rows=infos["train"].rows,
-            output_dir=str(ctx.output), run_name=f"glaucoma-train {config.modality}",
-            mlflow_uri=f"sqlite:///{ctx.output / 'mlflow.db'}",
-            params={"modality": config.modality, "image_shape": image_shape, "input": ctx.inputs[0],
-                    **_flat("model", section.model.to_dict()), **_flat("training", training.to_dict())})
+            output_dir=str(ctx.output))
         with ctx.step("horovod training") as step:
             try:
                 results = train_distributed(ctx.spark, spec)
@@ -175,7 +175,37 @@ class GlaucomaTrainJob(Job):
             retina_figures.learning_curves(history, ctx.output / "learning_curves.png",
                                            f"{config.modality.upper()} model, {len(results)} Horovod rank(s)")
             step.counts["best_val_auc_x1000"] = round(1000 * results[0]["best_val_auc"])
+        if config.mlflow.enabled:
+            with ctx.step("mlflow") as step:
+                params = {"modality": config.modality, "image_shape": image_shape, "input": ctx.inputs[0],
+                          **_flat("model", section.model.to_dict()), **_flat("training", training.to_dict())}
+                run_id = log_epochs(ctx, config.mlflow, f"{ctx.job}-{config.modality}", params, history,
+                                    [ctx.output / "model.keras", ctx.output / "learning_curves.png"])
+                (ctx.output / "mlflow_run.txt").write_text(run_id + "\n")
+                step.counts["epochs_logged"] = len(history)
         return infos["train"].rows
+
+
+def log_epochs(ctx: JobContext, config: MlflowConfig, run_name: str, params: dict, history: list[dict],
+               artifacts: list[Path]) -> str:
+    """One MLflow run (scilens.clinical.tracking): parameters, the best epoch's metrics, artifacts, and every
+    epoch's metrics as the history of each metric."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from scilens.clinical.tracking import log_run, tracking_uri
+
+    best = max(history, key=lambda h: h["val_auc"] if h["val_auc"] == h["val_auc"] else -1.0)
+    summary = {f"best_{k}": v for k, v in best.items()}
+    run_id = log_run(config, ctx.output.parent, run_name, params, summary, artifacts,
+                     {"scilens.job": ctx.job, "scilens.output": ctx.manifest.output})
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, int(h["epoch"])) for h in history for key, value in h.items()
+               if key != "epoch" and value == value]
+    MlflowClient(tracking_uri(config, ctx.output.parent)).log_batch(run_id, metrics=metrics)
+    return run_id
 
 
 def _flat(prefix: str, values: dict) -> dict:
@@ -189,3 +219,15 @@ def _flat(prefix: str, values: dict) -> dict:
 
 
 JOB = GlaucomaTrainJob
+DEMO_RANK = 62
+
+
+def demo(root: Path) -> str:
+    """Tiny OCT and fundus models, one epoch each on two Horovod ranks, on the images demo's output."""
+    from scilens.jobs import _glaucoma_demo
+
+    oct_out, cfp_out = _glaucoma_demo.train(root)
+    return (f"{oct_out / 'learning_curves.png'}   OCT DenseNet (tiny preset), 2 Horovod ranks: loss, validation AUC\n"
+            f"{oct_out / 'ranks.json'}   per-rank weight digests (identical: the ranks stayed in sync)\n"
+            f"{cfp_out / 'model.keras'}   fundus transfer model (MobileNetV2, random init, 2/3 frozen)\n"
+            f"{root / 'mlflow.db'}   MLflow runs with per-epoch metrics")

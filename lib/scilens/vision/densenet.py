@@ -42,6 +42,9 @@ class DenseNetConfig(Config):
     stem: str | None = field(None, "imagenet (7x7/2 conv + 3x3/2 max pool) or small (3x3/1 conv) "
                              "(preset custom only).", choices=("imagenet", "small"))
     compression: float = field(0.5, "Channel reduction of transition layers, theta.", min=0.1, max=1.0)
+    batchnorm_momentum: float = field(0.99, "Momentum of the BatchNorm moving statistics used at inference (Keras' "
+                                      "0.99; lower tracks fast-changing weights of short, high-rate runs).",
+                                      min=0.0, max=1.0)
     seed: int = field(0, "Seed of the MSRA weight initialisation.")
 
     def validate(self) -> None:
@@ -83,7 +86,8 @@ def build_densenet(input_shape: tuple[int, ...], config: DenseNetConfig | None =
                              name=f"conv{next(counter)}")(x)
 
     def bn_relu(x: Any) -> Any:
-        return layers.Activation("relu")(layers.BatchNormalization(epsilon=1.001e-5)(x))
+        return layers.Activation("relu")(layers.BatchNormalization(momentum=config.batchnorm_momentum,
+                                                                   epsilon=1.001e-5)(x))
 
     inputs = keras.Input(shape=tuple(input_shape), name="scan")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)

@@ -17,8 +17,8 @@ task slots). Every rank
   predictions of all ranks are allgathered, so every rank computes the same
   validation loss and AUC over the whole set and early stopping and the
   choice of the best epoch are the same on every rank without further
-  messages. Rank 0 writes the checkpoints, logs one line per epoch (and to
-  MLflow) and saves the final model (the best epoch's weights).
+  messages. Rank 0 writes the checkpoints, logs one line per epoch and saves
+  the final model (the best epoch's weights).
 
 Each rank returns its history and a SHA-256 digest of its final weights:
 identical digests show the ranks stayed in sync.
@@ -32,7 +32,6 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -64,7 +63,6 @@ class DistributedTrainingConfig(Config):
                                         min=1)
     seed: int = field(0, "Seed of weight initialisation, shuffling and augmentation.")
     augment: AugmentConfig = field(AugmentConfig(), "Training-time augmentation.")
-    mlflow: bool = field(True, "Log parameters and per-epoch metrics to MLflow (SQLite store in the output).")
 
 
 @dataclass
@@ -79,9 +77,6 @@ class TrainSpec:
     validation_url: str
     train_rows: int
     output_dir: str
-    run_name: str = "train"
-    mlflow_uri: str | None = None
-    params: dict[str, Any] = dc_field(default_factory=dict)
 
     def steps_per_epoch(self, size: int) -> int:
         if self.training.steps_per_epoch:
@@ -162,7 +157,6 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
 
     state: dict[str, Any] = {"best_auc": -np.inf, "best_epoch": -1, "best_weights": None, "wait": 0}
     history: list[dict[str, float]] = []
-    tracker = _MlflowTracker(spec) if rank == 0 and cfg.mlflow and spec.mlflow_uri else None
 
     class SyncMovingStatistics(tf.keras.callbacks.Callback):
         """Average BatchNorm moving means/variances over ranks: they follow each rank's own batches,
@@ -211,8 +205,6 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
                 save(self.model, os.path.join(checkpoints, "last.keras"))
                 if improved:
                     save(self.model, os.path.join(checkpoints, "best.keras"))
-                if tracker is not None:
-                    tracker.log_epoch(record)
             if state["wait"] >= cfg.early_stopping_patience:
                 self.model.stop_training = True
 
@@ -232,34 +224,8 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
         model.set_weights(state["best_weights"])
     if rank == 0:
         save(model, os.path.join(spec.output_dir, "model.keras"))
-        if tracker is not None:
-            tracker.finish(state["best_epoch"], state["best_auc"])
     return {"rank": rank, "size": size, "history": history, "best_epoch": state["best_epoch"],
             "best_val_auc": state["best_auc"], "weights_sha256": weights_digest(model.get_weights())}
-
-
-class _MlflowTracker:
-    """Rank 0's MLflow run: parameters once, metrics per epoch."""
-
-    def __init__(self, spec: TrainSpec):
-        import mlflow
-
-        mlflow.set_tracking_uri(spec.mlflow_uri)
-        experiment = "scilens-glaucoma"
-        if mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=os.path.join(spec.output_dir, "mlflow-artifacts"))
-        mlflow.set_experiment(experiment)
-        self.run = mlflow.start_run(run_name=spec.run_name)
-        mlflow.log_params({k: str(v)[:500] for k, v in spec.params.items()})
-        self.mlflow = mlflow
-
-    def log_epoch(self, record: dict[str, float]) -> None:
-        metrics = {k: float(v) for k, v in record.items() if k != "epoch" and np.isfinite(v)}
-        self.mlflow.log_metrics(metrics, step=int(record["epoch"]))
-
-    def finish(self, best_epoch: int, best_auc: float) -> None:
-        self.mlflow.log_metrics({"best_epoch": float(best_epoch), "best_val_auc": float(best_auc)})
-        self.mlflow.end_run()
 
 
 def train_distributed(spark: Any, spec: TrainSpec) -> list[dict[str, Any]]:

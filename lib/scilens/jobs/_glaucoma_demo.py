@@ -1,0 +1,107 @@
+"""The glaucoma imaging demo chain: cohort -> images -> OCT and fundus models -> inference -> final model.
+
+Each imaging job's ``demo(root)`` runs its link of the chain on the outputs of the link
+before, found beside it under ``make demo``'s output directory, and runs that link first
+when it is missing (``python -m scilens.demo --only glaucoma-final`` runs the whole chain).
+The cohort and BM1-BM3 come from the ``glaucoma-clinical`` demo. Sizes are small so every
+link takes well under two minutes: a few hundred eyes, 16 B-scans of 64 x 80 pixels per
+eye, 96-pixel photos, tiny models for one epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scilens.cli import main
+
+N_SCANS = 16
+SIZE = 32
+TRAIN_EYES = 240
+VALIDATION_EYES = 80
+
+TINY_OCT = ["oct.model.preset=tiny", "oct.model.batchnorm_momentum=0.9", "oct.training.epochs=1",
+            "oct.training.batch_size=16", "oct.training.learning_rate=0.005", "oct.training.early_stopping_patience=1"]
+"""The tiny DenseNet for one epoch: 5x the paper's learning rate so one epoch makes progress, and BatchNorm
+statistics that follow the weights that fast."""
+TINY_CFP = ["modality=cfp", "cfp.model.base=MobileNetV2", "cfp.model.width_multiplier=0.35", "cfp.training.epochs=1",
+            "cfp.training.batch_size=16", "cfp.training.early_stopping_patience=1"]
+"""MobileNetV2 (alpha 0.35, random init, 2/3 frozen) for one epoch at the paper's learning rate (1e-5)."""
+
+
+def _run(job: str, *args: str) -> None:
+    if main([job, *args, "--set", "spark.master=local[2]"]) != 0:
+        raise RuntimeError(f"{job} demo failed")
+
+
+def clinical(root: Path) -> tuple[Path, Path]:
+    """(cohort, clinical) outputs of the glaucoma-clinical demo beside ``root``."""
+    base = root.parent / "glaucoma-clinical"
+    if not (base / "clinical" / "report.json").exists():
+        from scilens.jobs import glaucoma_clinical
+
+        glaucoma_clinical.demo(base)
+    return base / "cohort", base / "clinical"
+
+
+def images(root: Path) -> Path:
+    """Images of a sample of the cohort's eyes (every test and PTG eye), preprocessed by glaucoma-images."""
+    import pandas as pd
+
+    from scilens.synth import retina
+
+    out = root / "output"
+    if (out / "oct_scans.parquet").exists():
+        return out
+    cohort, _ = clinical(root)
+    eyes = pd.read_parquet(cohort / "eyes.parquet")
+    keep = [eyes[eyes["split"].isin(["test", "ptg"])]]
+    for split, n in (("train", TRAIN_EYES), ("validation", VALIDATION_EYES)):
+        subjects = eyes.loc[eyes["split"] == split, "eid"].drop_duplicates().sample(frac=1.0, random_state=7)
+        counts = eyes[eyes["split"] == split].groupby("eid").size()
+        chosen = subjects[counts.loc[subjects].cumsum().to_numpy() <= n]
+        keep.append(eyes[eyes["eid"].isin(chosen)])
+    sample = pd.concat(keep, ignore_index=True)
+    synth = retina.RetinaSynthConfig(n_scans=N_SCANS, oct_height=64, oct_width=80, fundus_size=96)
+    retina.write_cohort_images(sample, root / "inputs", synth, seed=7).to_parquet(root / "truth.parquet")
+    _run("glaucoma-images", "--input", str(root / "inputs"), "--output", str(out), "--set", f"cohort={cohort}",
+         "--set", f"n_scans={N_SCANS}", "--set", "scan_height=64", "--set", "scan_width=80",
+         "--set", f"oct.image_size={SIZE}", "--set", f"cfp.image_size={SIZE}", "--set", "files_per_task=32")
+    return out
+
+
+def train(root: Path) -> tuple[Path, Path]:
+    """The tiny OCT and fundus models, trained by glaucoma-train on the images demo's output."""
+    outputs = root / "oct", root / "cfp"
+    if all((o / "model.keras").exists() for o in outputs):
+        return outputs
+    source = images(root.parent / "glaucoma-images")
+    _run("glaucoma-train", "--input", str(source), "--output", str(outputs[0]), *_sets(TINY_OCT))
+    _run("glaucoma-train", "--input", str(source), "--output", str(outputs[1]), *_sets(TINY_CFP))
+    return outputs
+
+
+def infer(root: Path) -> Path:
+    """Both models over every eye, the OCT ensemble and saliency, by glaucoma-infer."""
+    out = root / "output"
+    if (out / "retina_vectors.parquet").exists():
+        return out
+    source = images(root.parent / "glaucoma-images")
+    oct_model, cfp_model = train(root.parent / "glaucoma-train")
+    _run("glaucoma-infer", "--input", str(source), "--output", str(out), "--set", f"oct_model={oct_model}",
+         "--set", f"cfp_model={cfp_model}", "--set", "ensemble.n_estimators=1000", "--set", "saliency.eyes=4",
+         "--set", "saliency.scan_stride=4", "--set", "saliency.methods.ig_steps=32")
+    return out
+
+
+def final(root: Path) -> Path:
+    """The final model next to BM1-BM3 in the clinical report, by glaucoma-final."""
+    cohort, clinical_out = clinical(root)
+    source = infer(root.parent / "glaucoma-infer")
+    out = root / "output"
+    _run("glaucoma-final", "--input", str(source), "--output", str(out), "--set", f"cohort={cohort}",
+         "--set", f"clinical={clinical_out}", "--set", "xgb.n_estimators=1000")
+    return out
+
+
+def _sets(settings: list[str]) -> list[str]:
+    return [a for s in settings for a in ("--set", s)]
