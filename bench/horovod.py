@@ -1,0 +1,158 @@
+"""Benchmark of Horovod-on-Spark training: images per second for 1 and 2 ranks on the same data.
+
+    python -m bench.horovod            # full run (about 10 minutes on 2 cores); writes bench/results/horovod.*
+    python -m bench.horovod --quick    # small data, for checking the benchmark itself (horovod-quick.*)
+
+Data: synthetic macular OCT B-scans (:mod:`scilens.synth.retina`, preprocessed as
+``glaucoma-images`` does), materialised once from Spark as a Petastorm dataset,
+read by every configuration (each rank its own shard).
+
+Models: the ``tiny`` DenseNet on 64-px scans (little compute per step, so
+framework overheads show) and the paper's DenseNet-201 (``paper`` preset) on
+224-px scans (compute-bound, 18 M parameters allreduced per step).
+
+Configurations, each through ``horovod.spark.run`` on a ``local[2]`` Spark:
+
+* 1 rank x 1 thread -- the baseline;
+* 2 ranks x 1 thread -- data parallel: each rank a core, gradients averaged by Gloo allreduce;
+* 1 rank x 2 threads -- the alternative use of the second core: TensorFlow's own intra-op threads.
+
+Images/s is the training throughput of rank 0 (``steps x batch x ranks / epoch time``,
+validation excluded), the median over the epochs after the first (graph tracing and
+reader warm-up). A run counts only if its ranks finish with identical weights and
+a finite loss. The per-rank batch is fixed, so 2 ranks process twice the images per
+step (Horovod's convention, learning rate scaled by ranks). On 2 cores the ideal
+speed-up is 2; the table reports the efficiency ``speed-up / 2`` and the machine's
+load average, since this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.common import WORK, markdown_table, write_results
+
+CASES = {
+    "full": [
+        {"model": "tiny", "size": 64, "batch": 32, "steps": 30, "epochs": 4, "eyes": 48, "scans": 16},
+        {"model": "paper", "size": 224, "batch": 8, "steps": 4, "epochs": 3, "eyes": 8, "scans": 16},
+    ],
+    "quick": [
+        {"model": "tiny", "size": 32, "batch": 16, "steps": 5, "epochs": 2, "eyes": 8, "scans": 8},
+    ],
+}
+LAYOUTS = [(1, 1), (2, 1), (1, 2)]  # (ranks, threads per rank)
+
+
+def _dataset(spark: Any, root: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """The Petastorm datasets of one case (written once, reused on reruns of the same case)."""
+    from pyspark.sql import types as T
+
+    from scilens.core import tensor
+    from scilens.synth import retina
+    from scilens.vision import petastorm_data
+    from scilens.vision.retina_preprocess import OctPreprocessConfig, OctPreprocessStep
+
+    size, n_eyes, n_scans = case["size"], case["eyes"], case["scans"]
+    step = OctPreprocessStep(OctPreprocessConfig(image_size=size))
+    synth = retina.RetinaSynthConfig(n_scans=n_scans, oct_height=max(64, size), oct_width=max(80, size * 5 // 4),
+                                     misaligned_fraction=0.0)
+    rows = []
+    for i in range(n_eyes):
+        eye, label = ("left", "right")[i % 2], ("glaucoma", "healthy")[(i // 2) % 2]
+        volume, _, _ = retina.render_eye(i, eye, label, synth)
+        for j, scan in enumerate(step.run(volume, eye)[0]):
+            rows.append({"eid": i, "eye": eye, "visit": 0, "scan": j, "target": int(label == "glaucoma"),
+                         "image": tensor.encode(scan)})
+    schema = T.StructType([T.StructField("eid", T.LongType()), T.StructField("eye", T.StringType()),
+                           T.StructField("visit", T.IntegerType()), T.StructField("scan", T.IntegerType()),
+                           T.StructField("target", T.IntegerType()), tensor.tensor_field("image")])
+    frame = spark.createDataFrame(pd.DataFrame(rows), schema)
+    infos = {}
+    for split, part in (("train", frame), ("validation", frame.where("eid % 4 = 0"))):
+        infos[split] = petastorm_data.materialize_images(
+            spark, part, root / f"{case['model']}-{size}" / split, (size, size, 1),
+            source=f"bench {case}", min_row_groups=8, row_group_size_mb=4)
+    return infos
+
+
+def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], ranks: int, threads: int, out: Path
+         ) -> dict[str, Any]:
+    from scilens.vision.densenet import DenseNetConfig
+    from scilens.vision.horovod_train import DistributedTrainingConfig, TrainSpec, train_distributed
+    from scilens.vision.retina_preprocess import AugmentConfig
+
+    training = DistributedTrainingConfig(
+        epochs=case["epochs"], batch_size=case["batch"], steps_per_epoch=case["steps"], num_proc=ranks,
+        threads_per_rank=threads, early_stopping_patience=case["epochs"], shuffle_buffer=64,
+        augment=AugmentConfig(enabled=False))
+    out.mkdir(parents=True, exist_ok=True)
+    spec = TrainSpec("densenet", DenseNetConfig(preset=case["model"]), training, (case["size"], case["size"], 1),
+                     infos["train"].url, infos["validation"].url, infos["train"].rows, str(out))
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    results = train_distributed(spark, spec)
+    wall = time.perf_counter() - started
+    history = results[0]["history"]
+    digests = {r["weights_sha256"] for r in results}
+    if len(digests) != 1 or not all(np.isfinite(h["loss"]) for h in history):
+        raise RuntimeError(f"{case['model']} {ranks}x{threads}: ranks out of sync or loss not finite; not timed")
+    steady = [h["images_per_second"] for h in history[1:]] or [history[0]["images_per_second"]]
+    return {"model": case["model"], "image_px": case["size"], "ranks": ranks, "threads_per_rank": threads,
+            "batch_per_rank": case["batch"], "steps_per_epoch": case["steps"], "epochs": len(history),
+            "images_per_s": statistics.median(steady), "wall_s": wall,
+            "load_avg": round((load_before + os.getloadavg()[0]) / 2, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.horovod", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, to check the benchmark")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from scilens.core.session import get_spark
+
+    mode = "quick" if args.quick else "full"
+    root = WORK / "horovod"
+    spark = get_spark("local", app_name="bench-horovod", master="local[2]",
+                      conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
+    rows = []
+    try:
+        for case in CASES[mode]:
+            infos = _dataset(spark, root / "data", case)
+            for ranks, threads in LAYOUTS:
+                row = _run(spark, case, infos, ranks, threads, root / "runs" / f"{case['model']}-{ranks}x{threads}")
+                print(f"[bench horovod] {row}", file=sys.stderr, flush=True)
+                rows.append(row)
+    finally:
+        spark.stop()
+    for row in rows:
+        base = next(r for r in rows if r["model"] == row["model"] and r["ranks"] == 1 and r["threads_per_rank"] == 1)
+        row["speedup"] = row["images_per_s"] / base["images_per_s"]
+        row["efficiency"] = row["speedup"] / (row["ranks"] * row["threads_per_rank"])
+    loaded = max(r["load_avg"] for r in rows) > 2.5
+    state = ("LOADED by other work (load average above its 2 cores): rerun on a quiet machine; " if loaded
+             else "quiet; ")
+    note = (f"The machine was {state}load_avg is the 1-minute load average around each run. "
+            "Ideal speed-up on 2 cores: 2 (efficiency 1).\n")
+    columns = ["model", "image_px", "ranks", "threads_per_rank", "batch_per_rank", "steps_per_epoch", "epochs",
+               "images_per_s", "speedup", "efficiency", "wall_s", "load_avg"]
+    name = "horovod-quick" if args.quick else "horovod"
+    md = write_results(name, "Horovod on Spark: training images per second, 1 vs 2 ranks",
+                       [("Throughput", markdown_table(rows, columns) + "\n" + note),
+                        ("How", __doc__.split("\n\n", 2)[2])], {"mode": mode, "rows": rows})
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
