@@ -582,8 +582,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ref = by.get((dataset, "reference"))
         l1, l2 = by.get((dataset, "scilens-local1")), by.get((dataset, "scilens-local2"))
-        if not (ref and l2 and "end to end s" in l2 and "end to end s" in ref):
-            continue
+        if not (ref and l2 and "end to end s" in l2 and "end to end s" in ref and l2.get("check") == "ok"):
+            continue  # a time counts only with the FA it is checked against
         row = {"dataset": dataset,
                "reference / scilens[2], end to end": ref["end to end s"] / l2["end to end s"],
                "reference / scilens[2], pipeline": ref["pipeline s"] / l2["pipeline s"],
@@ -592,7 +592,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             p = by.get((dataset, peer))
             if p and p.get("check") == "ok":
                 row[f"{peer} / scilens[2], end to end"] = p["end to end s"] / l2["end to end s"]
-        if l1 and l1.get("denoise") and l2.get("denoise"):
+        if l1 and l1.get("check") == "ok" and l1.get("denoise") and l2.get("denoise"):
             row["denoise local[1] / local[2]"] = l1["denoise"] / l2["denoise"]
             row["pipeline local[1] / local[2]"] = l1["pipeline s"] / l2["pipeline s"]
         out.append(row)

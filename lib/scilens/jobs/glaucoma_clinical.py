@@ -2,7 +2,7 @@
 
 Input: the output directory of ``scilens glaucoma-cohort`` (or its ``eyes.parquet``). For each
 model of ``models`` (feature lists in :mod:`scilens.clinical.features`): XGBoost on Spark
-(:func:`scilens.clinical.gbt.fit_xgb`, early stopping on the validation split), test AUC and
+(:func:`scilens.clinical.models.fit_xgb`, early stopping on the validation split), test AUC and
 accuracy with bootstrap 95% CIs, ROC curve, TreeSHAP contributions (mean |SHAP| top features,
 dependence plots), accuracy on the progress-to-glaucoma eyes with its CI, and for
 ``interaction_model`` SHAP interaction values of ``interaction_with`` with ``interactions``.

@@ -41,7 +41,7 @@ from scilens.clinical.models import XGBParams
 from scilens.core import tensor
 from scilens.core.config import Config, ConfigError, field
 from scilens.core.inputs import InputError
-from scilens.core.job import Job, JobConfig, JobContext
+from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.core.quarantine import REJECTED_TYPE
 from scilens.vision.saliency import SaliencyConfig
 
@@ -230,7 +230,11 @@ class GlaucomaInferJob(Job):
                 predictions[modality] = ctx.spark.read.parquet(str(path))
                 step.counts["images"] = predictions[modality].count()
                 if modality == "oct":
-                    n_scans = predictions["oct"].agg(F.max("scan")).first()[0] + 1
+                    last_scan = predictions["oct"].agg(F.max("scan")).first()[0]
+                    if last_scan is None:
+                        raise JobFailed("oct inference: no B-scan was predicted (every image rejected); "
+                                        "see _rejected/ of this run")
+                    n_scans = last_scan + 1
         with ctx.step("retina vectors") as step:
             vectors_path = ctx.output / "retina_vectors.parquet"
             retina_vectors(predictions.get("oct"), predictions.get("cfp"), n_scans).write.mode("overwrite").parquet(

@@ -170,6 +170,9 @@ class SampleJob(Job):
             info = model_info(cfg.model)
             layer = cfg.layer or info.latent_layer
             resolve_outputs(info, [layer])
+            if layer not in info.layers:
+                raise ConfigError(f"layer: {layer!r} is not a layer of {cfg.model} with a latent output; "
+                                  f"one of: {', '.join(info.layers)}")
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
             dims = int(np.prod(info.layers[layer]))

@@ -35,9 +35,10 @@ Generating model (participant *i*, eye *e*, visit *v*; ages in years, IOP in mmH
   than treated glaucoma. Both eyes are affected with probability 0.55, else one, more often the
   one with the higher IOP. Age and IOP are the strongest risk
   factors (see :class:`GlaucomaModel`); sex, diabetes, FVC, PEF, CH and CRF carry no risk.
-* **Treatment** starts at diagnosis: IOP of a diagnosed eye x (1 - 0.15); FVC - 0.30 L and PEF
-  - 35 L/min (topical beta-blockers), so *diagnosed* glaucoma has lower FVC while PTG before
-  diagnosis looks healthy, and falls after (dissertation Fig. 3.7, Tables 3.2-3.3).
+* **Treatment** starts at diagnosis: IOP of a diagnosed eye x 0.88; FVC - 0.50 L and PEF
+  - 60 L/min (topical beta-blockers; :class:`GlaucomaModel` holds the values), so *diagnosed*
+  glaucoma has lower FVC while PTG before diagnosis looks healthy, and falls after
+  (dissertation Fig. 3.7, Tables 3.2-3.3).
 * **Answers.** Field 6148 at each visit lists glaucoma once diagnosed (a diagnosed person
   forgets it at a later visit with probability 0.05), cataract (age, 2.7x more with glaucoma),
   macular degeneration, diabetic eye disease (10% of diabetics), injury, other conditions, or

@@ -188,6 +188,9 @@ def materialize_images(spark: SparkSession, images: DataFrame, path: str | Path,
         (images.select(*KEY_FIELDS, "image").repartition(min_row_groups).mapInPandas(encode, spark_schema)
          .write.mode("overwrite").parquet(url))
     row_groups = _count_row_groups(path)
+    if row_groups < min_row_groups:  # a rank without a row group would read an empty shard
+        raise ValueError(f"{path}: {rows} rows made {row_groups} row groups, fewer than {min_row_groups} "
+                         f"(one per rank); lower row_group_size_mb or add rows")
     (path / SIDECAR).write_text(json.dumps({"schema": _schema_summary(schema), "source": source,
                                             "image_shape": list(shape), "rows": rows,
                                             "row_groups": row_groups}, indent=1))
