@@ -100,6 +100,8 @@ def test_missing_layer_and_model_mismatch_fail_before_inference(spark, trained_d
             "--set", f"model={trained_digits.model_path}"]
     assert cli.main([*base, "--set", "layer=conv9"]) == 1
     assert any("has no layer 'conv9'; its layers are" in line for line in job_log)
+    assert cli.main([*base, "--set", "layer=prediction"]) == 1  # a model output, but not a latent space
+    assert any("'prediction' is not a layer of" in line for line in job_log)
     assert cli.main(["sample", "--input", str(trained_digits.array_table), "--output", str(tmp_path / "o"),
                      "--set", f"model={trained_digits.model_path}", "--set", "data.image_shape=[4,16,1]"]) == 1
     assert any("have shape 4x16x1, but model" in line and "expects 8x8x1" in line for line in job_log)

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from scilens.core.config import ConfigError, field
+from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
 from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
@@ -171,8 +172,8 @@ class SampleJob(Job):
             layer = cfg.layer or info.latent_layer
             resolve_outputs(info, [layer])
             if layer not in info.layers:
-                raise ConfigError(f"layer: {layer!r} is not a layer of {cfg.model} with a latent output; "
-                                  f"one of: {', '.join(info.layers)}")
+                raise InputError(f"layer: {layer!r} is not a layer of {cfg.model} with a latent output; "
+                                 f"one of: {', '.join(info.layers)}")
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
             dims = int(np.prod(info.layers[layer]))
