@@ -277,8 +277,8 @@ class GlaucomaInferJob(Job):
                 if name == "oct_ensemble":
                     shap = np.stack(test["shap"].to_numpy())[:, :n_scans]
                     retina_figures.scan_shap(shap, test["label"].tolist(), out / "shap_by_scan.png")
-                    metrics[name]["mean_abs_shap_by_scan"] = np.abs(np.stack(scored_pd["shap"].to_numpy())[:, :n_scans]
-                                                                    ).mean(axis=0).tolist()
+                    # The same eyes as the figure: the evaluation split.
+                    metrics[name]["mean_abs_shap_by_scan"] = np.abs(shap).mean(axis=0).tolist()
                 step.counts["rounds"] = fit.rounds
         if "cfp" in predictions:
             photos = (predictions["cfp"].where((F.col("split") == evaluation)
