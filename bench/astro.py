@@ -47,7 +47,7 @@ from bench.common import WORK, machine, markdown_table, write_results
 IMPLS = ("reference", "scilens-local1", "scilens-local2", "dask", "rdd-pickle")
 TOLERANCE = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SKYMAP = ["skymap.patch_inner_px=300", "skymap.patch_border_px=30"]
+TINY_SKYMAP = ["skymap.preset=tiny"]
 
 
 # ----------------------------------------------------------------------------- data

@@ -13,8 +13,8 @@ from scilens.astro.pipeline import AstroConfig
 from scilens.io import fits as fits_io
 from scilens.synth import sky
 
-TINY_SKYMAP = ["skymap.patch_inner_px=300", "skymap.patch_border_px=30"]
-"""The ``tiny`` sky map preset as --set overrides: 2x2 patches of 300+2x30 px over the tiny survey."""
+TINY_SKYMAP = ["skymap.preset=tiny"]
+"""The ``tiny`` sky map: 2x2 patches of 300+2x30 px over the tiny survey."""
 
 BAD_FILES = ("no_wcs.fits", "no_variance.fits", "corrupt.fits", "all_masked.fits", "elsewhere.fits")
 

@@ -68,6 +68,19 @@ def test_automatic_skymap_covers_the_images_and_leaves_outliers_out():
         assert bool(skymap.overlaps(ra, dec)) == (name != "far")
 
 
+def test_named_skymap_presets_set_the_geometry_and_refuse_contradictions():
+    from scilens.core.config import ConfigError
+
+    tiny = SkyMapConfig(preset="tiny")
+    assert (tiny.patch_inner_px, tiny.patch_border_px, tiny.pixel_scale_arcsec) == (300, 30, 0.333)
+    paper = SkyMapConfig(preset="dissertation", patch_inner_px=2000)  # agreeing explicitly is fine
+    assert (paper.patch_inner_px, paper.patch_border_px, paper.projection) == (2000, 100, "TAN")
+    with pytest.raises(ConfigError, match="patch_inner_px: 500 contradicts preset 'tiny'"):
+        SkyMapConfig(preset="tiny", patch_inner_px=500)
+    with pytest.raises(ConfigError, match="preset: 'huge' is not allowed"):
+        SkyMapConfig(preset="huge")
+
+
 def test_background_follows_a_gradient_to_the_edges():
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:320, 0:300]

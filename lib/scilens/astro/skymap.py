@@ -11,6 +11,7 @@ inner region -- that patch alone reports a source found there.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,14 @@ from astropy.wcs import WCS, FITSFixedWarning
 from scilens.core.config import Config, ConfigError, field
 
 __all__ = ["SKYMAP_PRESETS", "PatchBox", "SkyMap", "SkyMapConfig", "footprint"]
+
+
+SKYMAP_PRESETS: dict[str, dict] = {
+    "dissertation": {"projection": "TAN", "pixel_scale_arcsec": 0.333, "patch_inner_px": 2000, "patch_border_px": 100},
+    "tiny": {"projection": "TAN", "pixel_scale_arcsec": 0.333, "patch_inner_px": 300, "patch_border_px": 30},
+}
+"""Named sky maps: ``dissertation`` is the benchmark's (and Rubin's) 2000x2000 px
+patches plus a 100 px border at 0.333"/px; ``tiny`` fits the ``tiny`` test survey."""
 
 
 @dataclass
@@ -40,18 +49,20 @@ class SkyMapConfig(Config):
     max_radius_deg: float = field(2.0, "With an automatic centre: images centred farther than this from the "
                                        "median image centre are outside the sky map.", min=0.0)
     tract: int = field(0, "Tract number, used in output names.", min=0)
+    preset: str | None = field(None, "A named geometry (SKYMAP_PRESETS: dissertation = 2000+2x100 px at 0.333\"/px, "
+                               "tiny) setting projection, pixel scale and patch sizes; those fields must then keep "
+                               "their defaults or agree with it.", choices=tuple(SKYMAP_PRESETS))
 
     def validate(self) -> None:
         if (self.center_ra is None) != (self.center_dec is None):
             raise ConfigError("center_ra/center_dec: give both or neither")
-
-
-SKYMAP_PRESETS: dict[str, dict] = {
-    "dissertation": {"projection": "TAN", "pixel_scale_arcsec": 0.333, "patch_inner_px": 2000, "patch_border_px": 100},
-    "tiny": {"projection": "TAN", "pixel_scale_arcsec": 0.333, "patch_inner_px": 300, "patch_border_px": 30},
-}
-"""Named sky maps: ``dissertation`` is the benchmark's (and Rubin's) 2000x2000 px
-patches plus a 100 px border at 0.333"/px; ``tiny`` fits the ``tiny`` test survey."""
+        if self.preset is not None:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, value in SKYMAP_PRESETS[self.preset].items():
+                if getattr(self, name) not in (defaults[name], value):
+                    raise ConfigError(f"{name}: {getattr(self, name)!r} contradicts preset {self.preset!r} "
+                                      f"({value!r}); drop one of them")
+                setattr(self, name, value)
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,8 @@ def demo(root: Path) -> str:
     survey = root / "survey"
     sky.write_survey(sky.survey_preset("tiny"), survey)
     out = root / "output"
-    args = ["astro", "--input", str(survey / "images"), "--output", str(out), "--set", "skymap.patch_inner_px=300",
-            "--set", "skymap.patch_border_px=30", "--set", f"report.truth={survey / 'truth.parquet'}"]
+    args = ["astro", "--input", str(survey / "images"), "--output", str(out), "--set", "skymap.preset=tiny",
+            "--set", f"report.truth={survey / 'truth.parquet'}"]
     if main(args) != 0:
         raise RuntimeError("astro demo failed")
     steps = {s["name"]: s for s in json.loads((out / "manifest.json").read_text())["steps"]}
