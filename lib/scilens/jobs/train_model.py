@@ -76,7 +76,7 @@ class TrainModelJob(Job):
             fit = ClassifierModel(cfg.training, n_classes).fit(images, labels, ctx.output / "checkpoints")
             fit.save(ctx.output / "model.keras")
             step.counts.update(epochs=len(fit.history["loss"]), checkpoints=len(fit.checkpoints))
-        report = {"history": fit.history, "n_train": len(ids), "n_classes": n_classes,
+        report = {"history": fit.history, "best_epoch": fit.best_epoch, "n_train": len(ids), "n_classes": n_classes,
                   "parameters": int(fit.model.count_params())}
         if cfg.test:
             with ctx.step("evaluate on test") as step:

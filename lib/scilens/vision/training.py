@@ -43,6 +43,9 @@ class TrainingConfig(Config):
                                       "else 1/max|pixel| of the training images.")
     seed: int = field(0, "Seed of weight initialisation, shuffling and the validation split.")
     checkpoints: bool = field(False, "Keep the model after every epoch (model checkpoints for query Q6).")
+    keep_best: bool = field(True, "Return the weights of the epoch with the lowest validation loss, not the last "
+                            "epoch's (with validation_fraction > 0): BatchNorm networks on small batches can swing "
+                            "from epoch to epoch.")
 
 
 def default_pixel_scale(images: np.ndarray) -> float:
@@ -60,6 +63,8 @@ class ClassifierFit:
     model: Any
     history: dict[str, list[float]]
     checkpoints: list[Path] = dc_field(default_factory=list)
+    best_epoch: int | None = None
+    """1-based epoch whose weights the model holds (None: the last)."""
 
     def predict(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Class probabilities, shape (n, classes)."""
@@ -132,9 +137,21 @@ class ClassifierModel:
                 saved.append(path)
 
             callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=keep))
+        best: dict[str, Any] = {"loss": np.inf, "epoch": None, "weights": None}
+
+        def remember(epoch: int, logs: dict | None = None) -> None:
+            loss = (logs or {}).get("val_loss")
+            if loss is not None and loss < best["loss"]:
+                best.update(loss=loss, epoch=epoch + 1, weights=model.get_weights())
+
+        if cfg.keep_best and n_val:
+            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=remember))
         history = model.fit(
             tf.constant(x[train]), tf.constant(labels[train]), epochs=cfg.epochs, batch_size=cfg.batch_size,
             validation_data=(x[val], labels[val]) if n_val else None, shuffle=True, verbose=0,
             callbacks=callbacks,
         )
-        return ClassifierFit(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, saved)
+        if best["weights"] is not None:
+            model.set_weights(best["weights"])
+        return ClassifierFit(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, saved,
+                             best["epoch"])
