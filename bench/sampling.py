@@ -1,6 +1,7 @@
 """Benchmark of sampling for model diagnosis (dissertation Ch. 4): Figures 4.4-4.7, Table 4.4, timings, storage.
 
     python -m bench.sampling            # full run; writes bench/results/sampling.{md,json,csv} and PNG plots
+    python -m bench.sampling --medium   # the real test sets, 10,000 training images: what fits a session on 2 cores
     python -m bench.sampling --quick    # small data, to check the benchmark itself (sampling-quick.*)
 
 Datasets and models (trained here by ``scilens train-model``, cached in ``bench/work/``):
@@ -65,6 +66,8 @@ J_TECHNIQUES = ["gmm_full", "gmm_spherical", "maxmargin"]
 SETTINGS = {
     "full": {"fmnist_train": 60_000, "fmnist_test": 10_000, "galaxy_train": 12_000, "galaxy_test": 2_118,
              "lenet_epochs": 10, "galaxy_epochs": 8, "seeds": 10, "repeat": 3, "spark_timing": True},
+    "medium": {"fmnist_train": 10_000, "fmnist_test": 10_000, "galaxy_train": 12_000, "galaxy_test": 2_118,
+               "lenet_epochs": 10, "galaxy_epochs": 8, "seeds": 3, "repeat": 1, "spark_timing": True},
     "quick": {"fmnist_train": 3_000, "fmnist_test": 1_000, "galaxy_train": 800, "galaxy_test": 300,
               "lenet_epochs": 2, "galaxy_epochs": 2, "seeds": 2, "repeat": 1, "spark_timing": True},
 }
@@ -556,12 +559,15 @@ def verdict(means: list[dict[str, Any]], datasets: list[str]) -> tuple[str, list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data: check that the benchmark runs")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small data: check that the benchmark runs")
+    size.add_argument("--medium", action="store_true", help="full test sets, 10,000 Fashion-MNIST training images, "
+                                                            "3 seeds, one timing round (writes sampling.*)")
     args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "medium" if args.medium else "full"
     s = SETTINGS[mode]
     name = "sampling-quick" if args.quick else "sampling"
-    root = WORK / name
+    root = WORK / ("sampling" if mode == "full" else f"sampling-{mode}")
     root.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -702,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     loaded = max(load_before[0], load_after[0]) > 1.5 * (os.cpu_count() or 1)
     sections = [
-        ("Setup", f"Mode: {mode}. Load average at start {load_before[0]:.1f}, at end {load_after[0]:.1f} on "
+        ("Setup", f"Mode: {mode} ({s['fmnist_train']:,} / {s['fmnist_test']:,} Fashion-MNIST training / test images, "
+                  f"{s['galaxy_train']:,} / {s['galaxy_test']:,} galaxies). "
+                  f"Load average at start {load_before[0]:.1f}, at end {load_after[0]:.1f} on "
                   f"{os.cpu_count()} cores{' -- the machine was LOADED by other work: absolute times are inflated' if loaded else ''}. "  # noqa: E501
                   f"Total {time.perf_counter() - started:.0f} s. Random samplers averaged over {s['seeds']} seeds; "
                   f"timings best of {s['repeat']}.\n\n" + markdown_table(models)),
@@ -721,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                              "size"])
          + "\nVAS, the paper's O(K^2 N) loop (reference) against scilens' incremental interchange, same items "
            "checked first:\n\n" + markdown_table([vas_check])
-         + ("\nThe Spark (MLlib) path on the same 60,000 x 84 latent set, against the driver path:\n\n"
+         + (f"\nThe Spark (MLlib) path on the same {big_label} latent set, against the driver path:\n\n"
             + markdown_table(spark_rows) if spark_rows else "")),
         ("Q1-Q5 query times (Fig. 4.11)", f"Class a = {plan['a']}, confused with b = {plan['b']} (the most "
                                           "frequent error). scilens = Spark DataFrame queries (local[2]); "
