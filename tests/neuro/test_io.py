@@ -71,3 +71,32 @@ def test_arrow_batch_bytes_restores_the_session_value(spark):
     with arrow_batch_bytes(spark, row_bytes=2**30) as rows:
         assert rows == 1 and spark.conf.get(key) == "1"
     assert spark.conf.get(key) == before
+
+
+def test_cached_volume_rows_are_cached_one_per_batch(spark):
+    from pyspark.sql import functions as F
+
+    from scilens.core.session import cached_batch_rows
+
+    key = "spark.sql.inMemoryColumnarStorage.batchSize"
+    before = spark.conf.get(key, None)
+
+    def cached_batches(rows: int | None):
+        frame = spark.range(0, 12, numPartitions=1).withColumn("volume", F.expr("repeat('x', 1000)"))
+        if rows is None:
+            frame = frame.persist()
+            frame.count()
+        else:
+            with cached_batch_rows(spark, rows):
+                frame = frame.persist()
+                frame.count()
+        cached = spark._jsparkSession.sharedState().cacheManager().lookupCachedData(frame._jdf).get()
+        batches = cached.cachedRepresentation().cacheBuilder().cachedColumnBuffers().count()
+        frame.unpersist()
+        return batches
+
+    # Spark's default builds all 12 rows of the partition into one batch in the JVM heap (for volumes:
+    # a whole subject at once); inside the block each row is a batch of its own.
+    assert cached_batches(None) == 1
+    assert cached_batches(1) == 12
+    assert spark.conf.get(key, None) == before

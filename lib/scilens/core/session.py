@@ -28,7 +28,8 @@ import yaml
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
-__all__ = ["THREAD_ENV", "arrow_batch_bytes", "arrow_batch_rows", "conf_dirs", "get_spark", "set_arrow_batch_bytes"]
+__all__ = ["THREAD_ENV", "arrow_batch_bytes", "arrow_batch_rows", "cached_batch_rows", "conf_dirs", "get_spark",
+           "set_arrow_batch_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,27 @@ def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = A
     previous = spark.conf.get(key, None)
     try:
         yield set_arrow_batch_bytes(spark, row_bytes, budget_bytes, raise_limit)
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+@contextlib.contextmanager
+def cached_batch_rows(spark: SparkSession, rows: int) -> Iterator[int]:
+    """Rows per batch of Spark's in-memory columnar cache (``persist``) inside the block, then the previous value.
+
+    Spark builds each cached batch whole in the JVM heap, 10,000 rows by default:
+    with rows that are whole image volumes, that is a whole subject in one
+    allocation. Hold the block around both the ``persist`` and the first action,
+    which fills the cache.
+    """
+    key = "spark.sql.inMemoryColumnarStorage.batchSize"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield rows
     finally:
         if previous is None:
             spark.conf.unset(key)

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from scilens.core.config import field
 from scilens.core.inputs import list_files
 from scilens.core.job import Job, JobConfig, JobContext
+from scilens.core.session import cached_batch_rows
 from scilens.io import fits as fits_io
 from scilens.io import nifti
 
@@ -58,8 +59,9 @@ class IngestJob(Job):
             step.counts.update({kind: len(v) for kind, v in by_kind.items()})
         succeeded = 0
         if by_kind.get("nifti"):
-            volumes, rejected = nifti.read_volumes(ctx.spark, by_kind["nifti"])
-            succeeded += _write(ctx, "volumes", volumes, rejected, "volumes")
+            with cached_batch_rows(ctx.spark, 1):  # a volume per cached batch, not a subject
+                volumes, rejected = nifti.read_volumes(ctx.spark, by_kind["nifti"])
+                succeeded += _write(ctx, "volumes", volumes, rejected, "volumes")
         if by_kind.get("fits"):
             images, rejected = fits_io.read_images(ctx.spark, by_kind["fits"], config.fits)
             succeeded += _write(ctx, "images", images, rejected, "images")

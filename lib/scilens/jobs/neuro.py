@@ -27,7 +27,7 @@ from scilens.core.config import field
 from scilens.core.inputs import InputError, list_files, paths_frame
 from scilens.core.job import Job, JobConfig, JobContext
 from scilens.core.quarantine import REJECTED_COLUMN, REJECTED_TYPE, rejection, split_rejected
-from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
+from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes, cached_batch_rows
 from scilens.io import nifti
 from scilens.neuro.denoise import DenoiseConfig
 from scilens.neuro.dti import TensorFitConfig
@@ -124,10 +124,11 @@ class NeuroJob(Job):
         with ctx.step("read volumes") as step:
             paths = paths_frame(spark, [s["path"] for s in listed],
                                 {key: [s[key] for s in listed] for key in ("subject", "bval_path", "bvec_path")})
-            volumes, rejected = nifti.read_volumes(spark, paths)
-            ctx.reject(rejected)
-            # Volume rows (MBs each) travel one per Arrow batch: memory per task is one volume.
-            with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
+            # Volume rows (MBs each) travel one per Arrow batch and sit one per cached batch:
+            # memory per task is one volume.
+            with cached_batch_rows(spark, 1), arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
+                volumes, rejected = nifti.read_volumes(spark, paths)
+                ctx.reject(rejected)
                 step.counts["volumes"] = volumes.count()
 
         with ctx.step("segment") as step:
