@@ -109,7 +109,8 @@ def guard_rows(
             yield rejected
 
 
-def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path") -> tuple[DataFrame, DataFrame]:
+def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path",
+                   storage: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> tuple[DataFrame, DataFrame]:
     """Split a step's output into (good rows, rejected records).
 
     Parameters
@@ -122,10 +123,10 @@ def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path") -> tuple
         such as ``{"subject": "record"}``. Good rows whose key was rejected
         are dropped.
 
-    The input is persisted so the step runs once for both outputs.
+    The input is persisted (``storage``) so the step runs once for both outputs.
     """
     pairs = {on: on} if isinstance(on, str) else dict(on)
-    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    df = df.persist(storage)
     rejected = df.where(F.col(REJECTED_COLUMN).isNotNull()).select(f"{REJECTED_COLUMN}.*")
     good = df.where(F.col(REJECTED_COLUMN).isNull()).drop(REJECTED_COLUMN)
     # ``record`` is text; a key that is not (a long eid) is matched by value, and a

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nibabel.volumeutils import apply_read_scaling, array_from_file
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -206,7 +207,8 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame,
             yield from guard_rows(batch, produce, step, columns, record_column="subject")
 
     out = paths.mapInPandas(read, with_rejected_field(VOLUME_SCHEMA))
-    return split_rejected(out, on="path")
+    # Straight to local disk: a subject's volumes kept in the JVM heap would need a heap the size of the subject.
+    return split_rejected(out, on="path", storage=StorageLevel.DISK_ONLY)
 
 
 def read_subject_manifest(path: str | Path) -> list[dict[str, str]]:

@@ -23,6 +23,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyspark import StorageLevel
+
 from scilens.core.config import field
 from scilens.core.inputs import InputError, list_files, paths_frame
 from scilens.core.job import Job, JobConfig, JobContext
@@ -160,7 +162,8 @@ class NeuroJob(Job):
             with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
                 raw = stages.denoise_pieces(volumes, masks, n_tasks, config.denoise, config.block_shape,
                                             str(parts_dir) if config.write_denoised else None)
-                pieces, rejected = split_rejected(raw, on={"subject": "record"})
+                # The denoised subjects, as large as the inputs: on local disk, not in the JVM heap.
+                pieces, rejected = split_rejected(raw, on={"subject": "record"}, storage=StorageLevel.DISK_ONLY)
                 ctx.reject(rejected)
                 step.counts.update(volumes=n_volumes, tasks=n_tasks, pieces=pieces.count())
         masks.unpersist()
