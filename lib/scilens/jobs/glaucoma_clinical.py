@@ -100,6 +100,51 @@ def check_eyes(eyes: DataFrame, features: list[str], path: str) -> dict[str, dic
     return counts
 
 
+def score_eyes(fit: gbt.XGBFit, eyes: DataFrame, shap_splits: list[str]) -> pd.DataFrame:
+    """Probability of every eye (and its SHAP contributions on ``shap_splits``), as pandas."""
+    keys = ["eid", "eye", "label", "split", *fit.features]
+    with_shap = gbt.predict(fit, eyes.where(F.col("split").isin(*shap_splits)), contributions=True)
+    without = gbt.predict(fit, eyes.where(~F.col("split").isin(*shap_splits)))
+    a = with_shap.select(*keys, "probability", "shap").toPandas()
+    b = without.select(*keys, "probability").toPandas()
+    b["shap"] = None
+    return pd.concat([a, b], ignore_index=True).sort_values(["eid", "eye"]).reset_index(drop=True)
+
+
+def evaluate_model(name: str, fit: gbt.XGBFit, scored: pd.DataFrame,
+                   config: GlaucomaClinicalConfig) -> tuple[dict, pd.DataFrame]:
+    """Test AUC and accuracy with CIs, PTG accuracy, ROC and SHAP ranking of a scored model; and its SHAP rows."""
+    y = scored["label"].isin(gbt.POSITIVE_LABELS).to_numpy(int)
+    p = scored["probability"].to_numpy(float)
+    split = scored["split"].to_numpy()
+    groups = scored["eid"].to_numpy()
+    test, valid, ptg = split == "test", split == "validation", split == "ptg"
+    threshold = config.threshold if config.threshold is not None else metrics.youden_threshold(y[valid], p[valid])
+    auc = metrics.auc_ci(y[test], p[test], groups[test], config.bootstrap)
+    accuracy = metrics.accuracy_ci((p[test] >= threshold) == y[test], groups[test], config.bootstrap)
+    result = {"features": fit.features, **auc.as_dict("auc"), "ci_low": auc.low, "ci_high": auc.high,
+              **accuracy.as_dict("accuracy"), "threshold": threshold, "rounds": fit.rounds,
+              "best_iteration": fit.best_iteration, "n_train": int((split == "train").sum()),
+              "n_validation": int(valid.sum()), "n_test": int(test.sum()), "n_ptg": int(ptg.sum())}
+    if ptg.any():
+        ptg_acc = metrics.accuracy_ci(p[ptg] >= threshold, groups[ptg], config.bootstrap)
+        result.update(ptg_accuracy=ptg_acc.estimate, ptg_ci_low=ptg_acc.low, ptg_ci_high=ptg_acc.high)
+    else:
+        result.update(ptg_accuracy=None, ptg_ci_low=None, ptg_ci_high=None)
+    fpr, tpr = metrics.roc_points(y[test], p[test])
+    result["roc"] = {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
+    has = scored["shap"].notna().to_numpy()
+    contributions = np.stack(scored.loc[has, "shap"].to_numpy())[:, : len(fit.features)]
+    mean_abs = np.abs(contributions).mean(axis=0)
+    order = np.argsort(-mean_abs)[: config.top_k]
+    result["top_features"] = [[fit.features[i], round(float(mean_abs[i]), 6)] for i in order]
+    shown = scored.loc[has, ["eid", "eye", "split", "label"]].reset_index(drop=True)
+    shap_long = pd.concat([shown.assign(model=name, feature=f, value=scored.loc[has, f].to_numpy(float),
+                                        shap=contributions[:, i]) for i, f in enumerate(fit.features)],
+                          ignore_index=True)
+    return result, shap_long
+
+
 class GlaucomaClinicalJob(Job):
     name = "glaucoma-clinical"
     summary = "Fit BM1-BM3 (XGBoost on Spark) on glaucoma-cohort eyes: AUC and PTG accuracy with CIs, SHAP, report."
@@ -132,10 +177,10 @@ class GlaucomaClinicalJob(Job):
                 fit.booster().save_model(str(ctx.output / "models" / f"{name}.json"))
                 step.counts.update(rounds=fit.rounds, best_iteration=fit.best_iteration)
             with ctx.step(f"score {name}") as step:
-                scored = self._score(fit, eyes, config.shap_splits)
+                scored = score_eyes(fit, eyes, config.shap_splits)
                 scored["model"] = name
                 predictions.append(scored[["eid", "eye", "label", "split", "model", "probability"]])
-                result, shap_long = self._evaluate(name, fit, scored, config)
+                result, shap_long = evaluate_model(name, fit, scored, config)
                 results[name] = result
                 shap_rows.append(shap_long)
                 step.counts.update(eyes=len(scored), shap_eyes=int(scored["shap"].notna().sum()))
@@ -164,49 +209,6 @@ class GlaucomaClinicalJob(Job):
         return len(prediction_table) // max(1, len(config.models))
 
     # ------------------------------------------------------------------ steps
-
-    @staticmethod
-    def _score(fit: gbt.XGBFit, eyes: DataFrame, shap_splits: list[str]) -> pd.DataFrame:
-        keys = ["eid", "eye", "label", "split", *fit.features]
-        with_shap = gbt.predict(fit, eyes.where(F.col("split").isin(*shap_splits)), contributions=True)
-        without = gbt.predict(fit, eyes.where(~F.col("split").isin(*shap_splits)))
-        a = with_shap.select(*keys, "probability", "shap").toPandas()
-        b = without.select(*keys, "probability").toPandas()
-        b["shap"] = None
-        return pd.concat([a, b], ignore_index=True).sort_values(["eid", "eye"]).reset_index(drop=True)
-
-    @staticmethod
-    def _evaluate(name: str, fit: gbt.XGBFit, scored: pd.DataFrame,
-                  config: GlaucomaClinicalConfig) -> tuple[dict, pd.DataFrame]:
-        y = scored["label"].isin(gbt.POSITIVE_LABELS).to_numpy(int)
-        p = scored["probability"].to_numpy(float)
-        split = scored["split"].to_numpy()
-        groups = scored["eid"].to_numpy()
-        test, valid, ptg = split == "test", split == "validation", split == "ptg"
-        threshold = config.threshold if config.threshold is not None else metrics.youden_threshold(y[valid], p[valid])
-        auc = metrics.auc_ci(y[test], p[test], groups[test], config.bootstrap)
-        accuracy = metrics.accuracy_ci((p[test] >= threshold) == y[test], groups[test], config.bootstrap)
-        result = {"features": fit.features, **auc.as_dict("auc"), "ci_low": auc.low, "ci_high": auc.high,
-                  **accuracy.as_dict("accuracy"), "threshold": threshold, "rounds": fit.rounds,
-                  "best_iteration": fit.best_iteration, "n_train": int((split == "train").sum()),
-                  "n_validation": int(valid.sum()), "n_test": int(test.sum()), "n_ptg": int(ptg.sum())}
-        if ptg.any():
-            ptg_acc = metrics.accuracy_ci(p[ptg] >= threshold, groups[ptg], config.bootstrap)
-            result.update(ptg_accuracy=ptg_acc.estimate, ptg_ci_low=ptg_acc.low, ptg_ci_high=ptg_acc.high)
-        else:
-            result.update(ptg_accuracy=None, ptg_ci_low=None, ptg_ci_high=None)
-        fpr, tpr = metrics.roc_points(y[test], p[test])
-        result["roc"] = {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
-        has = scored["shap"].notna().to_numpy()
-        contributions = np.stack(scored.loc[has, "shap"].to_numpy())[:, : len(fit.features)]
-        mean_abs = np.abs(contributions).mean(axis=0)
-        order = np.argsort(-mean_abs)[: config.top_k]
-        result["top_features"] = [[fit.features[i], round(float(mean_abs[i]), 6)] for i in order]
-        shown = scored.loc[has, ["eid", "eye", "split", "label"]].reset_index(drop=True)
-        shap_long = pd.concat([shown.assign(model=name, feature=f, value=scored.loc[has, f].to_numpy(float),
-                                            shap=contributions[:, i]) for i, f in enumerate(fit.features)],
-                              ignore_index=True)
-        return result, shap_long
 
     @staticmethod
     def _figures(config: GlaucomaClinicalConfig, results: dict[str, dict], shap_table: pd.DataFrame) -> dict:

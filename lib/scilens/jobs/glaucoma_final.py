@@ -76,7 +76,7 @@ class GlaucomaFinalJob(Job):
         from scilens.clinical import models as gbt
         from scilens.clinical import plots
         from scilens.clinical.cohort import eyes_table
-        from scilens.jobs.glaucoma_clinical import GlaucomaClinicalJob, check_eyes
+        from scilens.jobs.glaucoma_clinical import check_eyes, evaluate_model, score_eyes
 
         config: GlaucomaFinalConfig = ctx.config  # type: ignore[assignment]
         if not config.cohort:
@@ -111,8 +111,8 @@ class GlaucomaFinalJob(Job):
                 if name == "final":
                     (ctx.output / "models").mkdir()
                     fit.booster().save_model(str(ctx.output / "models" / "final.json"))
-                scored = GlaucomaClinicalJob._score(fit, data, evaluation.shap_splits)
-                results[name], _ = GlaucomaClinicalJob._evaluate(name, fit, scored, evaluation)
+                scored = score_eyes(fit, data, evaluation.shap_splits)
+                results[name], _ = evaluate_model(name, fit, scored, evaluation)
                 scored_all.append(scored[["eid", "eye", "label", "split", "probability"]].assign(model=name))
                 step.counts.update(rounds=fit.rounds, best_iteration=fit.best_iteration)
         data.unpersist()
