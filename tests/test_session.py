@@ -36,3 +36,9 @@ def test_arrow_batches_fit_the_budget(spark):
         assert set_arrow_batch_bytes(spark, 200 * 2**20) == 1
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", before)
+
+
+def test_java_serialization_forgets_each_cached_batch(spark):
+    """Spark caches blocks through a Java serialization stream that keeps every object written
+    until a reset; resetting after each one keeps one cached batch of volumes in the heap, not 100."""
+    assert spark.sparkContext.getConf().get("spark.serializer.objectStreamReset") == "1"
