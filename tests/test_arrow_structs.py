@@ -47,6 +47,25 @@ def test_values_and_nulls_equal_pyarrows_own_conversion():
     assert np.array_equal(tensor.decode(got[0]["t"].as_py()), np.arange(6, dtype="<f4").reshape(2, 3))
 
 
+def test_equal_to_pysparks_own_conversion_with_spark_types():
+    """Dicts, tuples and lists; timestamps inside a struct localised by the Spark type, as PySpark does."""
+    import datetime
+
+    spark_type = T.StructType([T.StructField("when", T.TimestampType()), T.StructField("label", T.StringType()),
+                               T.StructField("scores", T.ArrayType(T.DoubleType()))])
+    arrow_type = pa.struct([("when", pa.timestamp("us", tz="UTC")), ("label", pa.string()),
+                            ("scores", pa.list_(pa.float64()))])
+    values = [{"when": datetime.datetime(2026, 1, 2, 3, 4, 5), "label": "a", "scores": [1.0, 2.5]}, None,
+              (datetime.datetime(2020, 5, 6), "b", []), [datetime.datetime(1999, 12, 31), None, [3.0]]]
+    series = pd.Series(values, dtype=object, name="col")
+    serializer = _serializer()
+    got = serializer._create_array(series, arrow_type, spark_type=spark_type)
+    if arrow_structs.installed():
+        expected = arrow_structs._original(serializer, series, arrow_type, spark_type)
+        assert got.equals(expected)
+    assert got[0]["when"].as_py() == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+
+
 def test_a_non_struct_value_names_the_column():
     with pytest.raises(TypeError, match=r"'col'.*got str"):
         _serializer()._create_array(pd.Series(["text"], dtype=object, name="col"), TENSOR_ARROW)

@@ -22,7 +22,6 @@ nothing on pyarrow 16 or later.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -40,31 +39,30 @@ def struct_array(series: pd.Series, arrow_type: pa.StructType, convert: Any) -> 
     Parameters
     ----------
     series : pandas.Series
-        Struct values: a dict (missing keys are null), a tuple or Row (by
-        position), or None/NaN for a null struct.
+        Struct values: a dict (missing keys are null), a tuple, Row or list
+        (by position), or None/NaN for a null struct.
     arrow_type : pyarrow.StructType
     convert : callable
-        ``convert(field_series, field_type)`` -> Arrow array of one field.
+        ``convert(field_series, field_index)`` -> Arrow array of that field.
     """
     names = [field.name for field in arrow_type]
     columns: list[list[Any]] = [[] for _ in names]
     nulls: list[bool] = []
     for value in series:
-        null = value is None or (isinstance(value, float) and math.isnan(value))
-        nulls.append(null)
-        if null:
-            fields = [None] * len(names)
-        elif isinstance(value, dict):
+        if isinstance(value, dict):
             fields = [value.get(name) for name in names]
-        elif isinstance(value, tuple):
+        elif isinstance(value, (tuple, list)):  # by position, as PySpark takes them
             fields = list(value) + [None] * (len(names) - len(value))
+        elif value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+            fields = [None] * len(names)
         else:
             raise TypeError(f"column {series.name!r}: a value of struct type {arrow_type} must be a dict, "
-                            f"a tuple or None, got {type(value).__name__}")
+                            f"a tuple, a list or None, got {type(value).__name__}")
+        nulls.append(not isinstance(value, (dict, tuple, list)))
         for column, field in zip(columns, fields):
             column.append(field)
-    children = [convert(pd.Series(column, dtype=object, name=name), field.type)
-                for column, name, field in zip(columns, names, arrow_type)]
+    children = [convert(pd.Series(column, dtype=object, name=name), index)
+                for index, (column, name) in enumerate(zip(columns, names))]
     mask = pa.array(nulls, pa.bool_()) if any(nulls) else None
     return pa.StructArray.from_arrays(children, fields=list(arrow_type), mask=mask)
 
@@ -87,14 +85,21 @@ def install() -> bool:
         return installed()
     from pyspark.sql.pandas.serializers import ArrowStreamPandasSerializer
     from pyspark.sql.pandas.types import is_variant
+    from pyspark.sql.types import StructType
 
     original = ArrowStreamPandasSerializer._create_array
 
     def _create_array(self, series, arrow_type, spark_type=None, arrow_cast=False):
         if (arrow_type is not None and pa.types.is_struct(arrow_type) and not is_variant(arrow_type)
                 and series.dtype == object):
-            return struct_array(series, arrow_type,
-                                lambda s, t: self._create_array(s, t, arrow_cast=arrow_cast))
+            fields = spark_type.fields if isinstance(spark_type, StructType) else None
+
+            def convert(field_series, index):
+                return self._create_array(field_series, arrow_type[index].type,
+                                          spark_type=fields[index].dataType if fields else None,
+                                          arrow_cast=arrow_cast)
+
+            return struct_array(series, arrow_type, convert)
         return original(self, series, arrow_type, spark_type, arrow_cast)
 
     ArrowStreamPandasSerializer._create_array = _create_array
