@@ -6,11 +6,14 @@ apache/arrow#40412; the backport to 14.x was never released). PySpark hands
 every struct value a pandas UDF returns to pyarrow as a dict: our tensor column
 (struct<shape, dtype, data>) and ``_rejected``. So the bytes of every tensor a
 Python worker emitted stayed alive in that worker: reading a 2 GB subject, the
-worker grew by 2 GB and died of MemoryError under a 1.5 GiB cap. scilens stays on
-pyarrow 14 because petastorm 0.13 breaks on pyarrow 15 and later.
+worker grew by a volume (11 MB) per volume read and died of MemoryError under a
+1.5 GiB cap. scilens stays on pyarrow 14 because petastorm 0.13 breaks on
+pyarrow 15 and later.
 
 :func:`install` puts a struct-aware step in front of PySpark's pandas-to-Arrow
-conversion: a struct column of dicts, tuples or Rows is split into one column per
+conversion (``ArrowStreamPandasSerializer._create_array``, which every pandas UDF
+and ``createDataFrame`` from pandas use; the UDTF serializer has its own and is
+left alone): a struct column of dicts, tuples or Rows is split into one column per
 field (top-level arrays convert without the leak), each converted by PySpark's
 own code, and joined with ``StructArray.from_arrays``; every other column goes to
 PySpark unchanged. Values and nulls are those PySpark would produce. It does
@@ -22,6 +25,7 @@ nothing on pyarrow 16 or later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -33,7 +37,8 @@ _FIXED_IN = 16
 """First pyarrow major version without the leak."""
 
 
-def struct_array(series: pd.Series, arrow_type: pa.StructType, convert: Any) -> pa.StructArray:
+def struct_array(series: pd.Series, arrow_type: pa.StructType,
+                 convert: Callable[[pd.Series, int], pa.Array]) -> pa.StructArray:
     """Build a struct array from an object Series of dicts, tuples/Rows or nulls, field by field.
 
     Parameters
