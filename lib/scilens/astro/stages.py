@@ -32,9 +32,10 @@ from scilens.astro.skymap import PatchBox, SkyMap
 from scilens.astro.warp import Warp
 from scilens.core import tensor
 from scilens.core.inputs import paths_frame
+from scilens.core.placement import PLACE_COLUMN, place_groups
 from scilens.core.quarantine import REJECTED_COLUMN, REJECTED_TYPE, guard_rows, with_rejected_field
 
-__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog", "patch_partitions",
+__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog",
            "rejected_frame", "scan"]
 
 SCAN_SCHEMA = T.StructType([
@@ -119,24 +120,6 @@ def _rows_to_warps(pdf: pd.DataFrame) -> list[Warp]:
     return warps
 
 
-def patch_partitions(spark: SparkSession, patches: list[str]) -> int:
-    """The fewest hash partitions (at least one per patch) in which no two ``patches`` share a partition.
-
-    Spark places a group by ``pmod(hash(key), n)``; two patches in one task
-    would be co-added one after the other while a core idles. One tiny JVM
-    query tries every candidate ``n`` at once.
-    """
-    from pyspark.sql import functions as F
-
-    candidates = list(range(len(patches), 8 * len(patches) + 8))
-    frame = spark.createDataFrame([(p,) for p in patches], "patch string")
-    counts = frame.select(*[F.pmod(F.hash("patch"), F.lit(n)).alias(str(n)) for n in candidates]).collect()
-    for n in candidates:
-        if len({row[str(n)] for row in counts}) == len(patches):
-            return n
-    return candidates[-1]
-
-
 def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: pipeline.AstroConfig,
                   output: Path, timers: StepTimers, patches: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pre-process and warp each image, then co-add, write and search each of ``patches``.
@@ -185,8 +168,9 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
         return found
 
     warps = paths_frame(spark, paths).mapInPandas(warp_fn, with_rejected_field(WARP_SCHEMA))
-    partitions = patch_partitions(spark, patches)
-    out = warps.repartition(partitions, "patch").groupBy("patch").applyInPandas(patch_fn, CATALOG_SCHEMA).toPandas()
+    # One patch per task; the rejected images' records (patch null) go with the first.
+    placed = place_groups(warps, ["patch"], [(p,) for p in patches], len(patches))
+    out = placed.groupBy(PLACE_COLUMN, "patch").applyInPandas(patch_fn, CATALOG_SCHEMA).toPandas()
     bad = out[REJECTED_COLUMN].notna()
     return out.loc[~bad, pipeline.CATALOG_COLUMNS].reset_index(drop=True), pd.DataFrame(
         list(out.loc[bad, REJECTED_COLUMN]))

@@ -136,8 +136,8 @@ class NeuroJob(Job):
         with ctx.step("segment") as step:
             with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
                 partials = stages.b0_partials(volumes, config.b0_threshold)
-                rows = stages.segment_subjects(partials, config.b0_threshold, config.segment, out,
-                                               min(len(listed), 4 * parallelism)).collect()
+                rows = stages.segment_subjects(partials, [str(s["subject"]) for s in listed], config.b0_threshold,
+                                               config.segment, out, min(len(listed), 4 * parallelism)).collect()
             bad = [r[REJECTED_COLUMN].asDict() for r in rows if r[REJECTED_COLUMN] is not None]
             if bad:
                 ctx.reject(spark.createDataFrame(bad, REJECTED_TYPE))

@@ -31,6 +31,7 @@ from pyspark.sql import types as T
 
 from scilens.core import tensor
 from scilens.core.chunking import Block, block_grid
+from scilens.core.placement import PLACE_COLUMN, place_groups
 from scilens.core.quarantine import REJECTED_COLUMN, rejection, with_rejected_field
 from scilens.io.nifti import gradient_arrays, write_nifti, write_nifti_volumes
 from scilens.neuro.denoise import DenoiseConfig, DenoiseTask
@@ -212,11 +213,13 @@ def b0_partials(volumes: DataFrame, b0_threshold: float) -> DataFrame:
     return volumes.mapInPandas(run, PARTIAL_SCHEMA)
 
 
-def segment_subjects(partials: DataFrame, b0_threshold: float, config: SegmentConfig, output: str | Path,
-                     n_partitions: int) -> DataFrame:
+def segment_subjects(partials: DataFrame, subjects: Sequence[str], b0_threshold: float, config: SegmentConfig,
+                     output: str | Path, n_partitions: int) -> DataFrame:
     """Reduce partial sums to each subject's mean b0 and mask (:data:`SUBJECT_SCHEMA` plus ``_rejected``).
 
-    Writes ``<output>/<subject>/mask.nii.gz``. A subject is rejected when a
+    ``subjects`` are dealt out over ``n_partitions`` tasks in turn (one
+    median_otsu per subject, the step's work). Writes
+    ``<output>/<subject>/mask.nii.gz``. A subject is rejected when a
     volume holds NaN/Inf, a volume lacks a b-value, it has no b0 volume, its
     gradient table is invalid, or its mask is empty.
     """
@@ -260,8 +263,8 @@ def segment_subjects(partials: DataFrame, b0_threshold: float, config: SegmentCo
         except Exception as exc:
             return _rejected_frame(schema, path, "segment", exc, subject)
 
-    # An explicit partition count: the result is cached, and Spark does not coalesce cached shuffles.
-    return partials.repartition(max(1, n_partitions), "subject").groupBy("subject").applyInPandas(run, schema)
+    placed = place_groups(partials, ["subject"], [(name,) for name in subjects], n_partitions)
+    return placed.groupBy(PLACE_COLUMN, "subject").applyInPandas(run, schema)
 
 
 def _nonempty_blocks(mask: np.ndarray, block_shape: Sequence[int]) -> list[tuple[int, Block, np.ndarray]]:
@@ -404,7 +407,8 @@ def write_maps(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
         return _frame([{"subject": subject, "n_voxels": len(fa), "fa_mean": float(fa.mean()),
                         "md_mean": float(md.mean()), **_preview_values("fa", maps["fa"])}], MAPS_SCHEMA)
 
-    return fits.repartition(max(1, len(shapes)), "subject").groupBy("subject").applyInPandas(run, MAPS_SCHEMA)
+    placed = place_groups(fits, ["subject"], [(name,) for name in shapes], len(shapes))
+    return placed.groupBy(PLACE_COLUMN, "subject").applyInPandas(run, MAPS_SCHEMA)
 
 
 def voxel_rows(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape: Sequence[int]) -> DataFrame:
