@@ -246,5 +246,29 @@ def train_distributed(spark: Any, spec: TrainSpec) -> list[dict[str, Any]]:
     threads = str(spec.training.threads_per_rank)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "PYTHONUNBUFFERED": "1"}
+    _probe_horovod_build()
     results = horovod.spark.run(train_on_rank, args=(spec,), num_proc=num_proc, env=env, verbose=0)
     return sorted(results, key=lambda r: r["rank"])
+
+
+def _probe_horovod_build(attempts: int = 3) -> None:
+    """Ask Horovod which controllers it was built with before ``horovod.spark.run`` does, retrying.
+
+    Horovod answers by forking a process that imports its TensorFlow extension
+    and reports through a queue. Forked from a driver with many threads (the
+    JVM gateway, TensorFlow), that child died once in a full test run and the
+    launch failed with ``queue.Empty``. Horovod caches an answer once it gets
+    one, so a probe that succeeds here is the one ``horovod.spark.run`` uses.
+    """
+    import queue
+
+    from horovod.common.util import gloo_built, mpi_built
+
+    for attempt in range(attempts):
+        try:
+            mpi_built(verbose=False)  # the keyword as horovod.spark.run passes it: the cache key
+            gloo_built(verbose=False)
+            return
+        except (queue.Empty, ValueError):
+            if attempt == attempts - 1:
+                raise
