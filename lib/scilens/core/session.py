@@ -176,15 +176,8 @@ def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = A
     blocks) sizes each stage's batches without leaving a tiny value behind
     for the rest of the session.
     """
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous = spark.conf.get(key, None)
-    try:
+    with _restored_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch"):
         yield set_arrow_batch_bytes(spark, row_bytes, budget_bytes, raise_limit)
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
 
 
 @contextlib.contextmanager
@@ -197,10 +190,17 @@ def cached_batch_rows(spark: SparkSession, rows: int) -> Iterator[int]:
     which fills the cache.
     """
     key = "spark.sql.inMemoryColumnarStorage.batchSize"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
+    with _restored_conf(spark, key):
+        spark.conf.set(key, str(rows))
         yield rows
+
+
+@contextlib.contextmanager
+def _restored_conf(spark: SparkSession, key: str) -> Iterator[None]:
+    """Put the session's value of ``key`` (or its absence) back when the block ends."""
+    previous = spark.conf.get(key, None)
+    try:
+        yield
     finally:
         if previous is None:
             spark.conf.unset(key)
