@@ -6,10 +6,20 @@ DECam-instcal / LSST-calexp layout (HDU 1 image, HDU 2 mask, HDU 3 variance);
 variance is ``ERR**2``). The WCS of the flux HDU travels as header text
 (``wcs_header``; empty when the image has no celestial WCS) so executors can
 rebuild it with ``astropy.wcs.WCS(fits.Header.fromstring(text, sep="\\n"))``.
+
+Headers are not trusted. Before any pixel is read, every plane must be a
+non-empty 2-D image whose claimed data fit in the file (uncompressed files)
+and in the memory budget (:attr:`FitsLayout.max_image_mb`), and the flux
+HDU's WCS must pass :func:`check_wcs`: astropy reads ``CRPIX1 = 'abc'`` as 0
+with a warning, and an image co-added with such a WCS lands in the wrong
+place without any error.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +30,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -31,7 +42,9 @@ from scilens.core.quarantine import guard_rows, split_rejected, with_rejected_fi
 __all__ = [
     "FITS_SUFFIXES",
     "IMAGE_SCHEMA",
+    "PIXEL_SCALE_RANGE_ARCSEC",
     "FitsLayout",
+    "check_wcs",
     "header_from_text",
     "image_id",
     "read_header",
@@ -52,6 +65,8 @@ class FitsLayout(Config):
     variance: str = field("3", "HDU of the variance (or, with variance_is_sigma, the standard deviation).")
     mask: str | None = field("2", "HDU of the integer mask plane; null if the files have none.")
     variance_is_sigma: bool = field(False, "The variance HDU holds a standard deviation (HST ERR): square it.")
+    max_image_mb: float | None = field(None, "Refuse, before reading, a file whose headers claim more than this "
+                                       "many MB for its planes; null: a quarter of the machine's memory.", min=1.0)
 
     @classmethod
     def hst(cls) -> FitsLayout:
@@ -95,11 +110,92 @@ def _hdu(hdul: fits.HDUList, key: str, plane: str, path: str) -> fits.ImageHDU:
         raise ValueError(f"{path}: no HDU {key!r} for the {plane} plane (HDUs: {', '.join(names)})") from None
 
 
-def _plane(hdul: fits.HDUList, key: str, plane: str, path: str) -> fits.ImageHDU:
-    hdu = _hdu(hdul, key, plane, path)
-    if hdu.data is None or np.ndim(hdu.data) != 2:
+PIXEL_SCALE_RANGE_ARCSEC = (1e-3, 3600.0)
+"""Plausible pixel scales, arcsec per pixel: from VLBI-like 1 mas to 1 degree (all-sky maps)."""
+
+# The numeric keywords of the primary WCS (axes 1-9); alternate WCSs (a letter suffix) are not used here.
+_WCS_NUMBERS = re.compile(r"^(CRPIX|CRVAL|CDELT|CROTA)[1-9]$|^(CD|PC)[1-9]_[1-9]$")
+_CD = re.compile(r"^CD[1-9]_[1-9]$")
+_LATITUDES = ("DEC-", "GLAT", "ELAT", "SLAT", "HGLT", "HPLT", "CRLT")
+
+
+def _claimed_bytes(header: fits.Header) -> int:
+    """Bytes of data an HDU's header promises (image or compressed image: the decompressed size)."""
+    prefix = "Z" if "ZNAXIS" in header else ""
+    naxis = int(header.get(f"{prefix}NAXIS", 0) or 0)
+    if naxis == 0:
+        return 0
+    count = math.prod(int(header.get(f"{prefix}NAXIS{i}", 0) or 0) for i in range(1, naxis + 1))
+    return abs(int(header.get(f"{prefix}BITPIX", 8))) // 8 * count
+
+
+def _memory_budget(layout: FitsLayout) -> int:
+    if layout.max_image_mb is not None:
+        return int(layout.max_image_mb * 2**20)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf: a conservative 2 GiB
+        return 2 * 2**30
+
+
+def _compressed(path: str) -> bool:
+    """Whether the file is gzip/bzip2/zip compressed as a whole (its size says nothing of the data's)."""
+    with open(path, "rb") as f:
+        magic = f.read(3)
+    return magic[:2] in (b"\x1f\x8b", b"PK") or magic == b"BZh"
+
+
+def _check_planes(hdul: fits.HDUList, planes: Mapping[str, str | None], path: str, layout: FitsLayout) -> dict:
+    """Check, from the headers alone, that each plane is a non-empty 2-D image the file and the memory hold.
+
+    Returns {plane: (ny, nx)}. Reading the data of an HDU whose header lies
+    (a truncated file, NAXIS in the billions) makes astropy allocate what the
+    header claims; this refuses such files first.
+    """
+    shapes, total = {}, 0
+    whole_file_compressed = _compressed(path)
+    size = os.path.getsize(path)
+    for plane, key in planes.items():
+        if key is None:
+            continue
+        hdu = _hdu(hdul, key, plane, path)
+        header = hdu.header
+        naxis = header.get("NAXIS", 0)
+        if naxis == 0:
+            raise ValueError(f"{path}: HDU {key!r} ({plane}) holds no data (NAXIS = 0) where an image is expected")
+        if naxis != 2:
+            raise ValueError(f"{path}: HDU {key!r} ({plane}) holds no 2-D image (NAXIS = {naxis})")
+        try:
+            shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: HDU {key!r} ({plane}): NAXIS1/NAXIS2 missing or not integers") from None
+        if min(shape) <= 0:
+            raise ValueError(f"{path}: HDU {key!r} ({plane}) is an empty image: NAXIS1 = {shape[1]}, "
+                             f"NAXIS2 = {shape[0]}")
+        claimed = _claimed_bytes(header)
+        if not whole_file_compressed:
+            info = hdul.fileinfo(hdul.index_of(hdu))
+            end = info["datLoc"] + (info["datSpan"] if isinstance(hdu, fits.CompImageHDU) else claimed)
+            if end > size:
+                raise ValueError(f"{path}: HDU {key!r} ({plane}) claims {claimed:,} bytes of data from byte "
+                                 f"{info['datLoc']:,}, but the file has {size:,} bytes (truncated?)")
+        shapes[plane] = shape
+        total += claimed
+    budget = _memory_budget(layout)
+    if total > budget:
+        raise ValueError(f"{path}: the headers claim {total / 2**20:,.0f} MB of image data, more than the memory "
+                         f"budget of {budget / 2**20:,.0f} MB (fits.max_image_mb); refused before reading")
+    for plane, shape in shapes.items():
+        if shape != shapes["flux"]:
+            raise ValueError(f"{path}: {plane} plane has shape {shape}, flux has {shapes['flux']}")
+    return shapes
+
+
+def _plane(hdul: fits.HDUList, key: str, plane: str, path: str) -> np.ndarray:
+    data = _hdu(hdul, key, plane, path).data
+    if data is None or np.ndim(data) != 2 or np.size(data) == 0:
         raise ValueError(f"{path}: HDU {key!r} ({plane}) holds no 2-D image")
-    return hdu
+    return np.asarray(data)
 
 
 def _open(path: str) -> fits.HDUList:
@@ -109,37 +205,93 @@ def _open(path: str) -> fits.HDUList:
         raise ValueError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
 
 
-def _wcs_text(header: fits.Header) -> str:
+def _number(value: Any) -> float | None:
+    """A FITS header value as a finite float, or None (strings, booleans, NaN, Inf, unparsable cards)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def check_wcs(header: fits.Header, path: str = "") -> None:
+    """Raise ValueError, naming the file and the keyword, unless the header's WCS is usable.
+
+    Usable means: every numeric WCS keyword present (``CRPIXi``, ``CRVALi``,
+    ``CDELTi``, ``CROTAi``, ``CDi_j``, ``PCi_j``) is a finite number; and,
+    for a celestial WCS, the pixel-to-sky matrix is finite and non-singular,
+    the pixel scale along each axis lies in :data:`PIXEL_SCALE_RANGE_ARCSEC`
+    and the reference latitude in [-90, 90] degrees. A header without any
+    WCS passes (the image simply has no position on the sky).
+    """
+    where = f"{path}: " if path else ""
+    for card in header.cards:
+        if not _WCS_NUMBERS.match(card.keyword):
+            continue
+        try:
+            value = card.value
+        except Exception:  # astropy raises VerifyError/ValueError on an unparsable card
+            value = card.image.split("=", 1)[-1].strip()
+        if _number(value) is None:
+            raise ValueError(f"{where}WCS keyword {card.keyword} = {value!r} is not a finite number")
+    for i in range(1, 10):
+        ctype = str(header.get(f"CTYPE{i}", ""))
+        # wcslib's own complaint ("ill-conditioned ... latp") does not say which keyword is wrong.
+        if ctype[:4] in _LATITUDES and not -90.0 <= float(header.get(f"CRVAL{i}", 0.0)) <= 90.0:
+            raise ValueError(f"{where}WCS keyword CRVAL{i} = {header[f'CRVAL{i}']} is not a latitude in "
+                             f"[-90, 90] degrees ({ctype})")
+    keys = "CD matrix (CDi_j)" if any(_CD.match(k) for k in header) else \
+        "CDELTi/PCi_j matrix"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # date and unit fixes; the numbers are checked above
+        try:
+            wcs = WCS(header)
+        except Exception as exc:  # wcslib's errors are several lines naming no keyword
+            reason = " ".join(str(exc).split())
+            if "singular" in reason.lower():
+                raise ValueError(f"{where}WCS {keys} is singular: the pixels map to no area of sky") from None
+            raise ValueError(f"{where}invalid WCS ({type(exc).__name__}: {reason})") from None
+    if not wcs.has_celestial:
+        return
+    cel = wcs.celestial
+    matrix = cel.pixel_scale_matrix
+    det = float(np.linalg.det(matrix)) if np.all(np.isfinite(matrix)) else float("nan")
+    if not math.isfinite(det) or abs(det) <= 1e-12 * float(np.max(np.abs(matrix))) ** 2:
+        raise ValueError(f"{where}WCS {keys} is singular: the pixels map to no area of sky")
+    scales = proj_plane_pixel_scales(cel) * 3600.0
+    lo, hi = PIXEL_SCALE_RANGE_ARCSEC
+    for axis, scale in enumerate(scales, start=1):
+        if not lo <= scale <= hi:
+            raise ValueError(f"{where}WCS pixel scale {scale:.4g} arcsec/px along axis {axis} (from the {keys}) is "
+                             f"outside the plausible range {lo:g}-{hi:g} arcsec/px")
+
+
+def _wcs_text(header: fits.Header, path: str = "") -> str:
+    check_wcs(header, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header)
     return wcs.to_header(relax=True).tostring(sep="\n") if wcs.has_celestial else ""
 
 
+def _layout_planes(layout: FitsLayout) -> dict[str, str | None]:
+    return {"flux": layout.flux, "variance": layout.variance, "mask": layout.mask}
+
+
 def read_header(path: str | Path, layout: FitsLayout | None = None) -> dict[str, Any]:
     """What :func:`read_image` would return about an image, without reading its pixels.
 
-    Checks that every plane of ``layout`` is a 2-D image of one shape (from
-    the headers) and returns ``image_id``, ``path``, ``shape`` (ny, nx),
-    ``wcs_header`` and ``header``: a cheap first pass over many files.
+    Checks that every plane of ``layout`` is a non-empty 2-D image of one
+    shape that the file and the memory budget hold, and that the WCS is
+    valid (:func:`check_wcs`), from the headers; returns ``image_id``,
+    ``path``, ``shape`` (ny, nx), ``wcs_header`` and ``header``: a cheap
+    first pass over many files.
     """
     layout = layout or FitsLayout()
     path = str(path)
     with _open(path) as hdul:
-        shapes = {}
-        for plane, key in (("flux", layout.flux), ("variance", layout.variance), ("mask", layout.mask)):
-            if key is None:
-                continue
-            header = _hdu(hdul, key, plane, path).header
-            if header.get("NAXIS") != 2:
-                raise ValueError(f"{path}: HDU {key!r} ({plane}) holds no 2-D image")
-            shapes[plane] = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-        for plane, shape in shapes.items():
-            if shape != shapes["flux"]:
-                raise ValueError(f"{path}: {plane} plane has shape {shape}, flux has {shapes['flux']}")
+        shapes = _check_planes(hdul, _layout_planes(layout), path, layout)
         header = _hdu(hdul, layout.flux, "flux", path).header
         return {"image_id": image_id(path), "path": path, "shape": shapes["flux"],
-                "wcs_header": _wcs_text(header), "header": header.tostring(sep="\n")}
+                "wcs_header": _wcs_text(header, path), "header": header.tostring(sep="\n")}
 
 
 def header_from_text(text: str) -> fits.Header:
@@ -165,20 +317,20 @@ def read_image(path: str | Path, layout: FitsLayout | None = None) -> dict[str, 
     layout = layout or FitsLayout()
     path = str(path)
     with _open(path) as hdul:
-        flux_hdu = _plane(hdul, layout.flux, "flux", path)
-        flux = np.asarray(flux_hdu.data)
-        variance = np.asarray(_plane(hdul, layout.variance, "variance", path).data, dtype=np.float64 if
-                              layout.variance_is_sigma else None)
+        _check_planes(hdul, _layout_planes(layout), path, layout)  # before astropy allocates what they claim
+        header = _hdu(hdul, layout.flux, "flux", path).header
+        wcs_header = _wcs_text(header, path)
+        flux = _plane(hdul, layout.flux, "flux", path)
+        variance = _plane(hdul, layout.variance, "variance", path)
         if layout.variance_is_sigma:
-            variance = variance**2
-        mask = np.asarray(_plane(hdul, layout.mask, "mask", path).data) if layout.mask is not None else None
+            variance = np.asarray(variance, dtype=np.float64) ** 2
+        mask = _plane(hdul, layout.mask, "mask", path) if layout.mask is not None else None
         for name, plane in (("variance", variance), ("mask", mask)):
             if plane is not None and plane.shape != flux.shape:
                 raise ValueError(f"{path}: {name} plane has shape {plane.shape}, flux has {flux.shape}")
-        header = flux_hdu.header
         return {
             "image_id": image_id(path), "path": path, "flux": flux, "variance": variance, "mask": mask,
-            "wcs_header": _wcs_text(header), "header": header.tostring(sep="\n"),
+            "wcs_header": wcs_header, "header": header.tostring(sep="\n"),
         }
 
 
