@@ -20,6 +20,7 @@ import numpy as np
 from astropy.wcs import WCS, FITSFixedWarning
 
 from scilens.core.config import Config, ConfigError, field
+from scilens.core.inputs import InputError
 
 __all__ = ["SKYMAP_PRESETS", "PatchBox", "SkyMap", "SkyMapConfig", "footprint"]
 
@@ -48,6 +49,13 @@ class SkyMapConfig(Config):
                                       min=1, check=lambda v: len(v) == 2, check_doc="two entries")
     max_radius_deg: float = field(2.0, "With an automatic centre: images centred farther than this from the "
                                        "median image centre are outside the sky map.", min=0.0)
+    max_patches: int = field(1024, "Refuse a tract of more patches than this: inputs spread over too much sky "
+                                   "(an image with a wrong WCS) must not make the run grow without bound.", min=1)
+    scale_tolerance: float = field(1.5, "Before the tract is built, reject images whose pixel scale is more than "
+                                        "this factor from the median of the inputs.", min=1.0)
+    centre_tolerance: float = field(3.0, "Before the tract is built, reject images centred farther from the median "
+                                         "image centre than this many (median image diameter + median distance of "
+                                         "the image centres from it).", min=0.0)
     tract: int = field(0, "Tract number, used in output names.", min=0)
     preset: str | None = field(None, "A named geometry (SKYMAP_PRESETS: dissertation = 2000+2x100 px at 0.333\"/px, "
                                "tiny) setting projection, pixel scale and patch sizes; those fields must then keep "
@@ -56,6 +64,9 @@ class SkyMapConfig(Config):
     def validate(self) -> None:
         if (self.center_ra is None) != (self.center_dec is None):
             raise ConfigError("center_ra/center_dec: give both or neither")
+        if self.patches is not None and self.patches[0] * self.patches[1] > self.max_patches:
+            raise ConfigError(f"patches: {self.patches[0]}x{self.patches[1]} is more than max_patches = "
+                              f"{self.max_patches}; raise max_patches if you mean it")
         if self.preset is not None:
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             for name, value in SKYMAP_PRESETS[self.preset].items():
@@ -114,6 +125,16 @@ class SkyMap:
     center_dec: float
     patches_x: int
     patches_y: int
+
+    def __post_init__(self) -> None:
+        # An automatic tract covers every input: bound it here, before anything is computed per patch.
+        if self.patches_x * self.patches_y > self.config.max_patches:
+            side = self.config.patch_inner_px * (self.config.pixel_scale_arcsec or 0.0) / 3600.0
+            raise InputError(f"the input images need a tract of {self.patches_x}x{self.patches_y} patches "
+                             f"({self.patches_x * side:.3g} x {self.patches_y * side:.3g} deg), more than "
+                             f"skymap.max_patches = {self.config.max_patches}: do they belong to one field, and "
+                             f"are their WCSs right? Set skymap.center_ra/center_dec and patches, or raise "
+                             f"skymap.max_patches")
 
     # ------------------------------------------------------------------ construction
     @classmethod

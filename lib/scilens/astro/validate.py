@@ -1,6 +1,13 @@
-"""Score a catalog against truth: matching, completeness, purity, astrometry, photometry.
+"""Check the inputs against each other; score a catalog against truth: matching, completeness, purity, astrometry,
+photometry.
 
-Used by the tests, the job's report and the benchmark. Matching is one to
+**Inputs.** :func:`implausible_images` finds the images whose pixel scale or
+position disagrees with the rest of the inputs (a WCS with a wrong CDELT or
+CRVAL), before the sky map is built: the automatic tract covers every
+image, so one image 30x too coarse would grow it from 2x2 to 26x26 patches.
+Each image's own WCS is checked on reading (:func:`scilens.io.fits.check_wcs`).
+
+**Truth.** Used by the tests, the job's report and the benchmark. Matching is one to
 one: a detection and a true source match when each is the other's nearest
 neighbour on the sky and they are closer than the match radius.
 
@@ -14,17 +21,90 @@ for a star there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 from astropy.wcs import WCS
 
-from scilens.astro.skymap import SkyMap
+from scilens.astro.skymap import SkyMap, _mean_direction, _median_centre, _separation_deg, _unit
 
-__all__ = ["KRON_RADIUS_PER_FWHM", "TruthScore", "expected_snr", "match", "score", "truth_in_patches"]
+if TYPE_CHECKING:
+    from scilens.astro.pipeline import ImageInfo
+
+__all__ = ["KRON_RADIUS_PER_FWHM", "TruthScore", "expected_snr", "implausible_images", "match", "score",
+           "truth_in_patches"]
+
+
+def _image_scale_arcsec(wcs_header: str) -> float:
+    """Geometric-mean pixel scale of an image's celestial WCS, arcsec per pixel."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from scilens.io.fits import wcs_from_text
+
+    return float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs_from_text(wcs_header).celestial)))) * 3600.0
+
+
+def _diameter_deg(ra: np.ndarray, dec: np.ndarray) -> float:
+    """Largest angular distance between two edge points of a footprint, degrees."""
+    v = _unit(np.asarray(ra, float), np.asarray(dec, float))
+    return float(np.degrees(np.arccos(np.clip((v @ v.T).min(), -1.0, 1.0))))
+
+
+def implausible_images(infos: Iterable[ImageInfo], scale_tolerance: float = 1.5, centre_tolerance: float | None = 3.0,
+                       ignore_beyond_deg: float | None = None) -> list[tuple[ImageInfo, str]]:
+    """The images whose scale or position is implausible against the other inputs, each with the reason.
+
+    Rules, with robust statistics so one bad image among two or more
+    agreeing ones is caught and cannot shift the reference:
+
+    * **scale**: an image's pixel scale (geometric mean of its axes) more
+      than ``scale_tolerance`` times above or below the median scale of all
+      inputs. With two images that disagree, neither can be trusted and
+      both are named.
+    * **position**: an image centred farther from the median image centre
+      (per-axis median) than ``centre_tolerance`` x (median footprint
+      diameter + median distance of the image centres from that centre):
+      the second term lets a wide mosaic of many pointings pass.
+      Images farther than ``ignore_beyond_deg`` are left alone (the sky map
+      already puts them outside the tract and says so); None checks all.
+      ``centre_tolerance=None`` skips this rule (a tract of fixed extent
+      does not grow).
+
+    With a single image there is nothing to compare, and nothing is returned.
+    """
+    infos = sorted(infos, key=lambda i: i.path)  # the result must not depend on arrival order
+    if len(infos) < 2:
+        return []
+    scales = np.array([_image_scale_arcsec(i.wcs_header) for i in infos])
+    # Median of the logs: for an even count, the geometric mean of the middle two, symmetric in over/under.
+    ref = float(np.exp(np.median(np.log(scales))))
+    out: dict[str, tuple[ImageInfo, str]] = {}
+    for info, scale in zip(infos, scales):
+        ratio = scale / ref
+        if max(ratio, 1 / ratio) > scale_tolerance:
+            out[info.path] = (info, f"{info.path}: pixel scale {scale:.4g}\"/px is {ratio:.3g} times the median "
+                                    f"{ref:.4g}\"/px of the {len(infos)} input images, beyond the factor "
+                                    f"{scale_tolerance:g} allowed (skymap.scale_tolerance); is its WCS "
+                                    f"(CDELTi/CDi_j) wrong?")
+    if centre_tolerance is None:
+        return [out[i.path] for i in infos if i.path in out]
+    centres = np.array([_mean_direction(i.footprint_ra, i.footprint_dec) for i in infos])
+    ra0, dec0 = _median_centre(centres)
+    dist = _separation_deg(centres[:, 0], centres[:, 1], ra0, dec0)
+    size = float(np.median([_diameter_deg(i.footprint_ra, i.footprint_dec) for i in infos]))
+    limit = centre_tolerance * (size + float(np.median(dist)))
+    for info, d in zip(infos, dist):
+        if d > limit and info.path not in out and (ignore_beyond_deg is None or d <= ignore_beyond_deg):
+            out[info.path] = (info, f"{info.path}: image centred {d:.4g} deg from the median centre (RA {ra0:.5f}, "
+                                    f"Dec {dec0:.5f}) of the {len(infos)} input images, beyond the {limit:.4g} deg "
+                                    f"allowed ({centre_tolerance:g} x (median image diameter {size:.3g} deg + "
+                                    f"median distance {float(np.median(dist)):.3g} deg), skymap.centre_tolerance); "
+                                    f"is its WCS (CRVALi/CRPIXi) wrong?")
+    return [out[i.path] for i in infos if i.path in out]
 
 KRON_RADIUS_PER_FWHM = 2.5 * np.sqrt(np.pi / 2) / (2 * np.sqrt(2 * np.log(2)))
 """Radius of a point source's Kron aperture (2.5 Kron radii) in units of its FWHM: 1.33."""

@@ -31,6 +31,7 @@ class AstroJob(Job):
     def run(self, ctx: JobContext) -> int:
         from scilens.astro import pipeline, stages
         from scilens.astro.report import write_report
+        from scilens.astro.validate import implausible_images
         from scilens.core.quarantine import rejection
         from scilens.core.session import arrow_batch_bytes
 
@@ -43,6 +44,16 @@ class AstroJob(Job):
             infos, rejected = stages.scan(spark, paths, config)
             step.counts.update(images=len(infos), rejected=len(rejected))
         records = rejected.to_dict("records")
+        with ctx.step("check footprints") as step:
+            # Before the sky map: one image with a wrong scale or CRVAL would stretch the automatic tract.
+            sky = config.skymap
+            implausible = implausible_images(infos, sky.scale_tolerance,
+                                             sky.centre_tolerance if sky.patches is None else None,
+                                             sky.max_radius_deg if sky.center_ra is None else None)
+            records += [rejection(i.path, "check footprints", reason) for i, reason in implausible]
+            dropped = {i.path for i, _ in implausible}
+            infos = [i for i in infos if i.path not in dropped]
+            step.counts.update(images=len(infos), rejected=len(implausible))
         if not infos:
             ctx.reject(stages.rejected_frame(spark, records))
             return 0
