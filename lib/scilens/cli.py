@@ -1,4 +1,4 @@
-"""``scilens <job> --input PATH --output DIR [--config FILE.yaml] [--set key=value ...] [--strict]``.
+"""``scilens <job> --input PATH --output DIR [--config FILE.yaml] [--set key=value ...] [--strict] [--overwrite]``.
 
 The same entry point serves the console script and the ``jobs/<job>.py``
 files given to ``spark-submit``.
@@ -52,6 +52,9 @@ def _job_parser(job: Job) -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set spark.master=local[2] (repeatable)")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any record is rejected")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output directory that was not written by scilens (an output "
+                             "holding an input is refused even so)")
     return parser
 
 
@@ -60,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in JOBS:
         lines = [f"  {name:<20} {load_job(name).summary}" for name in JOBS]
-        print("usage: scilens <job> --input PATH --output DIR [--config FILE.yaml] [--set key=value ...] [--strict]")
+        print("usage: scilens <job> --input PATH --output DIR [--config FILE.yaml] [--set key=value ...] "
+              "[--strict] [--overwrite]")
         print("\njobs:\n" + "\n".join(lines))
         print("\n`scilens <job> --help` lists the job's config fields.")
         if argv and argv[0] not in ("-h", "--help"):
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"scilens {job.name}: config error: {exc}", file=sys.stderr)
         return 2
-    return run_job(job, config, [args.input], args.output, strict=args.strict)
+    return run_job(job, config, [args.input], args.output, strict=args.strict, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -214,11 +214,15 @@ class Config:
         for text in overrides:
             keys, value = parse_override(text)
             node, cls = data, type(self)
-            for key in keys[:-1]:
+            for i, key in enumerate(keys[:-1]):
                 if not isinstance(node.get(key), dict):
                     raise ConfigError(f"--set {text}: {key!r} is not a config section")
-                node, cls = node[key], _section_type(cls, key)
-            if cls is not None and _is_text_field(cls, keys[-1]) and value is not None:
+                section = _section_type(cls, key)
+                node, cls = node[key], section
+                if section is None:  # a mapping field (spark.conf): the rest of the dotted name is one key
+                    keys = [*keys[:i + 1], ".".join(keys[i + 1:])]
+                    break
+            if value is not None and (cls is None or _is_text_field(cls, keys[-1])):
                 value = text.partition("=")[2].strip()
             node[keys[-1]] = value
         return type(self).from_dict(data)

@@ -26,23 +26,33 @@ def _has_suffix(path: str, suffixes: Sequence[str]) -> bool:
     return any(lower.endswith(s) for s in suffixes)
 
 
-def list_files(inputs: str | Sequence[str], suffixes: Sequence[str]) -> list[str]:
+def list_files(inputs: str | Sequence[str], suffixes: Sequence[str],
+               problems: list[tuple[str, str]] | None = None) -> list[str]:
     """Absolute paths of the files with one of ``suffixes`` under ``inputs``.
 
     Each input may be a file (kept whatever its suffix, so a mislabelled file
     reaches the reader and is rejected with a reason), a directory (searched
     recursively) or a glob. Hidden files and directories are skipped.
     Returns sorted, de-duplicated paths.
+
+    A directory that cannot be listed (permissions, I/O error) is appended to
+    ``problems`` as (path, reason) when a list is given; without one it raises
+    :class:`InputError`: an input is never skipped without a trace.
     """
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     found: set[str] = set()
+    unlisted: list[tuple[str, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        unlisted.append((os.path.abspath(exc.filename or ""), f"cannot list directory: {exc.strerror or exc}"))
+
     for item in inputs:
         text = item[len("file://"):] if item.startswith("file://") else item
         if os.path.isfile(text):
             found.add(os.path.abspath(text))
             continue
         if os.path.isdir(text):
-            for root, dirs, files in os.walk(text):
+            for root, dirs, files in os.walk(text, onerror=unreadable):
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 found.update(os.path.abspath(os.path.join(root, f)) for f in files
                              if not f.startswith(".") and _has_suffix(f, suffixes))
@@ -51,7 +61,11 @@ def list_files(inputs: str | Sequence[str], suffixes: Sequence[str]) -> list[str
         if not matches:
             raise InputError(f"input {item}: no such file or directory")
         found.update(os.path.abspath(m) for m in matches)
-    if not found:
+    if unlisted and problems is None:
+        raise InputError("; ".join(f"{path}: {reason}" for path, reason in unlisted))
+    if problems is not None:
+        problems.extend(unlisted)
+    if not found and not unlisted:
         raise InputError(f"input {', '.join(inputs)}: no files ending in {', '.join(suffixes)}")
     return sorted(found)
 

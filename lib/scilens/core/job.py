@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -23,9 +25,10 @@ from typing import ClassVar
 from pyspark.sql import DataFrame, SparkSession
 
 from scilens.core.config import Config, ConfigError, field
-from scilens.core.inputs import InputError
+from scilens.core.inputs import InputError, list_files
 from scilens.core.manifest import Manifest, StepRecord
-from scilens.core.output import AtomicOutput
+from scilens.core.output import AtomicOutput, OutputError
+from scilens.core.quarantine import REJECTED_TYPE, rejection
 from scilens.core.session import get_spark
 
 __all__ = ["Job", "JobConfig", "JobContext", "JobFailed", "SparkSection", "run_job"]
@@ -85,6 +88,24 @@ class JobContext:
         """Add records (rows of ``REJECTED_TYPE``) to this run's ``_rejected`` table."""
         self.rejected.append(rejected)
 
+    def reject_records(self, records: Sequence[Mapping[str, str]]) -> None:
+        """Add rejections made on the driver (dicts from :func:`scilens.core.quarantine.rejection`)."""
+        if records:
+            rows = [tuple(r.get(f.name, "") for f in REJECTED_TYPE.fields) for r in records]
+            self.reject(self.spark.createDataFrame(rows, REJECTED_TYPE))
+
+    def list_inputs(self, suffixes: Sequence[str], inputs: Sequence[str] | None = None) -> list[str]:
+        """The input files with ``suffixes`` (:func:`scilens.core.inputs.list_files`), counted in the manifest.
+
+        A directory that cannot be listed is rejected (naming it and why) rather than skipped, so every
+        input the driver saw ends in the output or in ``_rejected``.
+        """
+        problems: list[tuple[str, str]] = []
+        paths = list_files(list(inputs if inputs is not None else self.inputs), suffixes, problems=problems)
+        self.reject_records([rejection(path, "list inputs", message) for path, message in problems])
+        self.manifest.counts["inputs"] = self.manifest.counts.get("inputs", 0) + len(paths) + len(problems)
+        return paths
+
 
 class Job:
     """Base class of jobs; see the module doc."""
@@ -123,39 +144,85 @@ def _write_rejected(ctx: JobContext) -> int:
     return count
 
 
-def run_job(job: Job, config: JobConfig, inputs: list[str], output: str, strict: bool = False) -> int:
+def _start_spark(job: Job, config: JobConfig) -> SparkSession:
+    """The session for ``job``; a profile or master that cannot start Spark is the user's to fix, said plainly."""
+    try:
+        return get_spark(config.spark.profile, app_name=f"scilens-{job.name}", conf=config.spark.conf,
+                         master=config.spark.master)
+    except (ConfigError, JobFailed):
+        raise
+    except Exception as exc:  # py4j and Spark errors carry a JVM stack; keep its first line
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise JobFailed(f"cannot start Spark (profile {config.spark.profile!r}, master "
+                        f"{config.spark.master or 'from the profile'}): {reason[:500]}") from None
+
+
+class Terminated(SystemExit):
+    """The process was asked to stop (SIGTERM); raised so outputs are cleaned up on the way out."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the main thread, so ``with`` blocks unwind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(job: Job, config: JobConfig, inputs: list[str], output: str, strict: bool = False,
+            overwrite: bool = False) -> int:
     """Run ``job`` and return the process exit code.
 
     0 on success; 1 when nothing succeeded, or with ``strict`` when any record
-    was rejected, or on an error (then no output is left behind).
+    was rejected, or on an error; 2 when the output cannot be used or Spark
+    cannot start. Outputs are committed only when some record succeeded: a
+    failed run leaves the previous output as it was.
     """
     _setup_logging()
-    spark = get_spark(config.spark.profile, app_name=f"scilens-{job.name}", conf=config.spark.conf,
-                      master=config.spark.master)
-    manifest = Manifest(job=job.name, inputs=inputs, config=config.to_dict(), output=str(output),
-                        spark_master=spark.sparkContext.master, spark_version=spark.version,
-                        application_id=spark.sparkContext.applicationId)
     started = time.perf_counter()
-    with AtomicOutput(output) as out:
-        ctx = JobContext(job.name, spark, config, inputs, out.staging, manifest, [])
-        try:
-            succeeded = job.run(ctx)
-            with ctx.step("write _rejected") as rec:
-                rejected = rec.counts["rejected"] = _write_rejected(ctx)
-        except (JobFailed, InputError, ConfigError) as exc:  # the user's to fix: say what, no traceback
-            log.error("%s failed: %s", job.name, exc)
-            return 1
-        manifest.counts = {"succeeded": int(succeeded), "rejected": rejected}
-        status = "ok" if succeeded and not rejected else ("partial" if succeeded else "failed")
-        manifest.finish(status)
-        manifest.write(out.staging / "manifest.json")
-        final = out.commit()
+    try:
+        with _terminate_cleanly(), AtomicOutput(output, inputs=inputs, overwrite=overwrite, job=job.name) as out:
+            spark = _start_spark(job, config)
+            manifest = Manifest(job=job.name, inputs=inputs, config=config.to_dict(), output=str(output),
+                                spark_master=spark.sparkContext.master, spark_version=spark.version,
+                                application_id=spark.sparkContext.applicationId)
+            ctx = JobContext(job.name, spark, config, inputs, out.staging, manifest, [])
+            try:
+                succeeded = job.run(ctx)
+                with ctx.step("write _rejected") as rec:
+                    rejected = rec.counts["rejected"] = _write_rejected(ctx)
+            except (JobFailed, InputError, ConfigError) as exc:  # the user's to fix: say what, no traceback
+                log.error("%s failed: %s", job.name, exc)
+                return 1
+            manifest.counts.update({"succeeded": int(succeeded), "rejected": rejected})
+            if not succeeded:
+                log.error("%s failed: nothing succeeded (%d rejected); the previous output, if any, is left "
+                          "as it was", job.name, rejected)
+                for example in manifest.rejected_examples[:5]:
+                    log.error("  rejected: %s", example.get("message", ""))
+                return 1
+            status = "partial" if rejected else "ok"
+            manifest.finish(status)
+            manifest.write(out.staging / "manifest.json")
+            final = out.commit()
+    except (OutputError, ConfigError, JobFailed) as exc:  # before the job ran: bad output, profile or master
+        log.error("%s: %s", job.name, exc)
+        return 2
     elapsed = time.perf_counter() - started
     log.info("%s %s in %.1f s: %d succeeded, %d rejected; outputs in %s", job.name, status, elapsed,
              succeeded, rejected, final)
     if rejected:
         log.warning("%d rejected record(s), reasons in %s/%s; first: %s", rejected, final, REJECTED_TABLE,
                     manifest.rejected_examples[0]["message"] if manifest.rejected_examples else "")
-    if succeeded == 0 or (strict and rejected):
+    if strict and rejected:
         return 1
     return 0

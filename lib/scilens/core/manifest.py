@@ -9,12 +9,36 @@ import datetime as dt
 import importlib.metadata
 import json
 import platform
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Manifest", "StepRecord", "package_versions"]
+__all__ = ["Manifest", "StepRecord", "package_versions", "redact"]
+
+SECRET_KEY = re.compile(r"secret|passw(or)?d|token|credential|private[._-]?key|api[._-]?key|access[._-]?key|"
+                        r"[._]key$", re.IGNORECASE)
+"""Names of settings whose values a manifest never shows (``fs.s3a.secret.key``, ``*password*``, tokens)."""
+REDACTED = "<redacted>"
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """``value`` with the values of secret-looking keys (at any depth) replaced by ``<redacted>``.
+
+    Strings of the form ``name=value`` (command-line ``--set`` arguments) are redacted by their name.
+    """
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if key and SECRET_KEY.search(key) and not isinstance(value, (bool, int, float)) and value is not None:
+        return REDACTED
+    if isinstance(value, str) and "=" in value:
+        name, _, rest = value.partition("=")
+        if SECRET_KEY.search(name) and rest:
+            return f"{name}={REDACTED}"
+    return value
 
 TRACKED_PACKAGES = (
     "scilens", "pyspark", "numpy", "pandas", "pyarrow", "scipy", "nibabel", "dipy", "astropy",
@@ -69,7 +93,7 @@ class Manifest:
     def write(self, path: str | Path) -> Path:
         """Write the manifest as indented JSON to ``path``."""
         path = Path(path)
-        path.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
+        path.write_text(json.dumps(redact(asdict(self)), indent=2, default=str) + "\n")
         return path
 
     def finish(self, status: str) -> None:

@@ -9,7 +9,11 @@ scilens job needs:
 * native thread pools (OpenMP, MKL, OpenBLAS) pinned to one thread in every
   Python worker, because Spark already runs one task per core;
 * Python workers running the driver's interpreter, and, in local mode,
-  everything bound to 127.0.0.1.
+  everything bound to 127.0.0.1;
+* in local mode, a failed task is retried (``local[N]`` becomes
+  ``local[N,4]``) as on a cluster, where ``spark.task.maxFailures`` is 4:
+  Spark's local default of one attempt lets a single worker killed by the
+  OS abort the whole run.
 
 Under ``spark-submit`` (or when a session already exists) the master and
 confs given there win: only defaults that are not set are added.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,8 +33,10 @@ import yaml
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
-__all__ = ["THREAD_ENV", "arrow_batch_bytes", "arrow_batch_rows", "cached_batch_rows", "conf_dirs", "get_spark",
-           "set_arrow_batch_bytes"]
+from scilens.core.config import ConfigError
+
+__all__ = ["LOCAL_TASK_ATTEMPTS", "THREAD_ENV", "arrow_batch_bytes", "arrow_batch_rows", "cached_batch_rows",
+           "conf_dirs", "get_spark", "set_arrow_batch_bytes", "with_local_retries"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,18 @@ DEFAULT_CONF: dict[str, str] = {
 }
 
 
+LOCAL_TASK_ATTEMPTS = 4
+"""Attempts per task in local mode (Spark's cluster default for ``spark.task.maxFailures``)."""
+
+
+def with_local_retries(master: str, attempts: int = LOCAL_TASK_ATTEMPTS) -> str:
+    """``local`` / ``local[N]`` / ``local[*]`` with task retries; other masters (and ``local[N,F]``) unchanged."""
+    match = re.fullmatch(r"local(?:\[(\d+|\*)\])?", master.strip())
+    if match is None:
+        return master
+    return f"local[{match.group(1) or 1},{attempts}]"
+
+
 def conf_dirs() -> list[Path]:
     """Where Spark profiles and job configs are looked up, in order.
 
@@ -81,14 +100,23 @@ def _load_profile(profile: str) -> dict:
     ]
     for path in candidates:
         if path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"Spark profile {path} is not valid YAML: {exc}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"Spark profile {path} must be a mapping with master and conf")
             unknown = set(data) - {"master", "conf"}
             if unknown:
-                raise ValueError(f"Spark profile {path}: unknown keys {sorted(unknown)}; allowed: master, conf")
+                raise ConfigError(f"Spark profile {path}: unknown keys {sorted(unknown)}; allowed: master, conf")
+            if data.get("conf") is not None and not isinstance(data["conf"], dict):
+                raise ConfigError(f"Spark profile {path}: conf must be a mapping of Spark settings")
+            if data.get("master") is not None and not isinstance(data["master"], str):
+                raise ConfigError(f"Spark profile {path}: master must be a string such as local[2]")
             return {"master": data.get("master"), "conf": {k: str(v) for k, v in (data.get("conf") or {}).items()}}
     if profile == "local":  # the package must run even when no conf/ is around
         return {"master": "local[*]", "conf": {}}
-    raise FileNotFoundError(f"Spark profile {profile!r} not found; looked in {', '.join(map(str, candidates))}")
+    raise ConfigError(f"Spark profile {profile!r} not found; looked in {', '.join(map(str, candidates))}")
 
 
 def _under_spark_submit() -> bool:
@@ -126,7 +154,7 @@ def get_spark(
         spark = builder.getOrCreate()
     else:
         prof = _load_profile(profile)
-        resolved_master = master or prof["master"] or "local[*]"
+        resolved_master = with_local_retries(master or prof["master"] or "local[*]")
         settings = {**DEFAULT_CONF, **prof["conf"], **(conf or {})}
         if resolved_master.startswith("local"):
             settings.setdefault("spark.driver.host", "127.0.0.1")

@@ -36,7 +36,7 @@ from pyspark.sql import types as T
 
 from scilens.core import tensor
 from scilens.core.config import ConfigError, field
-from scilens.core.inputs import InputError, list_files, paths_frame
+from scilens.core.inputs import InputError, paths_frame
 from scilens.core.job import Job, JobConfig, JobContext
 from scilens.core.quarantine import REJECTED_TYPE, guard_rows, split_rejected, with_rejected_field
 from scilens.io import retina as retina_io
@@ -226,7 +226,7 @@ class GlaucomaImagesJob(Job):
         cohort = str(cohort_path(config.cohort))
         with ctx.step("list inputs") as step:
             eyes = read_cohort(ctx, config.cohort).persist()
-            paths = list_files(ctx.inputs, retina_io.IMAGE_SUFFIXES)
+            paths = ctx.list_inputs(retina_io.IMAGE_SUFFIXES)
             oct_paths = [p for p in paths if p.lower().endswith((".tif", ".tiff"))]
             cfp_paths = [p for p in paths if p not in oct_paths]
             step.counts.update({"cohort_eyes": eyes.count(), "oct_files": len(oct_paths),
