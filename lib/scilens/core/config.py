@@ -18,6 +18,7 @@ value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -152,12 +153,23 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     raise TypeError(f"config field {name} has unsupported type {tp!r}")
 
 
+INT_LIMIT = 2**31 - 1
+"""Largest int a field takes without its own ``max``: Spark and the JVM count partitions, rows and sizes in
+32-bit ints, so a larger value would pass here and fail deep inside a run."""
+
+
 def _validate(value: Any, f: dataclasses.Field, name: str) -> None:
     meta = f.metadata
     items = value if isinstance(value, list) else [value]
     for item in items:
         if item is None:
             continue
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{name}: {item!r} is not a finite number")
+        if (isinstance(item, int) and not isinstance(item, bool) and meta.get("max") is None
+                and not -INT_LIMIT <= item <= INT_LIMIT):
+            raise ConfigError(f"{name}: {item!r} is outside the range Spark and the JVM take for integers "
+                              f"(at most {INT_LIMIT})")
         if meta.get("choices") is not None and item not in meta["choices"]:
             allowed = ", ".join(repr(c) for c in meta["choices"])
             raise ConfigError(f"{name}: {item!r} is not allowed; choose one of {allowed}")
