@@ -68,3 +68,13 @@ def test_redact_hides_secret_values_at_any_depth_and_in_set_arguments():
     assert conf["spark.executor.memory"] == "4g" and out["key_columns"] == ["eid"]
     assert {conf[k] for k in conf if k != "spark.executor.memory"} == {REDACTED}
     assert out["command"][-1] == f"spark.conf.javax.jdo.option.ConnectionPassword={REDACTED}"
+
+
+def test_yaml_config_is_loaded_safely(tmp_path):
+    """A config file cannot construct Python objects (yaml.safe_load): nothing runs, the file is refused."""
+    pwned = tmp_path / "pwned"
+    config = tmp_path / "evil.yaml"
+    config.write_text(f"spark: !!python/object/apply:os.system ['touch {pwned}']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(load_job("ingest").config_class, config)
+    assert not pwned.exists()
