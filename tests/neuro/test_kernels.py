@@ -16,9 +16,10 @@ from dipy.reconst.dti import TensorModel
 from dipy.segment.mask import median_otsu
 from dipy.sims.voxel import single_tensor
 
+from scilens.core import tensor
 from scilens.neuro.denoise import DenoiseConfig, DenoiseTask, estimate_volume_sigma
 from scilens.neuro.dti import TensorFitConfig, TensorFitTask
-from scilens.neuro.gradients import b0_volumes, make_gradient_table
+from scilens.neuro.gradients import b0_volumes, check_gradients, make_gradient_table
 from scilens.neuro.segment import B0Sum, SegmentTask
 from scilens.synth import dmri
 
@@ -107,10 +108,58 @@ def test_gradient_tables_are_checked():
     with pytest.raises(ValueError, match=r"no b-value for volume\(s\) 2"):
         make_gradient_table(np.array([0, 1000, np.nan]), np.eye(3), 10)
     unit = np.vstack([np.zeros(3), np.eye(3), np.eye(3)])
-    with pytest.raises(ValueError, match="invalid gradient table: The vectors in bvecs should be unit"):
-        make_gradient_table(np.array([0, *[1000] * 6]), unit * [[1], [2], [1], [1], [1], [1], [1]], 10)
+    with pytest.raises(ValueError, match=re.escape("b-vector of diffusion-weighted volume(s) 1 (2) in x.bvec is "
+                                                   "not of unit length")):
+        make_gradient_table(np.array([0, *[1000] * 6]), unit * [[1], [2], [1], [1], [1], [1], [1]], 10,
+                            "x.bval", "x.bvec")
     with pytest.raises(ValueError, match=re.escape("5 diffusion-weighted volume(s): a diffusion tensor has six")):
         make_gradient_table(np.array([0, *[1000] * 5]), unit[:6], 10)
+
+
+def test_unphysical_gradients_are_refused_naming_file_volumes_and_rule():
+    """dipy takes a negative b-value for a b0 volume (``b <= b0_threshold``): the fit is then wrong, silently."""
+    _, bval, bvec = get_fnames(name="small_64D")
+    bvals, bvecs = read_bvals_bvecs(str(bval), str(bvec))
+    gtab = make_gradient_table(bvals, bvecs, 10, "s.bval", "s.bvec")  # a real table passes (NaN b0 vector)
+    assert np.isnan(bvecs[0]).all() and gtab.b0s_mask.sum() == 1
+    negative = bvals.copy()
+    negative[[5, 9]] *= -1
+    assert gradient_table(negative, bvecs=np.nan_to_num(bvecs), b0_threshold=10).b0s_mask.sum() == 3  # dipy: b0s
+    cases = {
+        f"negative b-value for volume(s) 5 ({negative[5]:g}), 9 ({negative[9]:g}) in s.bval; b-values are >= 0": (
+            negative, bvecs),
+        "infinite b-value for volume(s) 2 in s.bval": (np.where(np.arange(65) == 2, np.inf, bvals), bvecs),
+        "no b-value for volume(s) 4 in s.bval": (np.where(np.arange(65) == 4, np.nan, bvals), bvecs),
+        "no b-vector (NaN) for diffusion-weighted volume(s) 3 in s.bvec": (bvals, np.where(
+            (np.arange(65) == 3)[:, None], np.nan, bvecs)),
+        "infinite b-vector for volume(s) 0 in s.bvec": (bvals, np.where(
+            (np.arange(65) == 0)[:, None], np.inf, bvecs)),
+        "b-vector of diffusion-weighted volume(s) 8 (1.05) in s.bvec is not of unit length": (bvals, np.where(
+            (np.arange(65) == 8)[:, None], 1.05 * bvecs, bvecs)),
+    }
+    for message, (vals, vecs) in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            make_gradient_table(vals, vecs, 10, "s.bval", "s.bvec")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_gradients(vals, vecs, 10, "s.bval", "s.bvec")
+    # Within dipy's own tolerance a b-vector passes, as the reference takes it.
+    check_gradients(bvals, np.where((np.arange(65) == 8)[:, None], 1.009 * bvecs, bvecs), 10)
+
+
+def test_read_only_float64_volume_is_denoised(subject):
+    """Decoded tensors are read-only views; a float64 one reached dipy's Cython kernel as is, which refused it."""
+    data, _, _, mask = subject
+    volume = data[..., 3].astype(np.float64)
+    expected = nlmeans(volume, sigma=estimate_sigma(volume), mask=mask, num_threads=1)
+    for dtype in ("float64", "float32", "int16"):
+        frozen = tensor.decode(tensor.encode(volume.astype(dtype)))
+        frozen_mask = tensor.decode(tensor.encode(mask))
+        assert not frozen.flags.writeable and not frozen_mask.flags.writeable
+        out = DenoiseTask().run(frozen, frozen_mask)
+        assert out.data.dtype == np.dtype(dtype)
+        if dtype == "float64":
+            assert np.array_equal(out.data, expected)
+        assert not frozen.flags.writeable and np.array_equal(frozen, volume.astype(dtype))  # input untouched
 
 
 def test_phantom_signals_truth_and_noise(tmp_path):

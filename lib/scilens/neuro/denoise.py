@@ -34,9 +34,10 @@ class DenoiseConfig(Config):
     method: str = field("blockwise", "Non-local means algorithm: dipy 1.12's default 'blockwise', or "
                         "'classic' (the algorithm dipy used when the dissertation ran).",
                         choices=("blockwise", "classic"))
-    patch_radius: int = field(1, "Radius of the similarity patch, voxels.", min=0)
+    # Bounds: a task's cost grows as (2 patch + 1)^3 (2 block + 1)^3 per voxel; past these it runs for days.
+    patch_radius: int = field(1, "Radius of the similarity patch, voxels.", min=0, max=5)
     block_radius: int | None = field(None, "Radius of the search block, voxels (null: dipy's default for "
-                                     "the method, 2 for blockwise and 5 for classic).", min=1)
+                                     "the method, 2 for blockwise and 5 for classic).", min=1, max=15)
     rician: bool = field(True, "Correct for Rician noise (magnitude MR images).")
 
 
@@ -57,6 +58,11 @@ def estimate_volume_sigma(volume: np.ndarray) -> float:
     return float(estimate_sigma(volume)[0])
 
 
+def _writeable(array: np.ndarray) -> np.ndarray:
+    """``array`` itself if it may be written, else a copy (values, dtype and shape unchanged)."""
+    return array if array.flags.writeable else array.copy()
+
+
 class DenoiseTask:
     """Estimate a volume's noise sigma and denoise it inside a mask."""
 
@@ -66,11 +72,19 @@ class DenoiseTask:
         self.config = config or DenoiseConfig()
 
     def run(self, volume: np.ndarray, mask: np.ndarray) -> DenoisedVolume:
-        """Denoise ``volume`` (3-D) where ``mask`` is true; zero elsewhere; same dtype as ``volume``."""
+        """Denoise ``volume`` (3-D) where ``mask`` is true; zero elsewhere; same dtype as ``volume``.
+
+        ``volume`` and ``mask`` may be read-only (decoded tensors are read-only
+        views): dipy's Cython kernels take typed memoryviews, which refuse a
+        read-only buffer, and dipy hands them the array itself whenever it needs
+        no conversion (a float64 volume; a C-contiguous one), so such inputs are
+        copied here first. Other inputs dipy converts to new arrays anyway.
+        """
         from dipy.denoise.nlmeans import nlmeans
 
         if volume.shape != mask.shape:
             raise ValueError(f"volume of shape {volume.shape} and mask of shape {mask.shape} differ")
+        volume, mask = _writeable(volume), _writeable(mask)
         c = self.config
         sigma = estimate_volume_sigma(volume)
         data = nlmeans(volume, sigma=sigma, mask=mask, patch_radius=c.patch_radius,

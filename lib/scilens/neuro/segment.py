@@ -24,9 +24,11 @@ __all__ = ["B0Sum", "SegmentConfig", "SegmentTask", "mean_dtype"]
 class SegmentConfig(Config):
     """``median_otsu`` parameters (reference: radius 4, two passes, dilation 1, no autocrop)."""
 
-    median_radius: int = field(4, "Radius of the median filter, voxels.", min=1)
-    numpass: int = field(2, "Number of passes of the median filter.", min=1)
-    dilate: int | None = field(1, "Binary dilation iterations applied to the mask (null: none).", min=1)
+    # Bounds: a median filter wider than a head (64 voxels across) or more passes and dilations than
+    # change a mask are mistakes, and the filter's cost grows with the cube of its radius.
+    median_radius: int = field(4, "Radius of the median filter, voxels.", min=1, max=32)
+    numpass: int = field(2, "Number of passes of the median filter.", min=1, max=20)
+    dilate: int | None = field(1, "Binary dilation iterations applied to the mask (null: none).", min=1, max=50)
 
 
 def mean_dtype(dtype: np.dtype) -> np.dtype:
