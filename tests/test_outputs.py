@@ -95,7 +95,7 @@ def test_failed_run_leaves_previous_output(spark, tmp_path):
     assert run_job(LinesJob(), LinesJob.config_class(), [str(data)], str(out)) == 0
     before = _table(out)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"inputs": 2, "succeeded": 2, "rejected": 0}
+    assert manifest["counts"] == {"succeeded": 2, "rejected": 0} and manifest["input_files"] == 2
     for name in ("a.txt", "b.txt"):
         (data / name).write_text("bad now")
     assert run_job(LinesJob(), LinesJob.config_class(), [str(data)], str(out)) == 1
@@ -168,7 +168,7 @@ def test_manifest_counts_inputs_and_rejections_and_redacts_secrets(spark, tmp_pa
         assert secret not in text
     manifest = json.loads(text)
     assert manifest["config"]["spark"]["conf"]["spark.sql.shuffle.partitions"] == "4"
-    assert manifest["counts"] == {"inputs": 3, "succeeded": 2, "rejected": 1}
+    assert manifest["counts"] == {"succeeded": 2, "rejected": 1} and manifest["input_files"] == 3
     assert pd.read_parquet(out / "_rejected" / "rejected.parquet")["path"].tolist() == [str(data / "b.txt")]
 
 

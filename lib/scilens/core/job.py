@@ -103,7 +103,7 @@ class JobContext:
         problems: list[tuple[str, str]] = []
         paths = list_files(list(inputs if inputs is not None else self.inputs), suffixes, problems=problems)
         self.reject_records([rejection(path, "list inputs", message) for path, message in problems])
-        self.manifest.counts["inputs"] = self.manifest.counts.get("inputs", 0) + len(paths) + len(problems)
+        self.manifest.input_files += len(paths) + len(problems)
         return paths
 
 

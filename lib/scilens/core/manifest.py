@@ -88,6 +88,8 @@ class Manifest:
     status: str = "running"
     steps: list[StepRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    input_files: int = 0
+    """Input files (and unlistable directories) the driver found; each ends in the outputs or in ``_rejected``."""
     rejected_examples: list[dict[str, str]] = field(default_factory=list)
 
     def write(self, path: str | Path) -> Path:
