@@ -86,4 +86,5 @@ def test_nothing_usable_fails(spark, tmp_path, spark_inputs):
     code = cli.main(["astro", "--input", str(spark_inputs / "corrupt.fits"), "--output", str(out),
                      *[a for s in TINY_SKYMAP for a in ("--set", s)]])
     assert code == 1
-    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert not out.exists()  # a run where nothing succeeded commits nothing
+    assert not list(tmp_path.glob(".out.*"))
