@@ -228,7 +228,8 @@ def fa_maps(impl: str, out: Path, subjects: list[dict[str, str]]) -> dict[str, n
     import nibabel as nib
 
     if impl.startswith("scilens"):
-        return {s["subject"]: np.asanyarray(nib.load(str(out / "job" / s["subject"] / "fa.nii.gz")).dataobj)
+        maps = out / "job" / "subjects"
+        return {s["subject"]: np.asanyarray(nib.load(str(maps / s["subject"] / "fa.nii.gz")).dataobj)
                 for s in subjects}
     return {s["subject"]: np.load(out / f"{s['subject']}_fa.npy") for s in subjects}
 

@@ -38,7 +38,7 @@ def test_neuro_on_standalone_cluster_equals_reference(tmp_path):
     ref = run_reference(image, image.with_suffix(".bval"), image.with_suffix(".bvec"), num_threads=1)
 
     def load(name: str) -> np.ndarray:
-        return np.asanyarray(nib.load(str(out / "small_64D" / f"{name}.nii.gz")).dataobj)
+        return np.asanyarray(nib.load(str(out / "subjects" / "small_64D" / f"{name}.nii.gz")).dataobj)
 
     assert np.array_equal(load("mask").astype(bool), ref.mask)
     assert np.array_equal(load("denoised"), ref.denoised)

@@ -34,7 +34,7 @@ REAL = {"small_64D": "small_64D.nii", "small_101D": "small_101D.nii.gz"}
 
 
 def _image(out: Path, subject: str, name: str) -> np.ndarray:
-    return np.asanyarray(nib.load(str(out / subject / f"{name}.nii.gz")).dataobj)
+    return np.asanyarray(nib.load(str(out / "subjects" / subject / f"{name}.nii.gz")).dataobj)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_real_subjects_equal_the_reference(run_all, neuro_inputs, subject):
     assert np.max(np.abs(denoised - ref.denoised.astype(np.float64)) / np.maximum(np.abs(ref.denoised), 1)) <= 1e-4
     assert np.max(np.abs(_image(run_all, subject, "fa") - ref.fa)) <= 1e-5
     assert np.max(np.abs(_image(run_all, subject, "md") - ref.md)) <= 1e-5
-    assert np.array_equal(nib.load(str(run_all / subject / "fa.nii.gz")).affine, nib.load(str(image)).affine)
+    assert np.array_equal(nib.load(str(run_all / "subjects" / subject / "fa.nii.gz")).affine,
+                          nib.load(str(image)).affine)
 
     voxels = pd.read_parquet(run_all / "voxels.parquet", filters=[("subject", "==", subject)])
     assert len(voxels) == ref.mask.sum()
@@ -107,7 +108,7 @@ def test_bad_subjects_quarantined_good_ones_complete(spark, run_all):
     assert set(rejected) == {"mismatch", "nob0", "nanvolume", "truncated", "nogradients"}
     for subject, record in rejected.items():
         assert subject in record.message, record.message  # every reason names the subject's file
-        assert not (run_all / subject).exists()  # and nothing of it is left in the output
+        assert not (run_all / "subjects" / subject).exists()  # and nothing of it is left in the output
     assert "has 64 b-values but" in rejected["mismatch"].message and rejected["mismatch"].step == "read_nifti"
     assert "no b0 volume" in rejected["nob0"].message and rejected["nob0"].step == "segment"
     assert "volume(s) 7 hold NaN or infinite values" in rejected["nanvolume"].message
@@ -120,9 +121,11 @@ def test_bad_subjects_quarantined_good_ones_complete(spark, run_all):
     assert steps["denoise"]["counts"]["volumes"] == 65 + 102 + 65
     assert manifest["config"]["segment"] == {"median_radius": 4, "numpass": 2, "dilate": 1}
     for subject in ("small_64D", "small_101D", "phantom"):
-        assert {p.name for p in (run_all / subject).iterdir()} == {
+        assert {p.name for p in (run_all / "subjects" / subject).iterdir()} == {
             "mask.nii.gz", "fa.nii.gz", "md.nii.gz", "denoised.nii.gz", "report.png"}
-        assert f"{subject}/report.png" in (run_all / "report.html").read_text()
+        assert f"subjects/{subject}/report.png" in (run_all / "report.html").read_text()
+    assert {p.name for p in run_all.iterdir()} == {"subjects", "voxels.parquet", "report.html", "manifest.json",
+                                                    "_rejected", *(p.name for p in run_all.glob(".*"))}
     assert not list(run_all.glob(".denoised-parts*"))
     assert set(pd.read_parquet(run_all / "voxels.parquet", columns=["subject"]).subject) == {
         "small_64D", "small_101D", "phantom"}

@@ -5,10 +5,13 @@ them, or a subject manifest CSV (``subject,nifti,bval,bvec``).
 
 Outputs, under ``--output``:
 
-* ``<subject>/mask.nii.gz``, ``fa.nii.gz``, ``md.nii.gz`` (the input's affine)
-  and, with ``write_denoised``, ``denoised.nii.gz``; ``<subject>/report.png``;
+* ``subjects/<subject>/mask.nii.gz``, ``fa.nii.gz``, ``md.nii.gz`` (the input's affine)
+  and, with ``write_denoised``, ``denoised.nii.gz``; ``subjects/<subject>/report.png``;
 * ``voxels.parquet`` -- one row per voxel in a mask: subject, i, j, k, fa, md, eigenvalues;
 * ``report.html``, ``manifest.json`` and ``_rejected/`` (subjects that failed, and why).
+
+Per-subject files sit under ``subjects/`` so that no subject name (``voxels.parquet``,
+``manifest.json``, ...) can collide with a run-level output.
 
 The science and its parameters are those of the benchmark's reference script
 (``bench/reference/neuro_ref.py``); see :mod:`scilens.neuro` for how the
@@ -17,6 +20,7 @@ steps are split across Spark tasks without changing results.
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import shutil
@@ -40,49 +44,119 @@ from scilens.neuro.segment import SegmentConfig
 class NeuroConfig(JobConfig):
     """Config of ``scilens neuro``."""
 
+    # Every number is bounded: a value past these is a typo, and must fail here, not in a task minutes later.
     b0_threshold: float = field(10.0, "b-value (s/mm²) at or below which a volume is a b0 volume "
-                                "(reference: 10).", min=0)
+                                "(reference: 10).", min=0, max=1000, check=math.isfinite,
+                                check_doc="a finite number")
     segment: SegmentConfig = field(SegmentConfig(), "Brain mask by median_otsu on the mean b0 image.")
     denoise: DenoiseConfig = field(DenoiseConfig(), "Non-local means denoising of each volume.")
     fit: TensorFitConfig = field(TensorFitConfig(), "Diffusion tensor model.")
     block_shape: list[int] = field([32, 32, 32], "Voxel block (i, j, k) the tensor fit runs on; each block "
                                    "carries every volume, so a fit task holds block voxels x volumes values "
                                    "(plus dipy's float64 work arrays): smaller blocks for tight memory, larger "
-                                   "for fewer tasks.", min=1, check=lambda v: len(v) == 3,
+                                   "for fewer tasks.", min=1, max=1024, check=lambda v: len(v) == 3,
                                    check_doc="three sizes, one per voxel axis")
     volumes_per_task: int | None = field(None, "Volumes denoised per Spark task, one after another (null: one "
                                          "when a volume has 2M voxels or more, else enough small volumes to "
-                                         "make that much work, keeping at least four tasks per core).", min=1)
+                                         "make that much work, keeping at least four tasks per core).", min=1,
+                                         max=100_000)
     fit_partitions: int | None = field(None, "Partitions of the tensor-fit stage (null: four per core, at "
-                                       "most one per block).", min=1)
-    write_denoised: bool = field(False, "Also write <subject>/denoised.nii.gz (as large as the input).")
-    report: bool = field(True, "Write report.html and <subject>/report.png.")
+                                       "most one per block).", min=1, max=100_000)
+    write_denoised: bool = field(False, "Also write subjects/<subject>/denoised.nii.gz (as large as the input).")
+    report: bool = field(True, "Write report.html and subjects/<subject>/report.png.")
     arrow_batch_mb: int = field(64, "Upper bound on one Arrow batch of voxel-block rows, MiB (volume rows "
-                                "always travel one per batch).", min=1)
+                                "always travel one per batch).", min=1, max=1024)
 
 
-def _check_subject_name(subject: str, where: str) -> None:
-    if not subject or "/" in subject or "\\" in subject or subject[0] in "._":
-        raise InputError(f"{where}: subject name {subject!r} cannot name an output directory "
-                         "(no slashes, not starting with '.' or '_')")
+def subject_name_problem(subject: str) -> str | None:
+    """Why ``subject`` cannot name its output directory ``subjects/<subject>``, or None if it can.
+
+    Refused: empty, slashes or backslashes (a path, e.g. ``../x``), a leading
+    ``.`` or ``_`` (``.``, ``..``, hidden and Spark-ignored names), control
+    characters, and more than 255 bytes (a file name's limit).
+    """
+    if not subject:
+        return "a subject name is empty"
+    if "/" in subject or "\\" in subject or subject[0] in "._" or any(ord(c) < 32 for c in subject) \
+            or len(subject.encode("utf-8", "surrogatepass")) > 255:
+        return (f"subject name {subject!r} cannot name an output directory (no slashes or control characters, "
+                "not starting with '.' or '_', at most 255 bytes)")
+    return None
+
+
+def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
+    """Subjects of a manifest CSV (:data:`scilens.io.nifti.MANIFEST_COLUMNS`), quarantining bad lines.
+
+    A line with an empty field, more fields than the header, a subject listed
+    on an earlier line or a name that cannot name a directory is rejected,
+    naming the manifest, the line and the problem; the other lines go on.
+    Relative paths are relative to the manifest's directory. Raises
+    :class:`InputError` when the file as a whole is not a manifest
+    (unreadable, a required column missing).
+    """
+    base = os.path.dirname(os.path.abspath(path))
+    subjects: list[dict[str, str | None]] = []
+    rejected: list[dict[str, str]] = []
+    seen: dict[str, int] = {}
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in nifti.MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise InputError(f"{path}: subject manifest lacks column(s) {', '.join(missing)}; "
+                                 f"expected a header line {','.join(nifti.MANIFEST_COLUMNS)}")
+            for row in reader:
+                number = reader.line_num
+                line = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                empty = [c for c in nifti.MANIFEST_COLUMNS if not line.get(c)]
+                subject = line.get("subject", "")
+                if empty:
+                    problem = f"empty {', '.join(empty)}"
+                elif row.get(None):
+                    problem = f"{len(header) + len(row[None])} fields for the header's {len(header)}"
+                elif subject in seen:
+                    problem = f"subject {subject!r} is already on line {seen[subject]}"
+                else:
+                    problem = subject_name_problem(subject)
+                if problem:
+                    rejected.append(rejection(path, "list subjects", f"{path} line {number}: {problem}",
+                                              record=subject or f"line {number}"))
+                    continue
+                seen[subject] = number
+                subjects.append({"subject": subject, **{key: os.path.join(base, line[col]) for key, col in
+                                                        (("path", "nifti"), ("bval_path", "bval"),
+                                                         ("bvec_path", "bvec"))}})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read subject manifest ({exc})") from None
+    if not subjects and not rejected:
+        raise InputError(f"{path}: subject manifest lists no subjects")
+    return subjects, rejected
 
 
 def resolve_subjects(inputs: list[str]) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
     """List the subjects of ``inputs`` on the driver (paths only, no image is opened).
 
     Returns the subjects (``subject``, ``path``, ``bval_path``, ``bvec_path``)
-    and rejections for NIfTI files without gradient files beside them.
-    Raises :class:`InputError` for a missing input, a bad manifest or two
-    subjects with one name.
+    and rejections: NIfTI files without gradient files beside them, files
+    whose name cannot name a subject's output directory, and bad manifest
+    lines (:func:`read_manifest`). Raises :class:`InputError` for a missing
+    input, a file that is not a manifest or two inputs with one subject name.
     """
     subjects: list[dict[str, str | None]] = []
     rejected: list[dict[str, str]] = []
     for item in inputs:
         if item.lower().endswith(".csv") and os.path.isfile(item):
-            subjects += nifti.read_subject_manifest(item)
+            listed, bad = read_manifest(item)
+            subjects += listed
+            rejected += bad
             continue
         for path in list_files(item, nifti.NIFTI_SUFFIXES):
             subject = nifti.subject_name(path)
+            problem = subject_name_problem(subject)
+            if problem:
+                rejected.append(rejection(path, "list subjects", problem, record=subject))
+                continue
             side = nifti.find_gradient_files(path)
             if side is None and path.lower().endswith(nifti.NIFTI_SUFFIXES):
                 rejected.append(rejection(path, "list subjects", "no FSL gradient files (.bval/.bvec) beside it",
@@ -92,7 +166,6 @@ def resolve_subjects(inputs: list[str]) -> tuple[list[dict[str, str | None]], li
                              "bvec_path": str(side[1]) if side else None})
     seen: dict[str, str] = {}
     for s in subjects:
-        _check_subject_name(str(s["subject"]), str(s["path"]))
         if s["subject"] in seen:
             raise InputError(f"two inputs are subject {s['subject']!r}: {seen[s['subject']]} and {s['path']}; "
                              "rename one or list subjects in a manifest CSV (subject,nifti,bval,bvec)")
@@ -136,8 +209,9 @@ class NeuroJob(Job):
         with ctx.step("segment") as step:
             with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
                 partials = stages.b0_partials(volumes, config.b0_threshold)
-                rows = stages.segment_subjects(partials, [str(s["subject"]) for s in listed], config.b0_threshold,
-                                               config.segment, out, min(len(listed), 4 * parallelism)).collect()
+                gradient_files = {str(s["subject"]): (s["bval_path"], s["bvec_path"]) for s in listed}
+                rows = stages.segment_subjects(partials, list(gradient_files), config.b0_threshold, config.segment,
+                                               out, min(len(listed), 4 * parallelism), gradient_files).collect()
             bad = [r[REJECTED_COLUMN].asDict() for r in rows if r[REJECTED_COLUMN] is not None]
             if bad:
                 ctx.reject(spark.createDataFrame(bad, REJECTED_TYPE))
@@ -188,7 +262,7 @@ class NeuroJob(Job):
                                                                 parts_dir, out)
             shutil.rmtree(parts_dir, ignore_errors=True)
             for name in set(subjects) - set(summaries):  # rejected after segmentation: leave no partial output
-                shutil.rmtree(out / name, ignore_errors=True)
+                shutil.rmtree(stages.subject_dir(out, name), ignore_errors=True)
             step.counts.update(subjects=len(summaries), voxels=sum(int(s["n_voxels"]) for s in summaries.values()))
 
         if config.report:
@@ -205,7 +279,8 @@ class NeuroJob(Job):
         for name in sorted(summaries):
             info, summary = subjects[name], summaries[name]
             fa = [tensor.decode(summary[f"fa_{view}"]) for view in stages.VIEWS]
-            png = report.subject_figure(ctx.output / name / "report.png", name, info.previews["mean_b0"],
+            png = report.subject_figure(stages.subject_dir(ctx.output, name) / "report.png", name,
+                                        info.previews["mean_b0"],
                                         info.previews["mask"], fa)
             rows.append({"subject": name, "volumes": info.shape[3], "b0": info.n_b0,
                          "mask_voxels": info.n_mask_voxels, "fa_mean": summary["fa_mean"],
@@ -270,10 +345,12 @@ def demo(root: Path) -> str:
     if main(["neuro", "--input", str(inputs), "--output", str(out), "--set", "spark.master=local[2]",
              "--set", "write_denoised=true"]) != 0:
         raise RuntimeError("neuro demo failed")
+    from scilens.neuro.stages import subject_dir
+
     where = [(out / "report.html", "subjects, rejected inputs, step timings, mid-slice pictures"),
-             (out / "small_64D" / "report.png", "dipy's real small_64D: mean b0, brain mask, FA"),
-             (out / "phantom" / "report.png", "a 48x48x32 phantom at SNR 30: bundles in four directions"),
-             (out / "phantom" / "fa.nii.gz", f"FA; the truth is {truth / 'phantom_fa_true.nii.gz'}"),
+             (subject_dir(out, "small_64D") / "report.png", "dipy's real small_64D: mean b0, brain mask, FA"),
+             (subject_dir(out, "phantom") / "report.png", "a 48x48x32 phantom at SNR 30: bundles in four directions"),
+             (subject_dir(out, "phantom") / "fa.nii.gz", f"FA; the truth is {truth / 'phantom_fa_true.nii.gz'}"),
              (out / "voxels.parquet", "one row per brain voxel: subject, i, j, k, fa, md, eigenvalues")]
     width = max(len(str(path)) for path, _ in where)
     return "\n".join(f"{path!s:<{width}}  {what}" for path, what in where)

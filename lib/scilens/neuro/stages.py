@@ -42,6 +42,7 @@ from scilens.neuro.segment import B0Sum, SegmentConfig, SegmentTask
 __all__ = [
     "FIT_SCHEMA",
     "PIECE_SCHEMA",
+    "SUBJECTS_DIR",
     "SUBJECT_SCHEMA",
     "VOXEL_SCHEMA",
     "SubjectInfo",
@@ -50,12 +51,30 @@ __all__ = [
     "fit_blocks",
     "mid_slices",
     "segment_subjects",
+    "subject_dir",
     "voxel_rows",
     "write_denoised",
     "write_maps",
 ]
 
 VIEWS = ("sagittal", "coronal", "axial")
+
+SUBJECTS_DIR = "subjects"
+"""Per-subject outputs live in ``<output>/subjects/<subject>/``: a subject's name can then never be
+the name of a run-level output (``voxels.parquet``, ``report.html``, ``manifest.json``, ``_rejected``)."""
+
+
+def subject_dir(output: str | Path, subject: str) -> Path:
+    """``<output>/subjects/<subject>``, refusing a name that would lead anywhere else.
+
+    The job refuses such names when it lists subjects; this is the last guard
+    before anything is written (nothing may ever land outside the output).
+    """
+    parent = Path(output) / SUBJECTS_DIR
+    if (not subject or subject in (".", "..") or "/" in subject or "\\" in subject or "\0" in subject
+            or Path(subject).is_absolute()):
+        raise ValueError(f"subject name {subject!r} cannot name an output directory")
+    return parent / subject
 
 
 def _previews(name: str) -> list[T.StructField]:
@@ -214,18 +233,22 @@ def b0_partials(volumes: DataFrame, b0_threshold: float) -> DataFrame:
 
 
 def segment_subjects(partials: DataFrame, subjects: Sequence[str], b0_threshold: float, config: SegmentConfig,
-                     output: str | Path, n_partitions: int) -> DataFrame:
+                     output: str | Path, n_partitions: int,
+                     gradient_files: Mapping[str, tuple[str | None, str | None]] | None = None) -> DataFrame:
     """Reduce partial sums to each subject's mean b0 and mask (:data:`SUBJECT_SCHEMA` plus ``_rejected``).
 
     ``subjects`` are dealt out over ``n_partitions`` tasks in turn (one
     median_otsu per subject, the step's work). Writes
-    ``<output>/<subject>/mask.nii.gz``. A subject is rejected when a
-    volume holds NaN/Inf, a volume lacks a b-value, it has no b0 volume, its
-    gradient table is invalid, or its mask is empty.
+    ``<output>/subjects/<subject>/mask.nii.gz``. A subject is rejected when a
+    volume holds NaN/Inf, its gradients are not physical (negative or
+    non-finite b-values, b-vectors not of unit length: messages name the
+    subject's ``gradient_files``, subject -> (bval, bvec) paths), it has no b0
+    volume, its gradient table is invalid, or its mask is empty.
     """
     schema = with_rejected_field(SUBJECT_SCHEMA)
     task = SegmentTask(config)
     output = str(output)
+    gradient_files = dict(gradient_files or {})
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
@@ -242,7 +265,8 @@ def segment_subjects(partials: DataFrame, subjects: Sequence[str], b0_threshold:
             if nonfinite.size:
                 shown = ", ".join(map(str, nonfinite[:10])) + (" ..." if nonfinite.size > 10 else "")
                 raise ValueError(f"volume(s) {shown} hold NaN or infinite values")
-            make_gradient_table(bvals, bvecs, b0_threshold)  # fails early, naming what is wrong
+            # Fails early, naming what is wrong and where.
+            make_gradient_table(bvals, bvecs, b0_threshold, *gradient_files.get(subject, (None, None)))
             total = B0Sum(dtype=np.dtype(first["dtype"]))
             for rec, count in zip(group["b0_sum"], group["n_b0"]):
                 if rec is not None and count:
@@ -252,7 +276,7 @@ def segment_subjects(partials: DataFrame, subjects: Sequence[str], b0_threshold:
             if not mask.any():
                 raise ValueError("the brain mask is empty (median_otsu found no foreground)")
             affine = tensor.decode(first["affine"])
-            write_nifti(Path(output) / subject / "mask.nii.gz", mask.astype(np.uint8), affine)
+            write_nifti(subject_dir(output, subject) / "mask.nii.gz", mask.astype(np.uint8), affine)
             return _frame([{
                 "subject": subject, "path": path, "n_volumes": n_volumes, "dtype": first["dtype"],
                 "shape": [*mean_b0.shape, n_volumes], "affine": first["affine"],
@@ -292,7 +316,8 @@ def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: Denoise
         Voxel block shape (i, j, k) of the fit.
     denoised_parts : str, optional
         If given, each denoised volume is also saved as
-        ``<denoised_parts>/<subject>/<volume>.npy`` for :func:`write_denoised`.
+        ``<denoised_parts>/<subject>/<volume>.npy`` for :func:`write_denoised`
+        (``denoised_parts`` is inside the output, apart from ``subjects/``).
 
     Returns
     -------
@@ -316,7 +341,7 @@ def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: Denoise
                         blocks[row.subject] = _nonempty_blocks(mask, block_shape)
                     denoised = task.run(tensor.decode(row.data), mask).data
                     if denoised_parts is not None:
-                        part = Path(denoised_parts) / row.subject / f"{row.volume:05d}.npy"
+                        part = subject_dir(denoised_parts, row.subject) / f"{row.volume:05d}.npy"
                         part.parent.mkdir(parents=True, exist_ok=True)
                         np.save(part, denoised)
                     yield _frame([{
@@ -385,7 +410,7 @@ def write_maps(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
                output: str | Path) -> DataFrame:
     """Assemble each subject's FA and MD maps from its blocks and write them as NIfTI.
 
-    Writes ``<output>/<subject>/fa.nii.gz`` and ``md.nii.gz`` (float64, the
+    Writes ``<output>/subjects/<subject>/fa.nii.gz`` and ``md.nii.gz`` (float64, the
     subject's affine, zero outside the mask). Returns one summary row per subject.
     """
     shapes = {s: info.shape for s, info in subjects.items()}
@@ -402,7 +427,7 @@ def write_maps(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
             for name in maps:
                 maps[name][block.slices][mask] = tensor.decode(getattr(row, name))
         for name, data in maps.items():
-            write_nifti(Path(output) / subject / f"{name}.nii.gz", data, affines[subject])
+            write_nifti(subject_dir(output, subject) / f"{name}.nii.gz", data, affines[subject])
         fa, md = (np.concatenate([tensor.decode(v) for v in group[name]]) for name in ("fa", "md"))
         return _frame([{"subject": subject, "n_voxels": len(fa), "fa_mean": float(fa.mean()),
                         "md_mean": float(md.mean()), **_preview_values("fa", maps["fa"])}], MAPS_SCHEMA)
@@ -435,7 +460,7 @@ def voxel_rows(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
 
 
 def write_denoised(spark: Any, subjects: Mapping[str, SubjectInfo], parts: str | Path, output: str | Path) -> int:
-    """Stream each subject's saved denoised volumes into ``<output>/<subject>/denoised.nii.gz``.
+    """Stream each subject's saved denoised volumes into ``<output>/subjects/<subject>/denoised.nii.gz``.
 
     One task per subject reads its parts in volume order (one volume in
     memory) and removes them. Returns the number of files written.
@@ -447,9 +472,9 @@ def write_denoised(spark: Any, subjects: Mapping[str, SubjectInfo], parts: str |
         for batch in batches:
             for subject in batch["subject"]:
                 shape, dtype, affine = info[subject]
-                folder = Path(parts) / subject
+                folder = subject_dir(parts, subject)
                 files = (np.load(folder / f"{v:05d}.npy") for v in range(shape[3]))
-                write_nifti_volumes(Path(output) / subject / "denoised.nii.gz", files, shape, dtype, affine)
+                write_nifti_volumes(subject_dir(output, subject) / "denoised.nii.gz", files, shape, dtype, affine)
                 shutil.rmtree(folder)
                 yield pd.DataFrame({"subject": [subject]})
 

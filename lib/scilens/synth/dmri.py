@@ -172,10 +172,13 @@ def noise_sigma(s0: float, snr: float) -> float:
 
 
 def iter_volumes(labels: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, snr: float | None,
-                 s0: float = 1000.0, seed: int = 0, dtype: str = "int16") -> Iterator[np.ndarray]:
-    """Yield the noisy volumes in order, one at a time.
+                 s0: float = 1000.0, seed: int = 0, dtype: str = "int16",
+                 scale: tuple[float, float] | None = None) -> Iterator[np.ndarray]:
+    """Yield the noisy volumes in order, one at a time, as stored on disk.
 
     Volume ``v`` draws its noise from ``numpy.random.default_rng([seed, v])``.
+    With ``scale = (slope, inter)`` the stored values are ``(signal - inter) / slope``
+    (a reader applying NIfTI's ``scl_slope``/``scl_inter`` gets the signal back).
     Integer dtypes round to the nearest integer (clipped to the type's range),
     like scanner output.
     """
@@ -187,6 +190,8 @@ def iter_volumes(labels: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, snr: 
         clean = signals[labels, v]
         noisy = clean if snr is None else add_noise(clean, snr, s0, noise_type="rician",
                                                     rng=np.random.default_rng([seed, v]))
+        if scale is not None:
+            noisy = (noisy - scale[1]) / scale[0]
         if out_dtype.kind in "iu":
             info = np.iinfo(out_dtype)
             noisy = np.clip(np.rint(noisy), info.min, info.max)
@@ -198,6 +203,28 @@ def true_maps(labels: np.ndarray) -> dict[str, np.ndarray]:
     fa = np.array([TISSUES[t].fa if t in TISSUES else 0.0 for t in range(max(TISSUES) + 1)])
     md = np.array([TISSUES[t].md if t in TISSUES else 0.0 for t in range(max(TISSUES) + 1)])
     return {"fa": fa[labels], "md": md[labels]}
+
+
+def _write_scaled(path: Path, volumes: Iterator[np.ndarray], shape: tuple[int, ...], dtype: str,
+                  affine: np.ndarray, scale: tuple[float, float]) -> None:
+    """A single-file NIfTI-1 whose header carries ``scl_slope``/``scl_inter``, volume by volume.
+
+    nibabel's own writer recomputes the scaling from the data on save, so the
+    header is written here (as :func:`scilens.io.nifti.write_nifti_volumes` does,
+    with the scaling set).
+    """
+    import nibabel as nib
+
+    header = nib.Nifti1Image(np.zeros((1, 1, 1), dtype=dtype), affine).header
+    header.set_data_dtype(dtype)
+    header.set_data_shape(shape)
+    header.set_slope_inter(*scale)
+    header.set_data_offset(352)  # 348-byte header + 4-byte extension flag
+    with nib.openers.ImageOpener(str(path), "wb") as fileobj:
+        header.write_to(fileobj)
+        fileobj.write(b"\0" * (header.get_data_offset() - fileobj.tell()))
+        for volume in volumes:
+            fileobj.write(np.asarray(volume, dtype=dtype).tobytes(order="F"))
 
 
 @dataclass(frozen=True)
@@ -219,7 +246,8 @@ class PhantomFiles:
 def write_phantom(directory: str | Path, subject: str = "phantom", shape: Sequence[int] = (96, 96, 60),
                   gradients: str = "single_shell", snr: float | None = 30.0, s0: float = 1000.0,
                   seed: int = 0, dtype: str = "int16", voxel_mm: float = 2.0,
-                  compressed: bool = True) -> PhantomFiles:
+                  compressed: bool = True, volumes: Sequence[int] | None = None,
+                  scale: tuple[float, float] | None = None) -> PhantomFiles:
     """Write a phantom subject: ``<subject>.nii[.gz]``, ``.bval``, ``.bvec`` and its truth.
 
     Parameters
@@ -239,11 +267,18 @@ def write_phantom(directory: str | Path, subject: str = "phantom", shape: Sequen
     seed : int
         Noise seed.
     dtype : str
-        On-disk data type (``int16`` like most scanners, or ``float32``).
+        On-disk data type: ``int16`` like most scanners, or any other NIfTI
+        numeric type (``uint8``, ``int32``, ``float32``, ``float64``, ...).
     voxel_mm : float
         Isotropic voxel size for the affine.
     compressed : bool
         Write ``.nii.gz`` (else ``.nii``).
+    volumes : sequence of int, optional
+        Keep only these volumes of the acquisition (in this order), e.g. a
+        b0 and a dozen directions for a cheap test subject.
+    scale : (float, float), optional
+        ``(scl_slope, scl_inter)`` to write in the header; the stored values
+        are scaled so that a reader applying them gets the phantom's signal.
 
     Truth files: ``<subject>_labels.nii.gz`` (tissue labels), ``<subject>_fa_true.nii.gz``
     and ``<subject>_md_true.nii.gz``.
@@ -254,11 +289,18 @@ def write_phantom(directory: str | Path, subject: str = "phantom", shape: Sequen
     directory.mkdir(parents=True, exist_ok=True)
     labels = tissue_labels(shape)
     bvals, bvecs = acquisition(gradients)
+    if volumes is not None:
+        keep = np.asarray(volumes, dtype=int)
+        bvals, bvecs = bvals[keep], bvecs[keep]
     affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     affine[:3, 3] = -voxel_mm * (np.asarray(labels.shape) - 1) / 2  # world origin at the grid centre
     full_shape = (*labels.shape, len(bvals))
     nifti = directory / f"{subject}.nii{'.gz' if compressed else ''}"
-    write_nifti_volumes(nifti, iter_volumes(labels, bvals, bvecs, snr, s0, seed, dtype), full_shape, dtype, affine)
+    stored = iter_volumes(labels, bvals, bvecs, snr, s0, seed, dtype, scale)
+    if scale is None:
+        write_nifti_volumes(nifti, stored, full_shape, dtype, affine)
+    else:
+        _write_scaled(nifti, stored, full_shape, dtype, affine, scale)
     bval, bvec = directory / f"{subject}.bval", directory / f"{subject}.bvec"
     np.savetxt(bval, bvals[None, :], fmt="%g")
     np.savetxt(bvec, bvecs.T, fmt="%.8f")
