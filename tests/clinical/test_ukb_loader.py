@@ -81,8 +81,10 @@ def test_text_where_numbers_belong_fails_before_work(spark, tmp_path, field_map)
     export = hand_built_export()
     export["21001-0.0"] = "overweight"
     export.to_csv(tmp_path / "export.csv", index=False)
-    with pytest.raises(InputError, match=r"column 21001-0.0 \(bmi\) holds text, not numbers \(e.g. 'overweight'\)"):
+    with pytest.raises(InputError, match=r"column 21001-0.0 \(bmi\) holds text, not numbers: none of its 12 "
+                                         r"non-empty values in the export's first 12 rows") as raised:
         ukb.read_export(spark, [str(tmp_path / "export.csv")], field_map)
+    assert "overweight" not in str(raised.value)  # participant data is not quoted
 
 
 def test_bad_records_are_rejected_and_the_rest_kept(spark, tmp_path, field_map):
@@ -94,8 +96,9 @@ def test_bad_records_are_rejected_and_the_rest_kept(spark, tmp_path, field_map):
     assert set(visits["eid"]) == {1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012}
     messages = dict(zip(rejected["record"], rejected["message"]))
     assert set(messages) == {"1001", "1002"}
-    assert "eid 1001: column 6148-0.0 (eye_problems, field 6148) holds code 9, not in its coding" in messages["1001"]
-    assert "eid 1002: column 21001-0.0 (bmi, field 21001) holds '27,5', not a number" in messages["1002"]
+    # The eid, the column and the rule; never the participant's value (see test_privacy).
+    assert "eid 1001: column 6148-0.0 (eye_problems, field 6148) holds a code not in its coding" in messages["1001"]
+    assert messages["1002"] == "eid 1002: column 21001-0.0 (bmi, field 21001) holds text that is not a number"
     assert all(path.endswith("export.csv") for path in rejected["path"])
 
 

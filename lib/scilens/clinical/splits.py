@@ -70,7 +70,8 @@ def assign_splits(eyes: pd.DataFrame, config: SplitConfig) -> pd.Series:
     labels = eyes.groupby("eid")["label"].agg(lambda s: set(s))
     mixed = labels[labels.map(len) > 1]
     if len(mixed):
-        raise SplitError(f"subject {mixed.index[0]} has eyes of classes {sorted(mixed.iloc[0])}; "
+        # The eid and the rule, not the subject's diagnoses (participant data, printed to the terminal).
+        raise SplitError(f"subject {mixed.index[0]} has eyes of {len(mixed.iloc[0])} different classes; "
                          "a subject must have one class")
     rng = np.random.default_rng(config.seed)
     counts = {c: eyes[eyes["label"] == c].groupby("eid").size().sort_index() for c in _CLASSES}

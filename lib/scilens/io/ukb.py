@@ -24,7 +24,12 @@ Bad input: an export without ``eid``, a required field without any column, or a 
 column holding no number at all raise :class:`~scilens.core.inputs.InputError` before
 anything runs. A participant with text where a number belongs, or a code outside the
 field's coding, is rejected (``_rejected``, record = the eid) with a message naming the
-eid, column, feature and value; the other participants go on.
+eid, column, feature and the rule broken; the other participants go on.
+
+Messages never quote a participant's value: they reach the terminal, ``manifest.json``
+(``rejected_examples``) and ``_rejected/rejected.parquet``, which are shared more widely than
+the export itself (logs, bug reports). The eid, the column and the rule locate the value in
+the export for whoever may read it.
 """
 
 from __future__ import annotations
@@ -277,7 +282,11 @@ def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayou
     eid_text = _text(export["eid"])
     eid_values, eid_bad = _parse_numbers(eid_text)
     eid_bad |= eid_text.isna() | (eid_values.notna() & (eid_values != np.floor(eid_values)))
-    errors.add(eid_bad, "eid " + eid_text.fillna("(empty)").astype(str) + ": eid is not a whole number")
+    # A malformed eid is not an identifier but whatever text stood in the eid column (a shifted row may
+    # put any participant value there): it is withheld like the other values, and the record left empty.
+    errors.add(eid_bad, pd.Series(np.where(eid_text.isna(), "a row with an empty eid",
+                                           "a row whose eid is not a whole number (its text is withheld)"),
+                                  index=index))
     eid_label = "eid " + eid_text.fillna("(empty)").astype(str) + ": "
     special = set(field_map.special_codes)
 
@@ -299,14 +308,13 @@ def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayou
                 parsed = []
                 for col, text in zip(cols, texts):
                     values, bad = _parse_numbers(text)
-                    errors.add(bad, eid_label + f"column {col} {where} holds " + text.astype(str).map(repr)
-                               + ", not a number")
+                    errors.add(bad, eid_label + f"column {col} {where} holds text that is not a number")
                     if spec.kind in ("code", "codes"):
                         allowed = set(spec.codes) | special
                         unknown = values.notna() & ~values.isin(allowed)
                         shown = ", ".join(str(c) for c in sorted(allowed))
-                        errors.add(unknown, eid_label + f"column {col} {where} holds code " + text.astype(str)
-                                   + f", not in its coding ({shown})")
+                        errors.add(unknown, eid_label + f"column {col} {where} holds a code not in its coding "
+                                   f"({shown})")
                     parsed.append(values)
                 matrix = np.column_stack([p.to_numpy() for p in parsed])
                 if spec.kind == "number":
@@ -351,8 +359,9 @@ def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayou
     bad = ~good
     if bad.any():
         rejected = pd.DataFrame({c: [None] * int(bad.sum()) for c in visit_schema(field_map).names})
-        rejected[REJECTED_COLUMN] = [rejection("", _STEP, msg, record=str(text if text is not None else ""))
-                                     for msg, text in zip(errors.messages[bad], eid_text[bad])]
+        rejected[REJECTED_COLUMN] = [rejection("", _STEP, msg, record="" if malformed else str(text))
+                                     for msg, text, malformed in zip(errors.messages[bad], eid_text[bad],
+                                                                     eid_bad[bad])]
         rows.append(rejected)
     if not rows:
         return pd.DataFrame({c: [] for c in [*visit_schema(field_map).names, REJECTED_COLUMN]})
@@ -418,13 +427,15 @@ def _read_tables(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, 
 def _check_number_columns(sample: pd.DataFrame, columns: Mapping[str, str]) -> None:
     """A column with values but not one number among the export's first rows is a wrong export: fail now.
 
-    Single bad values are left to :func:`decode_export`, which rejects their participants.
+    Single bad values are left to :func:`decode_export`, which rejects their participants. The
+    message does not quote a value (participant data; see the module doc).
     """
     for column, name in columns.items():
         text = _text(sample[column]).dropna()
         if len(text) and _parse_numbers(text)[0].notna().sum() == 0:
-            raise InputError(f"column {column} ({name}) holds text, not numbers (e.g. {text.iloc[0]!r}); "
-                             "is the export's column naming or coding right?")
+            raise InputError(f"column {column} ({name}) holds text, not numbers: none of its {len(text)} non-empty "
+                             f"values in the export's first {len(sample)} rows is a number; is the export's "
+                             "column naming or coding right?")
 
 
 SAMPLE_ROWS = 1000
