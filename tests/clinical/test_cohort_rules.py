@@ -103,6 +103,12 @@ def test_impossible_splits_name_the_counts():
                          "label": np.repeat(["glaucoma", "healthy"], 80)})
     with pytest.raises(SplitError, match="cannot put exactly 5 test glaucoma eyes in one split"):
         assign_splits(both, SplitConfig(test_eyes_per_class=5, validation_eyes=10))
+    # A subject whose eyes have two classes is named by eid; its diagnoses (participant data) are not printed.
+    mixed = both.copy()
+    mixed.loc[1, "label"] = "ptg"
+    with pytest.raises(SplitError, match=r"^subject 0 has eyes of 2 different classes; a subject must") as raised:
+        assign_splits(mixed, SplitConfig())
+    assert "glaucoma" not in str(raised.value) and "ptg" not in str(raised.value)
 
 
 def test_cohort_job_fails_cleanly_when_splits_cannot_be_made(spark, hand_export, tmp_path):
