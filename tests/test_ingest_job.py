@@ -80,17 +80,19 @@ def test_good_files_ingested_bad_ones_quarantined(spark, mixed_inputs, tmp_path,
 
 def test_strict_fails_on_rejections_and_rerun_replaces(spark, mixed_inputs, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an earlier run")
+    assert _run("--input", str(mixed_inputs), "--output", str(out)) == 0
+    (out / "stale.txt").write_text("left in an earlier scilens output")
     assert _run("--input", str(mixed_inputs), "--output", str(out), "--strict") == 1
     assert not (out / "stale.txt").exists()  # replaced as a whole, not merged
     assert (out / "manifest.json").exists()
 
 
-def test_nothing_succeeding_exits_nonzero(spark, mixed_inputs, tmp_path):
+def test_nothing_succeeding_exits_nonzero_and_keeps_the_previous_output(spark, mixed_inputs, tmp_path):
     out = tmp_path / "out"
+    assert _run("--input", str(mixed_inputs), "--output", str(out)) == 0
+    before = json.loads((out / "manifest.json").read_text())
     assert _run("--input", str(mixed_inputs / "noise.fits"), "--output", str(out)) == 1
-    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((out / "manifest.json").read_text()) == before  # the failed run committed nothing
 
 
 def test_failed_job_leaves_no_output(spark, tmp_path):
@@ -125,3 +127,49 @@ def test_config_errors_and_help(capsys, tmp_path):
 def test_missing_input_is_named(spark, tmp_path):
     assert _run("--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_many_small_and_hostile_files_few_tasks_every_path_accounted(spark, tmp_path, small_64d):
+    """300 tiny NIfTI files among hostile ones: grouped into a few tasks, good ones ingested, each bad one named."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tiny = np.arange(3 * 2 * 2 * 2, dtype=np.int16).reshape(3, 2, 2, 2)
+    good = {f"tiny{i:03d}.nii" for i in range(300)} | {"odd name ü;$(x) [1].nii.gz", "real.nii"}
+    for i, name in enumerate(sorted(good - {"real.nii"})):
+        nib.save(nib.Nifti1Image(tiny + i, np.eye(4)), str(inputs / name))
+    shutil.copy(small_64d[0], inputs / "real.nii")
+    (inputs / "empty.nii").write_bytes(b"")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 0), np.int16), np.eye(4)), str(inputs / "novolumes.nii"))
+    (inputs / "loop.nii").symlink_to(inputs / "loop.nii")
+    header = nib.Nifti1Header()  # 2 GiB a volume claimed by a 2.4 KB file
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((1024, 1024, 1024, 1))
+    header.set_data_offset(352)
+    with open(inputs / "liar.nii", "wb") as handle:
+        header.write_to(handle)
+        handle.write(b"\0" * (352 - handle.tell()) + b"\1" * 2000)
+
+    tracker = spark.sparkContext.statusTracker()
+    jobs_before = set(tracker.getJobIdsForGroup())
+    out = tmp_path / "out"
+    assert _run("--input", str(inputs), "--output", str(out)) == 0
+    stages = [s for j in set(tracker.getJobIdsForGroup()) - jobs_before for s in tracker.getJobInfo(j).stageIds]
+    tasks = [tracker.getStageInfo(s).numTasks for s in stages if tracker.getStageInfo(s)]
+    assert tasks and max(tasks) <= 8  # one task per file would be 306
+
+    volumes = spark.read.parquet(str(out / "volumes.parquet"))
+    counts = {Path(r.path).name: r["count"] for r in volumes.groupBy("path").count().collect()}
+    assert counts == {**{name: 2 for name in good}, "real.nii": 65}
+    row = volumes.where(volumes.path == str(inputs / "tiny123.nii")).where("volume = 1").first()
+    assert np.array_equal(tensor.decode(row.data), tiny[..., 1] + 124)  # sorted(): the odd name comes first
+    rejected = {Path(r.path).name: r.message
+                for r in spark.read.parquet(str(out / "_rejected" / "rejected.parquet")).collect()}
+    assert set(rejected) == {"empty.nii", "novolumes.nii", "loop.nii", "liar.nii"}
+    assert "empty file (0 bytes)" in rejected["empty.nii"]
+    assert "4-D image with 0 volumes" in rejected["novolumes.nii"]
+    assert "Too many levels of symbolic links" in rejected["loop.nii"]
+    assert f"header claims {352 + 2**31} bytes" in rejected["liar.nii"]
+    assert "the file holds only 2352 bytes" in rejected["liar.nii"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"succeeded": len(good), "rejected": 4}
+    assert manifest["input_files"] == len(good) + 4  # every path listed ends in the output or in _rejected

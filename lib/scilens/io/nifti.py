@@ -1,10 +1,17 @@
 """NIfTI-1/2 images and FSL gradient files -> one row per 3-D volume, and back.
 
 Reading runs on the executors: :func:`read_volumes` takes a DataFrame of
-paths and each task opens its own files. A 4-D file is streamed one volume
-at a time (NIfTI stores the last axis slowest, so volume ``v`` is one
-contiguous run of bytes, also inside a ``.nii.gz``): memory per task is one
-volume, whatever the subject's size.
+paths and each task opens its own files; small files share a task
+(:func:`plan_tasks`), since a task costs more than reading a tiny file. A
+4-D file is streamed one volume at a time (NIfTI stores the last axis
+slowest, so volume ``v`` is one contiguous run of bytes, also inside a
+``.nii.gz``): memory per task is one volume, whatever the subject's size.
+
+Headers are not trusted: before any voxel is read, the bytes the header
+claims must fit in the file (uncompressed) and one volume must fit the
+memory budget ``max_volume_mb`` (always; the only bound a ``.nii.gz`` header
+can be held to before decompressing), and volumes are read in chunks, so a
+file shorter than its header says costs no more memory than it holds.
 
 Values equal ``np.asanyarray(nibabel.load(path).dataobj)[..., v]``: the on-disk
 dtype when the header has no scaling, the scaled values when it has.
@@ -13,6 +20,10 @@ dtype when the header has no scaling, the scaled values when it has.
 from __future__ import annotations
 
 import csv
+import heapq
+import math
+import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,22 +31,25 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nibabel.volumeutils import apply_read_scaling, array_from_file
+from nibabel.volumeutils import apply_read_scaling
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from scilens.core import tensor
-from scilens.core.inputs import InputError, paths_frame
+from scilens.core.inputs import InputError
 from scilens.core.quarantine import guard_rows, split_rejected, with_rejected_field
 
 __all__ = [
+    "DEFAULT_MAX_VOLUME_MB",
+    "DEFAULT_TASK_MB",
     "MANIFEST_COLUMNS",
     "NIFTI_SUFFIXES",
     "VOLUME_SCHEMA",
     "find_gradient_files",
     "gradient_arrays",
     "iter_volumes",
+    "plan_tasks",
     "read_gradients",
     "read_subject_manifest",
     "read_volumes",
@@ -46,6 +60,22 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+DEFAULT_MAX_VOLUME_MB = 1024
+"""Largest 3-D volume read by default, MiB in memory (after scaling). Spark cannot
+hold a binary value of 2 GiB or more, and a volume row is copied a few times
+on its way (decoded, scaled, encoded, Arrow), so a worker needs several times this."""
+
+DEFAULT_TASK_MB = 64
+"""Files smaller than this (MiB on disk) share a read task, up to this much per task."""
+
+FILE_COST_BYTES = 1 << 20
+"""What opening one file costs, counted as bytes when files are dealt out to tasks:
+a file is never free, however small (plain Python reads a tiny NIfTI in ~6.5 ms,
+about what reading a MiB costs)."""
+
+_CHUNK_BYTES = 8 << 20
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
 
 MANIFEST_COLUMNS = ("subject", "nifti", "bval", "bvec")
 """Columns of a subject manifest CSV: one subject per line, its 4-D image and FSL gradient files."""
@@ -90,20 +120,57 @@ def find_gradient_files(path: str | Path) -> tuple[Path, Path] | None:
     return None
 
 
+def _number_table(path: str | Path, what: str) -> np.ndarray:
+    """A gradient file as a 2-D float table, or a ValueError saying what is wrong with it."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read {what} file ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise ValueError(f"{path}: empty {what} file")
+    try:
+        return np.loadtxt(path, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {what} file is not a table of numbers ({exc})") from None
+
+
 def read_gradients(bval_path: str | Path, bvec_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read FSL gradient files as dipy does: b-values ``(n,)`` and unit vectors ``(n, 3)``."""
+    """Read FSL gradient files as dipy does: b-values ``(n,)`` and unit vectors ``(n, 3)``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file at fault and what is wrong: unreadable or empty, not
+        numbers, b-values not one row (or column), b-vectors not 3 rows (FSL)
+        or 3 columns, or counts that differ.
+    """
     from dipy.io.gradients import read_bvals_bvecs
 
+    # Checked here first: dipy's messages ("bvec file should have three rows") name
+    # neither the file nor the shape it found.
+    vals = _number_table(bval_path, "b-value")
+    vecs = _number_table(bvec_path, "b-vector")
+    if min(vals.shape) != 1:
+        raise ValueError(f"{bval_path}: b-values must be one row (or one column) of numbers, "
+                         f"this file is {vals.shape[0]} x {vals.shape[1]}")
+    n_vals = vals.size
+    if 3 not in vecs.shape:
+        raise ValueError(f"{bvec_path}: b-vectors must be 3 rows (FSL) or 3 columns of numbers, "
+                         f"this file is {vecs.shape[0]} x {vecs.shape[1]}")
+    if vecs.shape[0] == 3 and vecs.shape[1] == n_vals:  # FSL's layout, 3 x n
+        n_vecs = n_vals
+    elif vecs.shape[1] == 3:  # n x 3, which dipy accepts too
+        n_vecs = vecs.shape[0]
+    else:
+        n_vecs = vecs.shape[1]
+    if n_vecs != n_vals:
+        raise ValueError(f"{bval_path} has {n_vals} b-values but {bvec_path} has {n_vecs} b-vectors "
+                         f"(a {vecs.shape[0]} x {vecs.shape[1]} table)")
     try:
         bvals, bvecs = read_bvals_bvecs(str(bval_path), str(bvec_path))
     except (OSError, ValueError) as exc:
-        try:
-            n_vals = np.loadtxt(bval_path, ndmin=1).size
-            vec_shape = np.loadtxt(bvec_path, ndmin=2).shape
-        except ValueError:
-            raise ValueError(f"{bval_path} / {bvec_path}: not tables of numbers ({exc})") from None
-        n_vecs = vec_shape[0] if vec_shape[1] == 3 else vec_shape[1]
-        raise ValueError(f"{bval_path} has {n_vals} b-values but {bvec_path} has {n_vecs} b-vectors") from None
+        raise ValueError(f"{bval_path} / {bvec_path}: not an FSL gradient table ({exc})") from None
     return np.asarray(bvals, dtype=np.float64), np.asarray(bvecs, dtype=np.float64)
 
 
@@ -116,42 +183,131 @@ def gradient_arrays(bvals: Sequence[float | None], bvecs: Sequence[Sequence[floa
     return vals, vecs
 
 
-def iter_volumes(path: str | Path) -> tuple[nib.Nifti1Image, Iterator[np.ndarray]]:
+def _check_file(path: str) -> int:
+    """Size of the regular file ``path``, or an error saying why it cannot be an image."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:  # missing, a symlink loop, a dangling link, no search permission
+        raise OSError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path}: not a regular file")
+    if info.st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), not a NIfTI image")
+    try:  # nibabel turns an unopenable file into "Cannot work out file type"
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(f"{path}: permission denied (cannot open the file for reading)") from None
+    return info.st_size
+
+
+def _check_claims(path: str, img: nib.Nifti1Image, max_volume_bytes: int | None) -> None:
+    """Refuse an image whose header claims more than its file holds or a volume more than the budget.
+
+    Run before any voxel is read: nibabel and numpy allocate what the header
+    says first and find out the file is short after.
+    """
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{path}: expected a 3-D or 4-D image, got shape {shape}")
+    if len(shape) == 4 and shape[3] == 0:
+        raise ValueError(f"{path}: 4-D image with 0 volumes (shape {shape})")
+    if 0 in shape[:3]:
+        raise ValueError(f"{path}: image has an empty dimension (shape {shape}), no voxels")
+    proxy = img.dataobj
+    dtype = img.get_data_dtype()
+    n_volumes = shape[3] if len(shape) == 4 else 1
+    voxels = math.prod(shape[:3])  # Python ints: int64 overflows on NIfTI-2 dimensions
+    claimed = proxy.offset + n_volumes * voxels * dtype.itemsize
+    image_file = img.file_map["image"].filename or path
+    if not str(image_file).lower().endswith(_COMPRESSED_SUFFIXES):
+        size = os.path.getsize(image_file)
+        if claimed > size:
+            raise ValueError(f"{path}: header claims {claimed} bytes (offset {proxy.offset} + {n_volumes} "
+                             f"volume(s) of {shape[:3]} {dtype}), but the file holds only {size} bytes")
+    if max_volume_bytes is not None:
+        scaled = proxy.slope != 1 or proxy.inter != 0
+        volume_bytes = voxels * (max(dtype.itemsize, 8) if scaled else dtype.itemsize)
+        if volume_bytes > max_volume_bytes:
+            raise ValueError(f"{path}: header claims volumes of {shape[:3]} {dtype}, {volume_bytes / 2**20:.1f} "
+                             f"MiB each in memory, more than the budget of {max_volume_bytes / 2**20:.1f} MiB "
+                             f"per volume (max_volume_mb)")
+
+
+def _read_volume(fileobj: Any, path: str, v: int, n_volumes: int, shape: tuple[int, ...], dtype: np.dtype,
+                 offset: int) -> np.ndarray:
+    """Volume ``v`` read in chunks into an untouched buffer: memory grows with the bytes that exist."""
+    n_bytes = math.prod(shape) * dtype.itemsize
+    if fileobj.tell() != offset:
+        fileobj.seek(offset)
+    buffer = np.empty(n_bytes, dtype=np.uint8)  # pages are committed only as they are written
+    view = memoryview(buffer)
+    done = 0
+    while done < n_bytes:
+        got = fileobj.readinto(view[done:done + _CHUNK_BYTES])
+        if not got:
+            raise ValueError(f"{path}: file ends {done} bytes into volume {v} of {n_volumes}, "
+                             f"which needs {n_bytes} bytes")
+        done += got
+    return np.ndarray(shape, dtype=dtype, buffer=buffer, order="F")
+
+
+def iter_volumes(path: str | Path, max_volume_mb: float | None = DEFAULT_MAX_VOLUME_MB
+                 ) -> tuple[nib.Nifti1Image, Iterator[np.ndarray]]:
     """Open a NIfTI file; return its (header-only) image and an iterator of 3-D volumes.
 
     A 3-D file yields one volume; a 4-D file yields ``shape[3]`` volumes in
     order, reading the file once, front to back.
+
+    Parameters
+    ----------
+    path : str or Path
+    max_volume_mb : float or None
+        Largest volume accepted, MiB in memory after scaling (None: no bound).
+
+    Raises
+    ------
+    OSError, ValueError
+        Before reading any voxel: the file cannot be opened, is empty, is not
+        NIfTI, is not 3-D or 4-D, has no volumes, claims more bytes than it
+        holds (uncompressed) or a volume larger than ``max_volume_mb``.
     """
     path = str(path)
+    _check_file(path)
     img = nib.load(path)
+    _check_claims(path, img, None if max_volume_mb is None else int(max_volume_mb * 2**20))
     shape = img.shape
-    if len(shape) not in (3, 4):
-        raise ValueError(f"{path}: expected a 3-D or 4-D image, got shape {shape}")
     proxy = img.dataobj
-    vol_shape = shape[:3]
+    vol_shape = tuple(int(n) for n in shape[:3])
     n_volumes = shape[3] if len(shape) == 4 else 1
     dtype = img.get_data_dtype()
-    vol_bytes = int(np.prod(vol_shape)) * dtype.itemsize
+    vol_bytes = math.prod(vol_shape) * dtype.itemsize
     slope, inter = proxy.slope, proxy.inter
 
     def volumes() -> Iterator[np.ndarray]:
         with nib.openers.ImageOpener(path, "rb") as fileobj:
             for v in range(n_volumes):
-                raw = array_from_file(vol_shape, dtype, fileobj, offset=proxy.offset + v * vol_bytes,
-                                      order="F", mmap=False)
+                raw = _read_volume(fileobj, path, v, n_volumes, vol_shape, dtype, proxy.offset + v * vol_bytes)
                 yield apply_read_scaling(raw, slope, inter)
 
     return img, volumes()
 
 
 def volume_rows(path: str, subject: str | None = None,
-                gradients: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of :data:`VOLUME_SCHEMA` for one NIfTI file (gradients read from side files if not given)."""
+                gradients: tuple[np.ndarray, np.ndarray] | None = None,
+                gradient_files: tuple[str, str] | None = None,
+                max_volume_mb: float | None = DEFAULT_MAX_VOLUME_MB) -> Iterator[dict[str, Any]]:
+    """Rows of :data:`VOLUME_SCHEMA` for one NIfTI file.
+
+    Gradients are ``gradients`` if given, else read from ``gradient_files``,
+    else from the FSL side files next to the image (if any). The image is
+    opened first, so a bad image is blamed, not its gradient files.
+    """
     subject = subject or subject_name(path)
-    img, volumes = iter_volumes(path)
+    img, volumes = iter_volumes(path, max_volume_mb)
     n_volumes = img.shape[3] if len(img.shape) == 4 else 1
     if gradients is None:
-        side = find_gradient_files(path)
+        side = gradient_files or find_gradient_files(path)
         gradients = read_gradients(*side) if side else None
     if gradients is not None:
         bvals, bvecs = gradients
@@ -169,8 +325,66 @@ def volume_rows(path: str, subject: str | None = None,
         }
 
 
-def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame,
-                 step: str = "read_nifti") -> tuple[DataFrame, DataFrame]:
+def plan_tasks(sizes: Sequence[int], task_bytes: int, min_tasks: int = 1) -> list[list[int]]:
+    """Deal files out to tasks by size: small files share a task, a large one has its own.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        File sizes in bytes (0 for a file that cannot be seen: its reader rejects it).
+    task_bytes : int
+        Target bytes per task. A file of at least this much (counting
+        :data:`FILE_COST_BYTES` for opening it) is a task of its own; the
+        others are spread over as few tasks as hold them at this target.
+    min_tasks : int
+        At least this many tasks (while there are files), e.g. the number of
+        cores, so that grouping never leaves a core idle.
+
+    Returns
+    -------
+    list of list of int
+        Indices into ``sizes``, one list per task, ascending within a task;
+        heaviest task first (Spark starts partitions in order, so the long
+        ones do not run last).
+    """
+    costs = [max(0, int(s)) + FILE_COST_BYTES for s in sizes]
+    big = [i for i, c in enumerate(costs) if c >= task_bytes]
+    small = [i for i, c in enumerate(costs) if c < task_bytes]
+    groups: list[list[int]] = [[i] for i in big]
+    if small:
+        n_small = max(math.ceil(sum(costs[i] for i in small) / task_bytes), min(len(small), min_tasks - len(big)))
+        # Longest processing time first: each file to the lightest task so far.
+        heap = [(0, g) for g in range(n_small)]
+        dealt: list[list[int]] = [[] for _ in range(n_small)]
+        for i in sorted(small, key=lambda i: -costs[i]):
+            load, g = heapq.heappop(heap)
+            dealt[g].append(i)
+            heapq.heappush(heap, (load + costs[i], g))
+        groups += [sorted(g) for g in dealt if g]
+    return sorted(groups, key=lambda g: -sum(costs[i] for i in g))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # the reader rejects it, with the reason
+        return 0
+
+
+def _grouped_frame(spark: SparkSession, rows: Sequence[tuple[Any, ...]], schema: T.StructType,
+                   task_bytes: int) -> DataFrame:
+    """``rows`` (with a ``path`` column) as a DataFrame with one partition per task of :func:`plan_tasks`."""
+    at = schema.fieldNames().index("path")
+    groups = plan_tasks([_file_size(str(r[at])) for r in rows], task_bytes, spark.sparkContext.defaultParallelism)
+    tasks = [[tuple(rows[i]) for i in group] for group in groups]
+    # One element per slice: parallelize cuts n elements into n slices, one each.
+    rdd = spark.sparkContext.parallelize(tasks, max(1, len(tasks))).flatMap(lambda task: task)
+    return spark.createDataFrame(rdd, schema)
+
+
+def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame, step: str = "read_nifti",
+                 max_volume_mb: float | None = DEFAULT_MAX_VOLUME_MB,
+                 task_mb: float | None = DEFAULT_TASK_MB) -> tuple[DataFrame, DataFrame]:
     """Read NIfTI files on the executors into volume rows.
 
     Parameters
@@ -184,6 +398,14 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame,
         ``subject`` column.
     step : str
         Step name recorded for rejected files.
+    max_volume_mb : float or None
+        Largest volume accepted, MiB in memory: a file whose header claims
+        more is rejected before any voxel is read (None: no bound).
+    task_mb : float or None
+        Files are dealt out to tasks by size (:func:`plan_tasks`), about this
+        many MiB per task; a larger file has a task of its own. A DataFrame
+        given as ``paths`` is collected (it holds paths only) and regrouped.
+        None keeps ``paths`` as partitioned (a list: one file per task).
 
     Returns
     -------
@@ -191,16 +413,21 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame,
         Rows of :data:`VOLUME_SCHEMA`, and one rejected record per file that
         could not be read whole (none of its volumes are kept).
     """
+    # task_mb None: one task per task as given, i.e. per file for a list (every file "large").
+    task_bytes = 1 if task_mb is None else max(1, int(task_mb * 2**20))
     if not isinstance(paths, DataFrame):
-        paths = paths_frame(spark, paths)
+        paths = _grouped_frame(spark, [(str(p),) for p in paths],
+                               T.StructType([T.StructField("path", T.StringType(), False)]), task_bytes)
+    elif task_mb is not None:
+        paths = _grouped_frame(spark, [tuple(r) for r in paths.collect()], paths.schema, task_bytes)
     columns = VOLUME_SCHEMA.fieldNames()
 
     def produce(row: pd.Series) -> Iterator[dict[str, Any]]:
-        grads = None
+        files = None
         if isinstance(row.get("bval_path"), str) and isinstance(row.get("bvec_path"), str):
-            grads = read_gradients(row["bval_path"], row["bvec_path"])
+            files = (row["bval_path"], row["bvec_path"])
         subject = row.get("subject") if isinstance(row.get("subject"), str) else None
-        return volume_rows(row["path"], subject, grads)
+        return volume_rows(row["path"], subject, gradient_files=files, max_volume_mb=max_volume_mb)
 
     def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:

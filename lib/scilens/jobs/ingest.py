@@ -15,7 +15,6 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 
 from scilens.core.config import field
-from scilens.core.inputs import list_files
 from scilens.core.job import Job, JobConfig, JobContext
 from scilens.core.session import cached_batch_rows
 from scilens.io import fits as fits_io
@@ -28,6 +27,13 @@ class IngestConfig(JobConfig):
 
     formats: list[str] = field(["nifti", "fits"], "Which file kinds to ingest.", choices=("nifti", "fits"))
     fits: fits_io.FitsLayout = field(fits_io.FitsLayout(), "HDU layout of FITS inputs.")
+    max_volume_mb: int = field(nifti.DEFAULT_MAX_VOLUME_MB,
+                               "Largest 3-D NIfTI volume accepted, MiB in memory after scaling; a file whose "
+                               "header claims more is rejected before any voxel is read (Spark holds no "
+                               "value of 2 GiB or more).", min=1, max=2047)
+    task_mb: int = field(nifti.DEFAULT_TASK_MB,
+                         "NIfTI files smaller than this (MiB on disk) share a Spark task, about this much "
+                         "per task; a larger file has a task of its own.", min=1, max=1 << 20)
 
 
 def _write(ctx: JobContext, name: str, rows: DataFrame, rejected: DataFrame, count_name: str) -> int:
@@ -51,7 +57,7 @@ class IngestJob(Job):
         suffixes = {"nifti": nifti.NIFTI_SUFFIXES, "fits": fits_io.FITS_SUFFIXES}
         wanted = tuple(s for kind in config.formats for s in suffixes[kind])
         with ctx.step("list inputs") as step:
-            paths = list_files(ctx.inputs, wanted)
+            paths = ctx.list_inputs(wanted)  # an unlistable directory is rejected, not skipped
             by_kind = {kind: [p for p in paths if p.lower().endswith(suffixes[kind])] for kind in config.formats}
             # A file named for neither kind (given explicitly) goes to the first reader, which rejects it.
             leftovers = [p for p in paths if not any(p in v for v in by_kind.values())]
@@ -60,7 +66,8 @@ class IngestJob(Job):
         succeeded = 0
         if by_kind.get("nifti"):
             with cached_batch_rows(ctx.spark, 1):  # a volume per cached batch, not a subject
-                volumes, rejected = nifti.read_volumes(ctx.spark, by_kind["nifti"])
+                volumes, rejected = nifti.read_volumes(ctx.spark, by_kind["nifti"], max_volume_mb=config.max_volume_mb,
+                                                       task_mb=config.task_mb)
                 succeeded += _write(ctx, "volumes", volumes, rejected, "volumes")
         if by_kind.get("fits"):
             images, rejected = fits_io.read_images(ctx.spark, by_kind["fits"], config.fits)
