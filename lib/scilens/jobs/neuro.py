@@ -46,8 +46,7 @@ class NeuroConfig(JobConfig):
 
     # Every number is bounded: a value past these is a typo, and must fail here, not in a task minutes later.
     b0_threshold: float = field(10.0, "b-value (s/mm²) at or below which a volume is a b0 volume "
-                                "(reference: 10).", min=0, max=1000, check=math.isfinite,
-                                check_doc="a finite number")
+                                "(reference: 10).", min=0, max=1000)
     segment: SegmentConfig = field(SegmentConfig(), "Brain mask by median_otsu on the mean b0 image.")
     denoise: DenoiseConfig = field(DenoiseConfig(), "Non-local means denoising of each volume.")
     fit: TensorFitConfig = field(TensorFitConfig(), "Diffusion tensor model.")
