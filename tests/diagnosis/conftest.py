@@ -18,6 +18,45 @@ from scilens.diagnosis import datasets
 
 SAMPLED_TECHNIQUES = ["maxmargin", "stratified_cm", "uniform", "eb_tree"]
 
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
+INFERENCE_TOLERANCE = 64 * FLOAT32_EPS
+"""How far float32 inference of one model on the same inputs may differ between two processes.
+
+A Spark worker and the test process run the same graph, but batch size and the kernel chosen for it
+change the order of float32 sums: each output moves by a few ulps of the largest terms it accumulates,
+and later layers carry earlier layers' rounding, so the bound is float32 epsilon (1.19e-7) times a small
+factor, relative to the layer's scale (its largest value; an element that cancels to near zero keeps
+the absolute error, up to 1.5e-4 of itself here). Measured on the digits' LeNet (workers against a
+predict at batch sizes 32 and 256): at most 4.2 eps of the scale (fc2_bn). 64 eps (7.6e-6) leaves 15x
+room for other CPUs' kernels and deeper sums, while any real difference (another model, other inputs, a
+shifted row: >= 1e-3 of the scale) still fails. Comparisons made in one process, or of what a store
+holds, stay exact."""
+
+
+def assert_inference_close(got, expected, err_msg: str = "") -> None:
+    """``got`` equals ``expected`` (float32 inference in another process) within :data:`INFERENCE_TOLERANCE`.
+
+    The tolerance is relative to the array's largest magnitude: rounding in a sum scales with its
+    terms, not with its result, so an element that cancels to near zero keeps the absolute error.
+    """
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert got.shape == expected.shape, (got.shape, expected.shape, err_msg)
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=INFERENCE_TOLERANCE * max(scale, 1e-30), err_msg=err_msg)
+
+
+def assert_same_predictions(predicted, scores, err_msg: str = "") -> None:
+    """Each predicted class is a maximum of ``scores`` (another process's float32 outputs) up to rounding.
+
+    Equal to ``scores.argmax(1)`` wherever the top two scores are further apart than
+    :data:`INFERENCE_TOLERANCE` of the row's scale; at a closer tie either class is right.
+    """
+    predicted, scores = np.asarray(predicted), np.asarray(scores, np.float64)
+    rows = np.arange(len(scores))
+    slack = INFERENCE_TOLERANCE * np.abs(scores).max(axis=1)
+    ok = scores[rows, predicted] >= scores.max(axis=1) - slack
+    assert ok.all(), f"{err_msg}: items {np.flatnonzero(~ok)[:10].tolist()} predicted a class that is not the maximum"
+
 
 @dataclass
 class TrainedDigits:
