@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from scilens.diagnosis.sampling import SampleLatentTask
 from tests.cluster import standalone_cluster, submit
+from tests.diagnosis.conftest import assert_inference_close, assert_same_predictions
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +28,25 @@ def test_sample_on_standalone_cluster_equals_local(spark, trained_digits, digits
     ours = spark.read.parquet(str(sampled / "embeddings.parquet")).toPandas().sort_values("id")
     theirs = spark.read.parquet(str(out / "embeddings.parquet")).toPandas().sort_values("id")
     assert ours["id"].tolist() == theirs["id"].tolist()
-    np.testing.assert_allclose(np.stack(theirs["latent"].to_numpy()), np.stack(ours["latent"].to_numpy()),
-                               rtol=1e-5, atol=1e-5)
+    # Inference on the cluster's executors and on local[2]'s workers: float32, equal up to summation order.
+    assert_inference_close(np.stack(theirs["latent"].to_numpy()), np.stack(ours["latent"].to_numpy()),
+                           err_msg="latent")
+    assert_same_predictions(theirs["prediction"].to_numpy(), np.stack(ours["logits"].to_numpy()))
+    # The cluster's samples are the pure samplers on the cluster's own embeddings (the samplers are
+    # deterministic functions of those bits) ...
+    latent = np.stack(theirs["latent"].to_numpy()).astype(np.float64)
+    ids, labels, predictions = theirs["id"].to_numpy(), theirs["label"].to_numpy(), theirs["prediction"].to_numpy()
     local = spark.read.parquet(str(sampled / "samples")).toPandas()
     remote = spark.read.parquet(str(out / "samples")).toPandas()
+
+    def drawn(frame, technique, fraction):
+        return sorted(frame[(frame.technique == technique) & np.isclose(frame.fraction, fraction)]["id"])
+
     for technique in ("maxmargin", "stratified_cm", "uniform"):
-        for fraction in (0.05, 0.2):
-            def ids(frame, t=technique, f=fraction):
-                return sorted(frame[(frame.technique == t) & np.isclose(frame.fraction, f)]["id"])
-            assert ids(remote) == ids(local), (technique, fraction)
+        expected = SampleLatentTask(technique).run(latent, labels, predictions, [0.05, 0.2])
+        for fraction, sample in expected.items():
+            assert drawn(remote, technique, fraction) == sorted(ids[sample.index]), (technique, fraction)
+            # ... and the local run's: rounding differences between the two inferences can only move an
+            # item that ties another at a ranking or class boundary, so nearly all items are shared.
+            mine, yours = set(drawn(local, technique, fraction)), set(drawn(remote, technique, fraction))
+            assert len(mine & yours) >= 0.95 * max(len(mine), len(yours)), (technique, fraction)
