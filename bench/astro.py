@@ -83,7 +83,7 @@ def bench_config(quick: bool):
     from scilens.core.config import load_config
 
     return load_config(AstroConfig, ROOT / "conf" / "astro_pipeline.yaml",
-                       [*(TINY_SKYMAP if quick else []), "report.enabled=false"])
+                       [*(TINY_SKYMAP if quick else ["skymap.preset=dissertation"]), "report.enabled=false"])
 
 
 # ----------------------------------------------------------------------------- implementations
@@ -254,8 +254,8 @@ def truth_scores(survey: Path, output: Path, quick: bool) -> dict:
     catalog = pd.read_parquet(output / "catalog.parquet")
     variances = {p: fits.getdata(pipeline.coadd_path(output, skymap, p), "VARIANCE").astype(float)
                  for p in skymap.patch_names() if pipeline.coadd_path(output, skymap, p).exists()}
-    truth = validate.truth_in_patches(pd.read_parquet(survey.parent / "truth.parquet"), skymap, variances,
-                                      config.detect.kernel_fwhm_arcsec)
+    fwhm = pipeline.median_psf_fwhm(output, skymap, list(variances), config)  # the co-adds' measured PSF
+    truth = validate.truth_in_patches(pd.read_parquet(survey.parent / "truth.parquet"), skymap, variances, fwhm)
     pairs = validate.match(catalog, truth, 1.0)
     return validate.score(catalog, truth, pairs, skymap.config.pixel_scale_arcsec, exclude_flags=UNRELIABLE).as_dict()
 

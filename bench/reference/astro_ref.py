@@ -69,8 +69,10 @@ def run(inputs: str | list[str], output: str | Path, config: pipeline.AstroConfi
         t = tick("write", t)
         catalogs.append(pipeline.detect_patch(coadd, patch, skymap, config))
         t = tick("detect", t)
-    catalog = pipeline.write_catalog(pd.concat(catalogs, ignore_index=True) if catalogs else
-                                     pd.DataFrame(columns=pipeline.CATALOG_COLUMNS), output)
+    catalog, _ = pipeline.write_run_outputs(pd.concat(catalogs, ignore_index=True) if catalogs else
+                                            pd.DataFrame(columns=pipeline.CATALOG_COLUMNS), output, skymap,
+                                            [p for p in skymap.patch_names() if pipeline.coadd_path(output, skymap,
+                                                                                                    p).exists()])
     tick("write", t)
     return {"seconds": dict(seconds), "images": len(inside) - len(set(skipped) & {i.path for i in inside}),
             "patches": len(catalogs), "sources": len(catalog), "skipped": skipped, "skymap": skymap}

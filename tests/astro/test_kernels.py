@@ -8,12 +8,13 @@ import pytest
 from scilens.astro import background, coadd, pipeline, warp
 from scilens.astro.preprocess import CalibratedImage
 from scilens.astro.skymap import PatchBox, SkyMap, SkyMapConfig, footprint
+from scilens.io import fits as fits_io
 from scilens.synth import profiles, sky
 
 
 def _skymap(nx: int = 3, ny: int = 2, inner: int = 100, border: int = 10) -> SkyMap:
-    config = SkyMapConfig(patch_inner_px=inner, patch_border_px=border, center_ra=150.0, center_dec=2.0,
-                          patches=[nx, ny])
+    config = SkyMapConfig(pixel_scale_arcsec=0.333, patch_inner_px=inner, patch_border_px=border, center_ra=150.0,
+                          center_dec=2.0, patches=[nx, ny])
     return SkyMap.from_config(config)
 
 
@@ -62,7 +63,8 @@ def test_automatic_skymap_covers_the_images_and_leaves_outliers_out():
             prints[f"{visit.visit}-{ccd}"] = footprint(sky.ccd_wcs(cfg, visit, ccd), tuple(cfg.ccd_shape))
     far_ra, far_dec = prints["0-0"]
     prints["far"] = (far_ra + 25.0, far_dec)
-    skymap = SkyMap.from_config(SkyMapConfig(patch_inner_px=300, patch_border_px=30), prints)
+    skymap = SkyMap.from_config(SkyMapConfig(pixel_scale_arcsec=0.333, patch_inner_px=300, patch_border_px=30),
+                                prints)
     assert (skymap.patches_x, skymap.patches_y) == (2, 2)  # 2.9' of mosaic + dithers on 100" patches
     for name, (ra, dec) in prints.items():
         assert bool(skymap.overlaps(ra, dec)) == (name != "far")
@@ -72,13 +74,58 @@ def test_named_skymap_presets_set_the_geometry_and_refuse_contradictions():
     from scilens.core.config import ConfigError
 
     tiny = SkyMapConfig(preset="tiny")
-    assert (tiny.patch_inner_px, tiny.patch_border_px, tiny.pixel_scale_arcsec) == (300, 30, 0.333)
+    assert (tiny.patch_inner_px, tiny.patch_border_px, tiny.pixel_scale_arcsec) == (380, 38, None)  # native scale
     paper = SkyMapConfig(preset="dissertation", patch_inner_px=2000)  # agreeing explicitly is fine
     assert (paper.patch_inner_px, paper.patch_border_px, paper.projection) == (2000, 100, "TAN")
+    assert paper.pixel_scale_arcsec == 0.333 and paper.with_native_scale([0.04]).pixel_scale_arcsec == 0.333
     with pytest.raises(ConfigError, match="patch_inner_px: 500 contradicts preset 'tiny'"):
         SkyMapConfig(preset="tiny", patch_inner_px=500)
     with pytest.raises(ConfigError, match="preset: 'huge' is not allowed"):
         SkyMapConfig(preset="huge")
+
+
+def test_default_pixel_scale_is_the_inputs_native_scale(tmp_path):
+    """Co-adds default to the median scale of the inputs (no resampling loss), not the 0.333"/px of one survey."""
+    images = []
+    for k, scale in enumerate([0.04, 0.05, 0.04]):  # a stray image at another scale does not set the grid
+        image = sky.make_image((64, 64), n_sources=3, seed=k, fwhm_px=2.0)
+        wcs = sky.tan_wcs((64, 64), 150.0, 2.2, scale)
+        images.append(fits_io.write_image(tmp_path / f"i{k}.fits", image.flux, image.variance, image.mask,
+                                          wcs.to_header()))
+    infos = [pipeline.scan(str(p), fits_io.FitsLayout()) for p in images]
+    assert [round(i.pixel_scale_arcsec, 6) for i in infos] == [0.04, 0.05, 0.04]
+    skymap, inside, _ = pipeline.build_skymap(infos, SkyMapConfig())
+    assert skymap.config.pixel_scale_arcsec == 0.04 and len(inside) == 3
+    assert pipeline.AstroConfig().skymap.pixel_scale_arcsec is None
+    paper, _, _ = pipeline.build_skymap(infos, SkyMapConfig(preset="dissertation"))
+    assert paper.config.pixel_scale_arcsec == 0.333
+    with pytest.raises(ValueError, match="pixel scale is automatic"):
+        SkyMap.from_config(SkyMapConfig(), {"a": (infos[0].footprint_ra, infos[0].footprint_dec)})
+
+
+def test_detection_defaults_follow_the_measured_psf_and_deblend():
+    """A pair of 2-pixel stars 5 pixels apart on a 0.04"/px co-add: two sources with the defaults."""
+    from scilens.astro import detect
+
+    config = detect.DetectConfig()
+    assert config.kernel_fwhm_arcsec is None and config.deblend
+    shape = (160, 160)
+    rng = np.random.default_rng(3)
+    flux = rng.normal(0.0, 1.0, shape)
+    for x0, y0, f in [(70.2, 80.4, 4000.0), (75.3, 80.1, 2500.0), (40.0, 40.0, 3000.0)]:
+        flux += profiles.moffat_psf(shape, 2.0, 2.5, x0=x0, y0=y0, flux=f)
+    stack = coadd.Coadd(flux.astype(np.float32), np.ones(shape, np.float32), np.zeros(shape, np.int32),
+                        np.full(shape, 4, np.int16), psf_fwhm_arcsec=0.08)
+    wcs = sky.tan_wcs(shape, 150.0, 2.2, 0.04)
+    found = detect.run(stack, wcs, 0.04, config)
+    assert len(found) == 3
+    pair = found[found["x"].between(65, 80)].sort_values("x")
+    assert np.allclose(pair["x"], [70.2, 75.3], atol=0.3) and np.allclose(pair["y"], [80.4, 80.1], atol=0.3)
+    # The former defaults -- a 1" ground-seeing kernel, no deblending -- merge everything into one blob.
+    merged = detect.run(stack, wcs, 0.04, detect.DetectConfig(kernel_fwhm_arcsec=1.0, deblend=False))
+    assert len(merged) < 3
+    with pytest.raises(ValueError, match="no PSF measurement"):
+        detect.run(coadd.Coadd(stack.flux, stack.variance, stack.mask, stack.count), wcs, 0.04, config)
 
 
 def test_background_follows_a_gradient_to_the_edges():
@@ -161,8 +208,8 @@ def test_warp_conserves_flux_and_maps_positions():
     star = profiles.moffat_psf(shape, 4.0, x0=61.3, y0=58.7, flux=1e5)
     image = CalibratedImage("star", "star.fits", star.astype(np.float32), np.full(shape, 50.0, np.float32),
                             np.zeros(shape, np.int32), wcs_in, 1 / 50.0, 0.0)
-    skymap = SkyMap.from_config(SkyMapConfig(patch_inner_px=100, patch_border_px=10, center_ra=150.0,
-                                             center_dec=2.0, patches=[1, 1]))
+    skymap = SkyMap.from_config(SkyMapConfig(pixel_scale_arcsec=0.333, patch_inner_px=100, patch_border_px=10,
+                                             center_ra=150.0, center_dec=2.0, patches=[1, 1]))
     (name, box), = skymap.overlaps(*footprint(wcs_in, shape)).items()
     out = warp.run(image, name, skymap.patch_wcs(name), box, warp.WarpConfig())
     # Flux is conserved to the resampler's accuracy (DeForest: < 1 %), measured well inside the image.

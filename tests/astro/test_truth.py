@@ -25,8 +25,8 @@ def scored(reference_run, survey_dir, astro_config):
     catalog = pd.read_parquet(out / "catalog.parquet")
     variances = {p: fits.getdata(pipeline.coadd_path(out, skymap, p), "VARIANCE").astype(float)
                  for p in skymap.patch_names()}
-    truth = validate.truth_in_patches(pd.read_parquet(survey_dir / "truth.parquet"), skymap, variances,
-                                      astro_config.detect.kernel_fwhm_arcsec)
+    fwhm = pipeline.median_psf_fwhm(out, skymap, skymap.patch_names(), astro_config)  # measured, not configured
+    truth = validate.truth_in_patches(pd.read_parquet(survey_dir / "truth.parquet"), skymap, variances, fwhm)
     pairs = validate.match(catalog, truth, MATCH_ARCSEC)
     return catalog, truth, pairs, skymap
 
@@ -155,5 +155,28 @@ def test_reference_outputs_are_complete(reference_run):
     files = sorted(Path(out / "coadds").glob("*.fits"))
     assert [f.name for f in files] == ["0_0,0.fits", "0_0,1.fits", "0_1,0.fits", "0_1,1.fits"]
     with fits.open(files[0]) as hdul:
-        assert [h.name for h in hdul[1:]] == ["IMAGE", "MASK", "VARIANCE", "COUNT"]
+        assert [h.name for h in hdul[1:]] == ["IMAGE", "MASK", "VARIANCE", "COUNT", "INPUTS"]
         assert hdul["COUNT"].data.max() == 6
+
+
+def test_defaults_measure_each_image_psf_and_the_native_scale(reference_run, survey_dir, astro_config):
+    """Only the patch geometry is set (the tiny preset): scale, PSF, kernels and deblending are the defaults."""
+    out, result = reference_run
+    assert astro_config.detect.kernel_fwhm_arcsec is None and astro_config.detect.deblend
+    assert result["skymap"].config.pixel_scale_arcsec == pytest.approx(0.263, rel=1e-4)  # DECam's own scale
+    generated = pd.read_parquet(survey_dir / "images.parquet").set_index("image_id")
+    images = pd.read_parquet(out / "images.parquet").set_index("image_id")
+    measured = images["psf_measured"].astype(bool)
+    # 320x320 px CCDs hold a few bright isolated stars each: most images have the 5 a measurement needs.
+    assert len(images) == 24 and measured.sum() >= 18 and (images.loc[measured, "psf_stars"] >= 5).all()
+    ratio = images["psf_fwhm_arcsec"] / generated.loc[images.index, "seeing_fwhm_arcsec"]
+    assert np.all(np.abs(ratio[measured] - 1) < 0.05), ratio
+    # The others say so and carry the configured fallback, which the co-adds leave out of their PSF.
+    assert (images.loc[~measured, "psf_fwhm_arcsec"] == astro_config.psf.fallback_fwhm_arcsec).all()
+    assert (images.loc[~measured, "psf_stars"] == 0).all()
+    skymap = result["skymap"]
+    for patch in skymap.patch_names():
+        fwhm, inputs = pipeline.read_psf(out, skymap, patch)
+        used = inputs[inputs["psf_measured"].astype(bool)]
+        assert len(used) >= 3 and used["psf_fwhm_arcsec"].min() <= fwhm <= used["psf_fwhm_arcsec"].max()
+        assert set(inputs["image_id"]) <= set(images.index)  # names survive the FITS table

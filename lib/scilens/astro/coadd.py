@@ -30,10 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 from scipy import ndimage
 
+from scilens.astro.psf import combined_fwhm
 from scilens.astro.warp import Warp
 from scilens.core.chunking import block_grid
 from scilens.core.config import Config, field
@@ -75,6 +77,13 @@ class Coadd:
     mask: np.ndarray
     count: np.ndarray
     """Number of inputs that went into each pixel."""
+    psf_fwhm_arcsec: float = float("nan")
+    """FWHM of the co-add's effective PSF: the inputs' FWHMs combined with their weights and areas
+    (:func:`scilens.astro.psf.combined_fwhm`), over the inputs whose PSF was measured (all of them when
+    none was); NaN when no input carries a PSF."""
+    inputs: list[dict] = dataclass_field(default_factory=list)
+    """One record per input image: image_id, weight, pixels it covers and its PSF (fwhm_arcsec, fwhm_px,
+    beta, n_stars, measured)."""
 
 
 def _median_of_finite(values: np.ndarray) -> np.ndarray:
@@ -170,4 +179,23 @@ def run(warps: Sequence[Warp], shape: tuple[int, int], config: CoaddConfig) -> C
         bits = (np.where(n == 0, NO_DATA, 0) | np.where(clipped, CLIPPED, 0) | np.where(few, FEW_INPUTS, 0)
                 | (masked << INPUT_BITS_SHIFT))
         mask[out] = bits[core]
-    return Coadd(flux, variance, mask, count)
+    inputs = _input_records(warps)
+    # Inputs whose PSF fell back to the configured value (too few stars) count only when none was measured.
+    measured = [r for r in inputs if r["psf_measured"]] or inputs
+    psf = combined_fwhm(np.array([r["psf_fwhm_arcsec"] for r in measured]),
+                        np.array([r["weight"] * r["pixels"] for r in measured]))
+    return Coadd(flux, variance, mask, count, psf, inputs)
+
+
+def _input_records(warps: Sequence[Warp]) -> list[dict]:
+    """Per input image of a patch: its weight, pixels with data (its share of the patch) and its PSF."""
+    records: dict[str, dict] = {}
+    for w in warps:
+        psf = w.psf
+        rec = records.setdefault(w.image_id, {
+            "image_id": w.image_id, "weight": float(w.weight), "pixels": 0,
+            "psf_fwhm_arcsec": psf.fwhm_arcsec if psf else float("nan"),
+            "psf_fwhm_px": psf.fwhm_px if psf else float("nan"), "psf_beta": psf.beta if psf else float("nan"),
+            "psf_stars": psf.n_stars if psf else 0, "psf_measured": bool(psf.measured) if psf else False})
+        rec["pixels"] += int(np.isfinite(w.flux).sum())
+    return [records[k] for k in sorted(records)]

@@ -2,17 +2,20 @@
 
 1. The residual sky is estimated (:func:`scilens.astro.background.estimate`,
    pixels without data left out) and subtracted.
-2. The image is smoothed with a Gaussian of the seeing's width (the matched
-   filter for a point source) and divided by its noise,
+2. The image is smoothed with a Gaussian of the co-add's PSF width (the
+   matched filter for a point source; the PSF is measured on the input
+   images and combined with their weights, :mod:`scilens.astro.psf`, unless
+   ``kernel_fwhm_arcsec`` overrides it) and divided by its noise,
    ``sqrt(variance ⊛ kernel²)``. Warping correlates neighbouring pixels, so
    that propagated noise is off by a constant factor; the S/N image is
    divided by its own sigma-clipped standard deviation to make blank sky
    unit-variance.
 3. Pixels above ``threshold_sigma`` form connected components (8-connected)
-   of at least ``min_pixels`` pixels (photutils ``detect_sources``),
-   optionally deblended.
+   of at least ``min_pixels`` pixels (photutils ``detect_sources``), and
+   blends are split (photutils ``deblend_sources``: multi-thresholding as in
+   SExtractor and Rubin's deblender), unless ``deblend`` is off.
 4. Each component gets a windowed centroid (SExtractor's XWIN, with a
-   seeing-sized window), a Kron flux with its error from the variance plane,
+   PSF-sized window), a Kron flux with its error from the variance plane,
    its area and the OR of the co-add mask bits it covers.
 """
 
@@ -30,7 +33,8 @@ from scilens.astro.coadd import NO_DATA, Coadd
 from scilens.core.config import Config, field
 from scilens.synth import profiles
 
-__all__ = ["DETECTION_COLUMNS", "DetectConfig", "detection_kernel", "run", "smooth", "windowed_centroids"]
+__all__ = ["DETECTION_COLUMNS", "DetectConfig", "detection_kernel", "kernel_fwhm_arcsec", "run", "smooth",
+           "windowed_centroids"]
 
 DETECTION_COLUMNS = ["label", "x", "y", "ra", "dec", "flux", "flux_err", "snr", "npix", "flags"]
 """What :func:`run` returns per source (x, y in patch pixels; flags: co-add mask bits in the footprint)."""
@@ -42,12 +46,16 @@ class DetectConfig(Config):
 
     threshold_sigma: float = field(5.0, "Detection threshold on the matched-filter S/N image.", min=0.0)
     min_pixels: int = field(5, "Smallest connected component kept, pixels.", min=1)
-    kernel_fwhm_arcsec: float = field(1.0, "FWHM of the Gaussian smoothing kernel (about the seeing), arcsec.",
-                                      min=0.0)
+    kernel_fwhm_arcsec: float | None = field(None, "FWHM of the Gaussian smoothing kernel, arcsec; null: the "
+                                                   "co-add's PSF as measured on its input images.", min=0.0)
     background_box_px: int = field(64, "Side of the boxes of the co-add background estimate, pixels.", min=4)
     background_order: int | None = field(2, "Order of the Chebyshev approximation of the co-add background; "
                                             "null: photutils' spline map.", min=0)
-    deblend: bool = field(False, "Split blended components (photutils deblend_sources); slower.")
+    deblend: bool = field(True, "Split blended components (photutils deblend_sources), as SExtractor and Rubin do.")
+    deblend_levels: int = field(32, "Deblending: multi-threshold levels between the threshold and the peak "
+                                    "(SExtractor DEBLEND_NTHRESH).", min=1)
+    deblend_contrast: float = field(0.005, "Deblending: smallest flux fraction of a component kept as a source "
+                                           "(SExtractor DEBLEND_MINCONT).", min=0.0, max=1.0)
     kron_params: list[float] = field([2.5, 1.4], "Kron aperture: [scale of the Kron radius, minimum radius in "
                                                  "pixels] (SExtractor's 2.5 and 3.5 px ~ 1.4 Kron units).", min=0.0,
                                      check=lambda v: len(v) == 2, check_doc="two entries")
@@ -122,8 +130,21 @@ def windowed_centroids(data: np.ndarray, x0: np.ndarray, y0: np.ndarray, sigma: 
     return xs, ys
 
 
+def kernel_fwhm_arcsec(coadd: Coadd, config: DetectConfig) -> float:
+    """FWHM of the detection kernel: the config's override, else the co-add's measured PSF."""
+    if config.kernel_fwhm_arcsec is not None:
+        return float(config.kernel_fwhm_arcsec)
+    if not np.isfinite(coadd.psf_fwhm_arcsec):
+        raise ValueError("the co-add carries no PSF measurement; set detect.kernel_fwhm_arcsec")
+    return float(coadd.psf_fwhm_arcsec)
+
+
 def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig) -> pd.DataFrame:
-    """Detect and measure the sources of a co-add; one row per source with :data:`DETECTION_COLUMNS`."""
+    """Detect and measure the sources of a co-add; one row per source with :data:`DETECTION_COLUMNS`.
+
+    The matched filter and the centroid window take the width of
+    :func:`kernel_fwhm_arcsec` (in co-add pixels of ``pixel_scale_arcsec``).
+    """
     from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
 
     nodata = ((coadd.mask & NO_DATA) != 0) | ~np.isfinite(coadd.flux) | ~np.isfinite(coadd.variance)
@@ -134,7 +155,8 @@ def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig)
     data = np.where(nodata, 0.0, coadd.flux).astype(np.float64)
     variance = np.where(nodata, 0.0, coadd.variance).astype(np.float64)
     data = np.where(nodata, 0.0, data - _background(data, nodata, config))
-    kernel = detection_kernel(config.kernel_fwhm_arcsec / pixel_scale_arcsec)
+    fwhm_px = kernel_fwhm_arcsec(coadd, config) / pixel_scale_arcsec
+    kernel = detection_kernel(fwhm_px)
     smoothed = smooth(data, kernel)
     smoothed_var = smooth(variance, kernel**2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -147,11 +169,12 @@ def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig)
     if segments is None:
         return empty
     if config.deblend:
-        segments = deblend_sources(snr, segments, config.min_pixels, progress_bar=False)
+        segments = deblend_sources(snr, segments, config.min_pixels, nlevels=config.deblend_levels,
+                                   contrast=config.deblend_contrast, progress_bar=False)
     error = np.sqrt(variance)
     cat = SourceCatalog(data, segments, convolved_data=smoothed, error=error, mask=nodata, wcs=wcs,
                         kron_params=(config.kron_params[0], config.kron_params[1], 0.0))
-    sigma_px = max(config.kernel_fwhm_arcsec / pixel_scale_arcsec, 1.0) * profiles.FWHM_TO_SIGMA
+    sigma_px = max(fwhm_px, 1.0) * profiles.FWHM_TO_SIGMA
     # Start each window at the smoothed peak: a blend's isophotal centroid lies between its members.
     peaks = np.array([np.unravel_index(np.argmax(np.where(s.data == s.label, smoothed[s.slices], -np.inf)),
                                        s.data.shape) for s in segments.segments]).reshape(-1, 2)
@@ -165,8 +188,37 @@ def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig)
                       for sl, seg in ((s.slices, s.data == s.label) for s in segments.segments)], np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr_flux = flux / flux_err
+    # Pieces of one footprint whose centroids converge on one position are one source (the ring around a
+    # saturated core, masked in every visit, falls apart into such pieces): the brightest piece stays.
+    keep = _distinct(x, y, flux, max(0.5 * fwhm_px, 1.0))
     return pd.DataFrame({
         "label": np.asarray(cat.label, np.int64), "x": x, "y": y, "ra": np.asarray(ra), "dec": np.asarray(dec),
         "flux": flux, "flux_err": flux_err, "snr": snr_flux, "npix": np.asarray(cat.area.value, np.int64),
         "flags": flags,
-    })
+    })[keep].reset_index(drop=True)
+
+
+def _distinct(x: np.ndarray, y: np.ndarray, flux: np.ndarray, radius: float) -> np.ndarray:
+    """Which sources to keep so that none lies within ``radius`` pixels of a brighter one kept."""
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(x), bool)
+    if len(x) < 2:
+        return keep
+    tree = cKDTree(np.column_stack([x, y]))
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    if not len(pairs):
+        return keep
+    order = np.argsort(-np.nan_to_num(flux, nan=-np.inf), kind="stable")
+    rank = np.empty(len(x), int)
+    rank[order] = np.arange(len(x))
+    neighbours: dict[int, list[int]] = {}
+    for a, b in pairs:
+        neighbours.setdefault(int(a), []).append(int(b))
+        neighbours.setdefault(int(b), []).append(int(a))
+    for k in order:
+        if keep[k]:
+            for j in neighbours.get(int(k), []):
+                if rank[j] > rank[k]:
+                    keep[j] = False
+    return keep

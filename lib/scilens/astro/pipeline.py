@@ -7,8 +7,12 @@ implementations, and their outputs agree to the bit.
 
 Outputs, shared by every implementation:
 
-* ``coadds/<tract>_<patch>.fits`` -- HDU 1 IMAGE, 2 MASK, 3 VARIANCE, 4 COUNT, with the patch WCS;
-* ``catalog.parquet`` and ``catalog.fits`` -- :data:`CATALOG_COLUMNS`, sorted by ``id``.
+* ``coadds/<tract>_<patch>.fits`` -- HDU 1 IMAGE, 2 MASK, 3 VARIANCE, 4 COUNT, with the patch WCS,
+  and 5 INPUTS (a table: each input image's weight and measured PSF); the
+  primary header holds the co-add's effective PSF (``PSFFWHM`` arcsec, ``PSFPIX`` pixels);
+* ``catalog.parquet`` and ``catalog.fits`` -- :data:`CATALOG_COLUMNS`, sorted by ``id``
+  (``catalog.fits`` records each patch's PSF FWHM as ``PSF<patch number>``);
+* ``images.parquet`` -- one row per co-added image: its measured PSF (:data:`IMAGE_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pandas as pd
 from scilens.astro import coadd as coadd_step
 from scilens.astro import detect as detect_step
 from scilens.astro import preprocess as preprocess_step
+from scilens.astro import psf as psf_step
 from scilens.astro import warp as warp_step
 from scilens.astro.skymap import SkyMap, SkyMapConfig, footprint
 from scilens.core.config import Config, field
@@ -31,6 +36,7 @@ from scilens.io import fits as fits_io
 
 __all__ = [
     "CATALOG_COLUMNS",
+    "IMAGE_COLUMNS",
     "AstroConfig",
     "ImageInfo",
     "ReportConfig",
@@ -39,11 +45,15 @@ __all__ = [
     "coadd_path",
     "detect_patch",
     "input_paths",
+    "median_psf_fwhm",
     "prepare",
+    "read_psf",
     "scan",
     "warp_image",
     "write_catalog",
     "write_coadd",
+    "write_image_records",
+    "write_run_outputs",
 ]
 
 CATALOG_COLUMNS = ["id", "tract", "patch", "ra", "dec", "x", "y", "flux", "flux_err", "snr", "npix", "flags"]
@@ -52,6 +62,11 @@ CATALOG_COLUMNS = ["id", "tract", "patch", "ra", "dec", "x", "y", "flux", "flux_
 ``npix`` (footprint area), ``flags`` (co-add mask bits in the footprint)."""
 
 LABELS_PER_PATCH = 1_000_000
+
+IMAGE_COLUMNS = ["image_id", "psf_fwhm_arcsec", "psf_fwhm_px", "psf_beta", "psf_stars", "psf_measured", "weight"]
+"""Per input image (``images.parquet``, the co-adds' INPUTS tables): its PSF FWHM in arcsec and in its own
+pixels, the Moffat beta fitted, the stars it was measured on, whether it was measured (False: the
+``psf.fallback_fwhm_arcsec``), and its co-add weight (per patch pixel)."""
 
 
 @dataclass
@@ -70,6 +85,7 @@ class AstroConfig(JobConfig):
     fits: fits_io.FitsLayout = field(fits_io.FitsLayout(), "HDU layout of the input images.")
     preprocess: preprocess_step.PreprocessConfig = field(preprocess_step.PreprocessConfig(),
                                                          "Step 1: background subtraction and weights.")
+    psf: psf_step.PsfConfig = field(psf_step.PsfConfig(), "Step 1: each image's PSF, measured from its stars.")
     skymap: SkyMapConfig = field(SkyMapConfig(), "Step 2: the tract and its patches.")
     warp: warp_step.WarpConfig = field(warp_step.WarpConfig(), "Step 2: resampling onto patches.")
     coadd: coadd_step.CoaddConfig = field(coadd_step.CoaddConfig(), "Step 3: clipped co-addition.")
@@ -87,6 +103,11 @@ class ImageInfo:
     wcs_header: str
     footprint_ra: np.ndarray
     footprint_dec: np.ndarray
+
+    @property
+    def pixel_scale_arcsec(self) -> float:
+        """The image's native pixel scale (at its WCS reference point), arcsec per pixel."""
+        return preprocess_step.pixel_scale_arcsec(fits_io.wcs_from_text(self.wcs_header))
 
 
 MANIFEST_SUFFIXES = (".txt", ".lst")
@@ -127,8 +148,13 @@ def scan(path: str, layout: fits_io.FitsLayout) -> ImageInfo:
 
 
 def build_skymap(infos: Iterable[ImageInfo], config: SkyMapConfig) -> tuple[SkyMap, list[ImageInfo], list[ImageInfo]]:
-    """The sky map for these images, and the images (inside it, outside it)."""
+    """The sky map for these images, and the images (inside it, outside it).
+
+    Without a pixel scale in ``config``, the co-adds take the inputs' native
+    scale (the median over the images), so no input loses resolution.
+    """
     infos = sorted(infos, key=lambda i: i.path)  # float sums in a fixed order: every run builds the same tract
+    config = config.with_native_scale([i.pixel_scale_arcsec for i in infos])
     skymap = SkyMap.from_config(config, {i.path: (i.footprint_ra, i.footprint_dec) for i in infos})
     inside, outside = [], []
     for info in infos:
@@ -147,7 +173,7 @@ def prepare(image: Mapping, config: AstroConfig) -> preprocess_step.CalibratedIm
     """Step 1 on an image as :func:`scilens.io.fits.read_image` returns it."""
     wcs = fits_io.wcs_from_text(image["wcs_header"])
     return preprocess_step.run(image["image_id"], image["path"], np.asarray(image["flux"]),
-                               np.asarray(image["variance"]), image["mask"], wcs, config.preprocess)
+                               np.asarray(image["variance"]), image["mask"], wcs, config.preprocess, config.psf)
 
 
 def warp_image(image: preprocess_step.CalibratedImage, skymap: SkyMap, config: AstroConfig) -> Iterator[
@@ -179,15 +205,70 @@ def coadd_path(root: str | Path, skymap: SkyMap, patch: str) -> Path:
 
 def write_coadd(root: str | Path, coadd: coadd_step.Coadd, patch: str, skymap: SkyMap) -> Path:
     """Write a co-add as ``coadds/<tract>_<patch>.fits`` under ``root``."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    scale = skymap.config.pixel_scale_arcsec
+    psf = coadd.psf_fwhm_arcsec
     header = {"TRACT": skymap.config.tract, "PATCH": patch, "NINPUTS": int(coadd.count.max(initial=0)),
-              "BUNIT": "ADU"}
-    return fits_io.write_image(coadd_path(root, skymap, patch), coadd.flux, coadd.variance, coadd.mask,
-                               skymap.patch_wcs(patch).to_header(), primary_header=header,
+              "BUNIT": "ADU", "PIXSCALE": (scale, "co-add pixel scale, arcsec/pixel"),
+              "PSFFWHM": (psf if np.isfinite(psf) else "unknown", "effective PSF FWHM of the inputs, arcsec"),
+              "PSFPIX": (psf / scale if np.isfinite(psf) else "unknown", "effective PSF FWHM, co-add pixels")}
+    path = fits_io.write_image(coadd_path(root, skymap, patch), coadd.flux, coadd.variance, coadd.mask,
+                               skymap.patch_wcs(patch).to_header(), primary_header=fits.Header(
+                                   [(k, *v) if isinstance(v, tuple) else (k, v) for k, v in header.items()]),
                                extra_planes={"COUNT": coadd.count})
+    inputs = pd.DataFrame(coadd.inputs, columns=[*IMAGE_COLUMNS, "pixels"])
+    table = fits.table_to_hdu(Table.from_pandas(inputs.astype({"image_id": str, "psf_stars": "int64",
+                                                                "psf_measured": bool, "pixels": "int64"})))
+    table.name = "INPUTS"
+    with fits.open(path, mode="append") as hdul:
+        hdul.append(table)
+    return path
 
 
-def write_catalog(catalog: pd.DataFrame, root: str | Path) -> pd.DataFrame:
-    """Sort by id and write ``catalog.parquet`` and its FITS table copy ``catalog.fits``."""
+def read_psf(root: str | Path, skymap: SkyMap, patch: str) -> tuple[float, pd.DataFrame]:
+    """A written co-add's effective PSF FWHM (arcsec; NaN if unknown) and its INPUTS table."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    with fits.open(coadd_path(root, skymap, patch)) as hdul:
+        value = hdul[0].header.get("PSFFWHM")
+        inputs = Table(hdul["INPUTS"].data).to_pandas()
+    fwhm = float(value) if isinstance(value, (int, float)) else float("nan")
+    inputs["image_id"] = inputs["image_id"].astype(str).str.strip()
+    return fwhm, inputs
+
+
+def median_psf_fwhm(root: str | Path, skymap: SkyMap, patches: Iterable[str], config: AstroConfig) -> float:
+    """The PSF FWHM (arcsec) to score a run against truth with: the median effective PSF of its written
+    co-adds, else the detection kernel's override (NaN when neither is known)."""
+    values = [read_psf(root, skymap, p)[0] for p in patches if coadd_path(root, skymap, p).exists()]
+    values = [v for v in values if np.isfinite(v)]
+    if values:
+        return float(np.median(values))
+    kernel = config.detect.kernel_fwhm_arcsec
+    return float(kernel) if kernel is not None else float("nan")
+
+
+def write_image_records(root: str | Path, skymap: SkyMap, patches: Iterable[str]) -> pd.DataFrame:
+    """Write ``images.parquet`` (:data:`IMAGE_COLUMNS`, one row per co-added image, sorted) from the
+    INPUTS tables of the co-adds of ``patches``; returns it."""
+    tables = [read_psf(root, skymap, p)[1] for p in patches]
+    images = (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=IMAGE_COLUMNS))
+    # An image in several patches has one weight per patch pixel whatever the patch; keep its first row.
+    images = images.drop_duplicates("image_id").sort_values("image_id")[IMAGE_COLUMNS].reset_index(drop=True)
+    images.to_parquet(Path(root) / "images.parquet", index=False)
+    return images
+
+
+def write_catalog(catalog: pd.DataFrame, root: str | Path, skymap: SkyMap | None = None,
+                  psf: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Sort by id and write ``catalog.parquet`` and its FITS table copy ``catalog.fits``.
+
+    ``psf`` (patch name to effective PSF FWHM, arcsec) goes into the FITS
+    header as ``PSF<patch number>`` cards (with ``skymap``), with the pixel scale.
+    """
     from astropy.table import Table
 
     catalog = catalog[CATALOG_COLUMNS].sort_values("id").reset_index(drop=True)
@@ -195,5 +276,22 @@ def write_catalog(catalog: pd.DataFrame, root: str | Path) -> pd.DataFrame:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     catalog.to_parquet(root / "catalog.parquet", index=False)
-    Table.from_pandas(catalog).write(root / "catalog.fits", overwrite=True)
+    table = Table.from_pandas(catalog)
+    if skymap is not None:
+        table.meta["PIXSCALE"] = (skymap.config.pixel_scale_arcsec, "co-add pixel scale, arcsec/pixel")
+        for patch, fwhm in sorted((psf or {}).items(), key=lambda kv: skymap.patch_number(kv[0])):
+            if np.isfinite(fwhm):
+                table.meta[f"PSF{skymap.patch_number(patch)}"] = (round(float(fwhm), 6),
+                                                                  f"PSF FWHM arcsec, patch {patch}")
+    table.write(root / "catalog.fits", overwrite=True)
     return catalog
+
+
+def write_run_outputs(catalog: pd.DataFrame, root: str | Path, skymap: SkyMap,
+                      patches: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run-level outputs once the co-adds of ``patches`` are written: ``images.parquet`` (each image's PSF)
+    and the catalog (:func:`write_catalog`, with each patch's effective PSF). Returns (catalog, images)."""
+    patches = sorted(patches)
+    images = write_image_records(root, skymap, patches)
+    psf = {p: read_psf(root, skymap, p)[0] for p in patches}
+    return write_catalog(catalog, root, skymap, psf), images

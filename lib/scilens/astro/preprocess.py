@@ -1,9 +1,12 @@
-"""Step 1: pre-process one image -- mask bad pixels, subtract the sky background, weigh the image.
+"""Step 1: pre-process one image -- mask bad pixels, subtract the sky background, weigh the image, measure its PSF.
 
 The background is :func:`scilens.astro.background.estimate`: sigma-clipped
 estimates in boxes, masked pixels left out, approximated by a smooth
 polynomial. The image's co-add weight is Rubin's: the
-inverse of the sigma-clipped mean of its variance plane.
+inverse of the sigma-clipped mean of its variance plane. The PSF is measured
+on the background-subtracted image from its own stars
+(:func:`scilens.astro.psf.measure_psf`); it sizes the detection kernels of
+the co-adds the image goes into.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS
 
 from scilens.astro.background import estimate as estimate_background
+from scilens.astro.psf import PsfConfig, PsfEstimate, measure_psf
 from scilens.core.config import Config, field
 
 __all__ = ["CalibratedImage", "PreprocessConfig", "bad_pixels", "run"]
@@ -46,6 +50,8 @@ class CalibratedImage:
     """Co-add weight: 1 / clipped mean variance per pixel of this image."""
     background: float
     """Mean subtracted background, image units (for the record)."""
+    psf: PsfEstimate | None = None
+    """The image's PSF measured from its stars (or the fallback, saying so)."""
 
 
 def bad_pixels(flux: np.ndarray, variance: np.ndarray, mask: np.ndarray | None, bad_bits: int | None) -> np.ndarray:
@@ -56,9 +62,16 @@ def bad_pixels(flux: np.ndarray, variance: np.ndarray, mask: np.ndarray | None, 
     return bad
 
 
+def pixel_scale_arcsec(wcs: WCS) -> float:
+    """Mean pixel scale of a celestial WCS at its reference point, arcsec per pixel."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return float(np.mean(proj_plane_pixel_scales(wcs.celestial))) * 3600.0
+
+
 def run(image_id: str, path: str, flux: np.ndarray, variance: np.ndarray, mask: np.ndarray | None, wcs: WCS,
-        config: PreprocessConfig) -> CalibratedImage:
-    """Pre-process one image.
+        config: PreprocessConfig, psf_config: PsfConfig | None = None) -> CalibratedImage:
+    """Pre-process one image and measure its PSF.
 
     Raises
     ------
@@ -75,5 +88,6 @@ def run(image_id: str, path: str, flux: np.ndarray, variance: np.ndarray, mask: 
     var = np.where(bad, np.nan, variance).astype(np.float32)
     mean_var = sigma_clipped_stats(var[~bad], sigma=3.0, maxiters=5)[0]
     out_mask = np.zeros(flux.shape, np.int32) if mask is None else np.asarray(mask, dtype=np.int32)
+    psf = measure_psf(sub, var, bad, pixel_scale_arcsec(wcs), psf_config)
     return CalibratedImage(image_id, path, sub, var, out_mask, wcs, float(1.0 / mean_var),
-                           float(np.mean(background[~bad])))
+                           float(np.mean(background[~bad])), psf)

@@ -15,7 +15,7 @@ from astropy.io import fits
 
 from scilens.astro import validate
 from scilens.astro.coadd import FEW_INPUTS, INPUT_BITS_SHIFT, NO_DATA
-from scilens.astro.pipeline import AstroConfig, coadd_path
+from scilens.astro.pipeline import AstroConfig, coadd_path, median_psf_fwhm
 from scilens.astro.skymap import SkyMap
 
 __all__ = ["plot_completeness", "plot_patch", "write_report"]
@@ -105,7 +105,8 @@ def write_report(root: Path, skymap: SkyMap, catalog: pd.DataFrame, config: Astr
     if config.report.truth:
         truth = pd.read_parquet(config.report.truth)
         variances = {p: fits.getdata(coadd_path(root, skymap, p), "VARIANCE").astype(np.float64) for p in patches}
-        truth = validate.truth_in_patches(truth, skymap, variances, config.detect.kernel_fwhm_arcsec)
+        fwhm = median_psf_fwhm(root, skymap, patches, config)
+        truth = validate.truth_in_patches(truth, skymap, variances, fwhm)
         pairs = validate.match(catalog, truth, config.report.match_radius_arcsec)
         scores = validate.score(catalog, truth, pairs, skymap.config.pixel_scale_arcsec,
                                 exclude_flags=UNRELIABLE).as_dict()

@@ -27,10 +27,11 @@ __all__ = ["SKYMAP_PRESETS", "PatchBox", "SkyMap", "SkyMapConfig", "footprint"]
 
 SKYMAP_PRESETS: dict[str, dict] = {
     "dissertation": {"projection": "TAN", "pixel_scale_arcsec": 0.333, "patch_inner_px": 2000, "patch_border_px": 100},
-    "tiny": {"projection": "TAN", "pixel_scale_arcsec": 0.333, "patch_inner_px": 300, "patch_border_px": 30},
+    "tiny": {"projection": "TAN", "patch_inner_px": 380, "patch_border_px": 38},
 }
 """Named sky maps: ``dissertation`` is the benchmark's (and Rubin's) 2000x2000 px
-patches plus a 100 px border at 0.333"/px; ``tiny`` fits the ``tiny`` test survey."""
+patches plus a 100 px border at 0.333"/px; ``tiny`` fits the ``tiny`` test survey (patches of
+380+2x38 px at the inputs' own scale: 100" at DECam's 0.263"/px)."""
 
 
 @dataclass
@@ -38,7 +39,8 @@ class SkyMapConfig(Config):
     """Geometry of the tract and its patches."""
 
     projection: str = field("TAN", "Tract projection: TAN (gnomonic) or STG (stereographic).", choices=("TAN", "STG"))
-    pixel_scale_arcsec: float = field(0.333, "Co-add pixel scale, arcsec per pixel.", min=0.001)
+    pixel_scale_arcsec: float | None = field(None, "Co-add pixel scale, arcsec per pixel; null: the inputs' native "
+                                                   "scale (median over the input images).", min=0.001)
     patch_inner_px: int = field(2000, "Side of a patch's inner region, pixels.", min=16)
     patch_border_px: int = field(100, "Border added on every side of a patch's inner region, pixels.", min=0)
     center_ra: float | None = field(None, "Tract centre RA, degrees; null: the centre of the input images.",
@@ -60,6 +62,16 @@ class SkyMapConfig(Config):
     preset: str | None = field(None, "A named geometry (SKYMAP_PRESETS: dissertation = 2000+2x100 px at 0.333\"/px, "
                                "tiny) setting projection, pixel scale and patch sizes; those fields must then keep "
                                "their defaults or agree with it.", choices=tuple(SKYMAP_PRESETS))
+
+    def with_native_scale(self, scales: list[float]) -> SkyMapConfig:
+        """This config with an automatic pixel scale set to the median of the inputs' ``scales`` (arcsec/px)."""
+        if self.pixel_scale_arcsec is not None:
+            return self
+        finite = [s for s in scales if np.isfinite(s) and s > 0]
+        if not finite:
+            raise ValueError("an automatic pixel scale needs at least one input image with a valid WCS")
+        # Rounded to 1e-6 arcsec: the median of float scales read from headers, free of last-bit noise.
+        return dataclasses.replace(self, pixel_scale_arcsec=round(float(np.median(finite)), 6))
 
     def validate(self) -> None:
         if (self.center_ra is None) != (self.center_dec is None):
@@ -150,6 +162,9 @@ class SkyMap:
         centre near them); with no patch count, it gets just enough patches
         to cover those images.
         """
+        if config.pixel_scale_arcsec is None:
+            raise ValueError("the sky map's pixel scale is automatic: set it from the inputs first "
+                             "(SkyMapConfig.with_native_scale)")
         if config.center_ra is not None and config.patches is not None:
             return cls(config, float(config.center_ra), float(config.center_dec), *config.patches)
         footprints = [footprints[k] for k in sorted(footprints or {})]

@@ -18,6 +18,7 @@ cached or computed twice.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from scilens.astro import pipeline
+from scilens.astro.psf import PsfEstimate
 from scilens.astro.skymap import PatchBox, SkyMap
 from scilens.astro.warp import Warp
 from scilens.core import tensor
@@ -55,11 +57,13 @@ WARP_SCHEMA = T.StructType([
     T.StructField("x0", T.LongType()),
     T.StructField("y0", T.LongType()),
     T.StructField("weight", T.DoubleType()),
+    T.StructField("psf", T.StringType()),
     tensor.tensor_field("flux"),
     tensor.tensor_field("variance"),
     tensor.tensor_field("mask"),
 ])
-"""One image warped onto one box of one patch (x0, y0: the box origin in patch pixels)."""
+"""One image warped onto one box of one patch (x0, y0: the box origin in patch pixels; psf: the image's
+measured PSF as JSON)."""
 
 _TYPES = {"id": T.LongType(), "tract": T.LongType(), "patch": T.StringType(), "npix": T.LongType(),
           "flags": T.LongType()}
@@ -107,7 +111,8 @@ def scan(spark: SparkSession, paths: list[str], config: pipeline.AstroConfig) ->
 
 def _warp_row(path: str, warp: Warp) -> dict:
     return {"path": path, "image_id": warp.image_id, "patch": warp.patch, "x0": warp.box.x0, "y0": warp.box.y0,
-            "weight": warp.weight, "flux": tensor.encode(warp.flux), "variance": tensor.encode(warp.variance),
+            "weight": warp.weight, "psf": json.dumps(warp.psf.as_dict()) if warp.psf else None,
+            "flux": tensor.encode(warp.flux), "variance": tensor.encode(warp.variance),
             "mask": tensor.encode(warp.mask)}
 
 
@@ -116,7 +121,8 @@ def _rows_to_warps(pdf: pd.DataFrame) -> list[Warp]:
     for row, flux, var, mask in zip(pdf.itertuples(), tensor.decode_column(pdf["flux"]),
                                     tensor.decode_column(pdf["variance"]), tensor.decode_column(pdf["mask"])):
         box = PatchBox(int(row.x0), int(row.y0), flux.shape[1], flux.shape[0])
-        warps.append(Warp(row.image_id, row.patch, box, flux, var, mask, float(row.weight)))
+        psf = PsfEstimate(**json.loads(row.psf)) if isinstance(row.psf, str) else None
+        warps.append(Warp(row.image_id, row.patch, box, flux, var, mask, float(row.weight), psf))
     return warps
 
 

@@ -19,6 +19,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area
 
 from scilens.astro.preprocess import CalibratedImage
+from scilens.astro.psf import PsfEstimate
 from scilens.astro.skymap import PatchBox
 from scilens.core.config import Config, field
 
@@ -46,6 +47,8 @@ class Warp:
     mask: np.ndarray
     weight: float
     """Co-add weight: 1 / mean variance of a warped pixel."""
+    psf: PsfEstimate | None = None
+    """The PSF of the image this warp comes from (sizes the co-add's detection kernels)."""
 
 
 def _box_wcs(patch_wcs: WCS, box: PatchBox) -> WCS:
@@ -85,4 +88,4 @@ def run(image: CalibratedImage, patch: str, patch_wcs: WCS, box: PatchBox, confi
     mask = np.zeros((box.ny, box.nx), np.int32)
     for plane, bit in zip(out[2:], bits):
         mask[np.nan_to_num(plane) > 1e-3 * area_ratio] |= bit
-    return Warp(image.image_id, patch, box, flux, variance, mask, image.weight / area_ratio)
+    return Warp(image.image_id, patch, box, flux, variance, mask, image.weight / area_ratio, image.psf)

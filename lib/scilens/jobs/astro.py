@@ -61,7 +61,8 @@ class AstroJob(Job):
             skymap, inside, outside = pipeline.build_skymap(infos, config.skymap)
             records += [rejection(i.path, "skymap", pipeline.outside_message(i, skymap)) for i in outside]
             step.counts.update(patches_x=skymap.patches_x, patches_y=skymap.patches_y, inside=len(inside),
-                               outside=len(outside))
+                               outside=len(outside),
+                               pixel_scale_mas=round(1000 * skymap.config.pixel_scale_arcsec))
         touched = sorted({p for i in inside for p in skymap.overlaps(i.footprint_ra, i.footprint_dec)})
         with ctx.step("pre-process, warp, co-add, detect") as step, \
                 arrow_batch_bytes(spark, _largest_row_bytes(inside, skymap)):
@@ -78,8 +79,13 @@ class AstroJob(Job):
         if records:
             ctx.reject(stages.rejected_frame(spark, records))
         with ctx.step("write catalog") as step:
-            catalog = pipeline.write_catalog(catalog, ctx.output)
-            step.counts["sources"] = len(catalog)
+            # Each image's measured PSF (images.parquet) and each patch's effective PSF (catalog.fits header).
+            written = [p.stem.split("_", 1)[1] for p in (ctx.output / "coadds").glob("*.fits")]
+            catalog, images = pipeline.write_run_outputs(catalog, ctx.output, skymap, written)
+            step.counts.update(sources=len(catalog), psf_measured_images=int(images["psf_measured"].sum()),
+                               psf_fallback_images=int((~images["psf_measured"].astype(bool)).sum()),
+                               psf_median_fwhm_mas=round(1000 * float(images["psf_fwhm_arcsec"].median()))
+                               if len(images) else 0)
         if config.report.enabled and coadded:
             with ctx.step("report") as step:
                 summary = {"images co-added": coadded, "images rejected": len(records),

@@ -164,7 +164,7 @@ class SurveyConfig(Config):
     dither_arcsec: float = cfield(30.0, "Largest pointing offset of a visit from the field centre, per axis, arcsec.",
                                   min=0.0)
     rotation_deg: float = cfield(1.0, "Largest rotation of a visit's camera, degrees.", min=0.0, max=180.0)
-    seeing_fwhm_arcsec: list[float] = cfield([0.8, 1.3], "Range [min, max] of a visit's PSF FWHM, arcsec.", min=0.1,
+    seeing_fwhm_arcsec: list[float] = cfield([0.8, 1.3], "Range [min, max] of a visit's PSF FWHM, arcsec.", min=0.01,
                                              check=_range, check_doc="[min, max]")
     psf: str = cfield("mixed", "PSF profile: moffat, gaussian, or mixed (visits alternate, Moffat first).",
                       choices=("moffat", "gaussian", "mixed"))
@@ -201,10 +201,19 @@ SURVEY_PRESETS: dict[str, dict] = {
     "tiny": {"visits": 6, "ccd_shape": [320, 320], "ccd_gap_px": 12, "dither_arcsec": 12.0,
              "star_density": 25.0, "galaxy_density": 12.0, "star_mag": [17.0, 24.0], "galaxy_mag": [18.0, 23.5]},
     "bench": {"ccd_shape": [2048, 2048], "ccd_gap_px": 40, "dither_arcsec": 40.0},
+    "space": {"visits": 4, "mosaic": [1, 1], "ccd_shape": [500, 500], "ccd_gap_px": 0, "pixel_scale_arcsec": 0.04,
+              "dither_arcsec": 0.3, "rotation_deg": 0.05, "seeing_fwhm_arcsec": [0.078, 0.084], "psf": "moffat",
+              "moffat_beta": 2.5, "sky_electrons": [30.0, 40.0], "sky_gradient": 0.02, "read_noise": 4.0,
+              "star_density": 18000.0, "galaxy_density": 0.0, "star_mag": [19.0, 27.0], "bright_mag": [14.0, 15.0],
+              "min_separation_arcsec": 0.24, "cosmic_rays_per_mpix": 2000.0,
+              "cosmic_ray_electrons": [300.0, 5000.0], "trail_visits": []},
 }
 """Named surveys: ``tiny`` (a 2x2 mosaic of 320x320 px CCDs with a dense, bright
-source population, for tests and the demo) and ``bench`` (2x2 CCDs of 2048x2048 px: one visit covers about
-18'x18', so a patch of 2000 px at 0.333"/px takes parts of several CCDs)."""
+source population, for tests and the demo), ``bench`` (2x2 CCDs of 2048x2048 px: one visit covers about
+18'x18', so a patch of 2000 px at 0.333"/px takes parts of several CCDs) and ``space`` (a space telescope's
+crowded stellar field, like HST ACS or WFC3 on a globular cluster: 4 dithered visits of one 500x500 px CCD at
+0.04"/px, a diffraction-limited PSF of 0.08" -- 2 pixels -- FWHM with broad Moffat wings, about 2,000 stars per
+frame no closer than 3 FWHM, a dark sky, and 2,000 cosmic-ray hits per Mpix per exposure)."""
 
 
 def survey_preset(name: str, **overrides) -> SurveyConfig:
