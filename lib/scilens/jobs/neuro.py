@@ -24,6 +24,7 @@ import csv
 import math
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str
     return subjects, rejected
 
 
-def resolve_subjects(inputs: list[str]) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
+def resolve_subjects(inputs: list[str], list_inputs: Callable[[Sequence[str], Sequence[str]], list[str]] | None = None
+                     ) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
     """List the subjects of ``inputs`` on the driver (paths only, no image is opened).
 
     Returns the subjects (``subject``, ``path``, ``bval_path``, ``bvec_path``)
@@ -141,6 +143,9 @@ def resolve_subjects(inputs: list[str]) -> tuple[list[dict[str, str | None]], li
     whose name cannot name a subject's output directory, and bad manifest
     lines (:func:`read_manifest`). Raises :class:`InputError` for a missing
     input, a file that is not a manifest or two inputs with one subject name.
+    ``list_inputs(suffixes, inputs)`` lists a directory (the job's
+    :meth:`~scilens.core.job.JobContext.list_inputs`, which rejects and counts
+    what it cannot list); by default :func:`scilens.core.inputs.list_files`.
     """
     subjects: list[dict[str, str | None]] = []
     rejected: list[dict[str, str]] = []
@@ -150,7 +155,9 @@ def resolve_subjects(inputs: list[str]) -> tuple[list[dict[str, str | None]], li
             subjects += listed
             rejected += bad
             continue
-        for path in list_files(item, nifti.NIFTI_SUFFIXES):
+        paths = (list_inputs(nifti.NIFTI_SUFFIXES, [item]) if list_inputs is not None
+                 else list_files(item, nifti.NIFTI_SUFFIXES))
+        for path in paths:
             subject = nifti.subject_name(path)
             problem = subject_name_problem(subject)
             if problem:
@@ -186,9 +193,8 @@ class NeuroJob(Job):
         spark = ctx.spark
         out = ctx.output
         with ctx.step("list subjects") as step:
-            listed, missing = resolve_subjects(ctx.inputs)
-            if missing:
-                ctx.reject(spark.createDataFrame(missing, REJECTED_TYPE))
+            listed, missing = resolve_subjects(ctx.inputs, ctx.list_inputs)
+            ctx.reject_records(missing)
             step.counts.update(subjects=len(listed), rejected=len(missing))
         if not listed:
             return 0
