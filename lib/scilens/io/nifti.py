@@ -75,6 +75,7 @@ a file is never free, however small (plain Python reads a tiny NIfTI in ~6.5 ms,
 about what reading a MiB costs)."""
 
 _CHUNK_BYTES = 8 << 20
+_FRAME_BYTES = 8 << 20  # volume bytes gathered into one Arrow batch before it is sent
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
 
 MANIFEST_COLUMNS = ("subject", "nifti", "bval", "bvec")
@@ -430,8 +431,19 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame, step: st
         return volume_rows(row["path"], subject, gradient_files=files, max_volume_mb=max_volume_mb)
 
     def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        # Small volumes (many tiny files in one task) travel together: an Arrow batch per
+        # volume costs more than a tiny volume. Memory stays one volume plus _FRAME_BYTES.
+        pending: list[pd.DataFrame] = []
+        held = 0
         for batch in batches:
-            yield from guard_rows(batch, produce, step, columns, record_column="subject")
+            for frame in guard_rows(batch, produce, step, columns, record_column="subject"):
+                pending.append(frame)
+                held += sum(len(d["data"]) for d in frame["data"] if d is not None)
+                if held >= _FRAME_BYTES:
+                    yield pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
+                    pending, held = [], 0
+        if pending:
+            yield pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
 
     out = paths.mapInPandas(read, with_rejected_field(VOLUME_SCHEMA))
     # Straight to local disk: a subject's volumes kept in the JVM heap would need a heap the size of the subject.
