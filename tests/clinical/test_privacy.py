@@ -64,3 +64,32 @@ def test_rejections_name_eid_field_and_rule_never_the_value(spark, tmp_path, cap
     examples = json.loads(manifest_text)["rejected_examples"]
     assert {e["record"] for e in examples} == {text_eid, code_eid, ""}
     assert "rejected" in logged.getvalue()  # the terminal does report the rejections
+
+
+def test_a_malformed_line_is_rejected_by_eid_without_printing_it(spark, tmp_path, capfd):
+    """A line with more or fewer fields than the header: before, FAILFAST aborted the read and Spark's
+    error printed the whole line (every value of the participant), several times."""
+    from scilens.io import ukb
+    from tests.clinical.conftest import hand_built_export
+
+    clean, path = tmp_path / "clean.csv", tmp_path / "export.csv"  # two paths: Spark caches the first read
+    hand_built_export().to_csv(clean, index=False)
+    field_map = ukb.load_field_map()
+    reference = ukb.read_export(spark, [str(clean)], field_map)[0].toPandas().set_index(["eid", "visit"]).sort_index()
+    lines = clean.read_text().splitlines()
+    assert lines[3].startswith("1003,") and lines[5].startswith("1005,")
+    lines[3] += f",{SECRET},more"                    # two fields too many
+    lines[5] = f"1005,{SECRET}"                       # most fields missing
+    path.write_text("\n".join(lines) + "\n")
+    capfd.readouterr()
+    visits, rejected = ukb.read_export(spark, [str(path)], field_map)
+    visits, rejected = visits.toPandas().set_index(["eid", "visit"]).sort_index(), rejected.toPandas()
+    captured = capfd.readouterr()
+    assert SECRET not in captured.err + captured.out and SECRET not in rejected.to_csv(index=False)
+    assert dict(zip(rejected["record"], rejected["message"])) == {
+        eid: f"eid {eid}: its line has more or fewer fields than the export's header, so its values may be in "
+             "the wrong columns" for eid in ("1003", "1005")}
+    # The other participants are read as before.
+    expected = reference.drop(index=[1003, 1005], level="eid")
+    assert visits.index.equals(expected.index)
+    pd.testing.assert_frame_equal(visits.astype(str), expected.astype(str))

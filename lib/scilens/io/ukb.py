@@ -23,8 +23,9 @@ visit-level value at that instance.
 Bad input: an export without ``eid``, a required field without any column, or a number
 column holding no number at all raise :class:`~scilens.core.inputs.InputError` before
 anything runs. A participant with text where a number belongs, or a code outside the
-field's coding, is rejected (``_rejected``, record = the eid) with a message naming the
-eid, column, feature and the rule broken; the other participants go on.
+field's coding, or whose CSV/TSV line has more or fewer fields than the header, is rejected
+(``_rejected``, record = the eid) with a message naming the eid, column, feature and the rule
+broken; the other participants go on.
 
 Messages never quote a participant's value: they reach the terminal, ``manifest.json``
 (``rejected_examples``) and ``_rejected/rejected.parquet``, which are shared more widely than
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,8 @@ EYES = ("right", "left")
 EXPORT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
 _COLUMN = re.compile(r"^(\d+)-(\d+)\.(\d+)$")
 _STEP = "read_ukb"
+_CORRUPT = "_corrupt_line"  # Spark's corrupt-record column: the raw line, dropped as soon as it is flagged
+MALFORMED_COLUMN = "_malformed"
 
 # One export row of ~100 short text columns is about 2 kB; 16 MB batches keep the
 # per-batch pandas overhead small without holding much memory.
@@ -258,7 +262,8 @@ def _reduce(matrix: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
-def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayout) -> pd.DataFrame:
+def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayout,
+                  malformed: pd.Series | None = None) -> pd.DataFrame:
     """Turn export rows into visit rows (the pure step of :func:`read_export`).
 
     Parameters
@@ -269,6 +274,9 @@ def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayou
         What to read.
     layout : ExportLayout
         Which columns hold which (field, instance), from :func:`export_layout`.
+    malformed : Series of bool, optional
+        Rows whose line in a CSV/TSV export had more or fewer fields than its header: their
+        values may sit in the wrong columns, so the participant is rejected.
 
     Returns
     -------
@@ -288,6 +296,10 @@ def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayou
                                            "a row whose eid is not a whole number (its text is withheld)"),
                                   index=index))
     eid_label = "eid " + eid_text.fillna("(empty)").astype(str) + ": "
+    if malformed is not None:
+        errors.add(pd.Series(np.asarray(malformed, dtype=bool), index=index) & ~eid_bad,
+                   eid_label + "its line has more or fewer fields than the export's header, so its values may "
+                   "be in the wrong columns")
     special = set(field_map.special_codes)
 
     # per (feature column, instance): a Series of values (float, Int, list) indexed like the export
@@ -384,9 +396,12 @@ def _reader_options(path: str) -> tuple[str, dict[str, str]]:
     if lower.endswith((".parquet", ".pq")) or Path(path).is_dir():
         return "parquet", {}
     sep = "," if lower.endswith(".csv") else "\t"
-    # Showcase exports quote text; every value is read as text and parsed by decode_export.
+    # Showcase exports quote text; every value is read as text and parsed by decode_export. A line with
+    # more or fewer fields than the header is kept (PERMISSIVE) and flagged through the corrupt-record
+    # column, so its participant is rejected by eid: FAILFAST would abort the run and print the whole
+    # line, every value of the participant, in Spark's error.
     return "csv", {"header": "true", "sep": sep, "inferSchema": "false", "quote": '"', "escape": '"',
-                   "mode": "FAILFAST"}
+                   "mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 
 
 def _read_tables(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, list[str]]:
@@ -412,16 +427,26 @@ def _read_tables(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, 
                                  "exports split across files must not repeat columns")
             seen[column] = files[0]
         kind, options = readers[columns]
-        table = spark.read.format(kind).options(**options).load(files)
-        table = table.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns])
+        reader = spark.read.format(kind).options(**options)
+        if kind == "csv":  # every column as text, plus the corrupt-record column that flags a malformed line
+            reader = reader.schema(T.StructType([T.StructField(c, T.StringType()) for c in columns]
+                                                + [T.StructField(_CORRUPT, T.StringType())]))
+        table = reader.load(files)
+        malformed = F.col(_CORRUPT).isNotNull() if kind == "csv" else F.lit(False)
         # input_file_name() cannot see through a join: each part names its own file
-        tables.append(table.withColumn(f"_path{len(tables)}", F.input_file_name()))
+        table = table.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns],
+                             F.input_file_name().alias(f"_path{len(tables)}"),
+                             malformed.alias(f"_malformed{len(tables)}"))
+        tables.append(table)
     joined = tables[0]
     for table in tables[1:]:
         joined = joined.join(table, on="eid", how="full_outer")
     parts = [f"_path{i}" for i in range(len(tables))]
-    joined = joined.withColumn("_path", F.concat_ws(" + ", *parts)).drop(*parts)
-    return joined, [c for c in joined.columns if c != "_path"]
+    flags = [F.coalesce(F.col(f"_malformed{i}"), F.lit(False)) for i in range(len(tables))]
+    joined = (joined.withColumn("_path", F.concat_ws(" + ", *parts))
+                    .withColumn(MALFORMED_COLUMN, F.greatest(*flags) if len(flags) > 1 else flags[0])
+                    .drop(*parts, *[f"_malformed{i}" for i in range(len(tables))]))
+    return joined, [c for c in joined.columns if c not in ("_path", MALFORMED_COLUMN)]
 
 
 def _check_number_columns(sample: pd.DataFrame, columns: Mapping[str, str]) -> None:
@@ -436,6 +461,25 @@ def _check_number_columns(sample: pd.DataFrame, columns: Mapping[str, str]) -> N
             raise InputError(f"column {column} ({name}) holds text, not numbers: none of its {len(text)} non-empty "
                              f"values in the export's first {len(sample)} rows is a number; is the export's "
                              "column naming or coding right?")
+
+
+@contextmanager
+def _whole_csv_lines(spark: SparkSession) -> Iterator[None]:
+    """Tokenise every field of a CSV line while the export is decoded.
+
+    With column pruning (Spark's default) the parser reads only the selected fields and never sees
+    that a line has more or fewer fields than the header, so the corrupt-record flag stays empty.
+    """
+    key = "spark.sql.csv.parser.columnPruning.enabled"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "false")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 SAMPLE_ROWS = 1000
@@ -458,21 +502,21 @@ def read_export(spark: SparkSession, paths: Sequence[str], field_map: FieldMap) 
     # mapInPandas cannot take column names with dots (21003-0.0): they travel as 21003-0_0.
     safe = {c: c.replace(".", "_") for c in wanted}
     original = {v: k for k, v in safe.items()}
-    table = table.select(*[F.col(f"`{c}`").alias(safe[c]) for c in wanted], "_path")
+    table = table.select(*[F.col(f"`{c}`").alias(safe[c]) for c in wanted], "_path", MALFORMED_COLUMN)
     # A showcase CSV is one file Spark reads as one partition: spread its rows over the cores.
     table = table.repartition(max(spark.sparkContext.defaultParallelism, table.rdd.getNumPartitions()))
     schema = with_rejected_field(visit_schema(field_map))
 
     def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            out = decode_export(batch.rename(columns=original), field_map, layout)
+            out = decode_export(batch.rename(columns=original), field_map, layout, malformed=batch[MALFORMED_COLUMN])
             if REJECTED_COLUMN in out and len(batch):
                 path = str(batch["_path"].iloc[0])
                 for record in out[REJECTED_COLUMN].dropna():
                     record["path"] = path
             yield out
 
-    with arrow_batch_bytes(spark, _ROW_BYTES, _BATCH_BUDGET, raise_limit=True):
+    with arrow_batch_bytes(spark, _ROW_BYTES, _BATCH_BUDGET, raise_limit=True), _whole_csv_lines(spark):
         decoded = table.mapInPandas(decode, schema)
         visits, rejected = split_rejected(decoded, on={"eid": "record"})
         # Materialise while the batch size applies: the split persists the decoded rows.
