@@ -35,6 +35,11 @@ def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, 
     assert names == sorted(p.name for p in (ref / "coadds").glob("*.fits")) and len(names) == 4
     for name in names:
         with fits.open(out / "coadds" / name) as a, fits.open(ref / "coadds" / name) as b:
-            for plane in ("IMAGE", "VARIANCE", "MASK", "COUNT"):
-                assert np.array_equal(a[plane].data, b[plane].data, equal_nan=a[plane].data.dtype.kind == "f")
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "catalog.parquet"), pd.read_parquet(ref / "catalog.parquet"))
+            for plane in ("MASK", "COUNT"):
+                assert np.array_equal(a[plane].data, b[plane].data)
+            # Executors and the reference are separate processes: float sums may round differently.
+            for plane in ("IMAGE", "VARIANCE"):
+                np.testing.assert_allclose(a[plane].data, b[plane].data, rtol=1e-5, atol=1e-6 * np.nanmax(
+                    np.abs(b[plane].data)), equal_nan=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "catalog.parquet"), pd.read_parquet(ref / "catalog.parquet"),
+                                  check_exact=False, rtol=1e-5)

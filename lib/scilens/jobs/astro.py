@@ -38,7 +38,7 @@ class AstroJob(Job):
         config: AstroConfig = ctx.config  # type: ignore[assignment]
         spark = ctx.spark
         with ctx.step("list inputs") as step:
-            paths = pipeline.input_paths(ctx.inputs)
+            paths = pipeline.input_paths(ctx.inputs, ctx.list_inputs)
             step.counts["files"] = len(paths)
         with ctx.step("scan headers") as step:
             infos, rejected = stages.scan(spark, paths, config)

@@ -30,7 +30,6 @@ from scilens.clinical.features import EYE_FEATURES
 from scilens.clinical.report import markdown_table
 from scilens.clinical.splits import SplitConfig, assign_splits
 from scilens.core.config import field
-from scilens.core.inputs import list_files
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.io import ukb
 
@@ -77,7 +76,7 @@ class GlaucomaCohortJob(Job):
         spark = ctx.spark
         field_map = ukb.load_field_map(config.fields)
         with ctx.step("read export") as step:
-            paths = list_files(ctx.inputs, ukb.EXPORT_SUFFIXES)
+            paths = ctx.list_inputs(ukb.EXPORT_SUFFIXES)
             visits, rejected = ukb.read_export(spark, paths, field_map)
             ctx.reject(rejected)
             step.counts["files"] = len(paths)
