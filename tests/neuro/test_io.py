@@ -11,30 +11,31 @@ import pytest
 from scilens.core.inputs import InputError, paths_frame
 from scilens.core.session import arrow_batch_bytes
 from scilens.io import nifti
+from scilens.jobs.neuro import read_manifest
 
 
-def test_manifest_resolves_paths_and_refuses_bad_files(tmp_path):
+def test_manifest_resolves_paths_and_quarantines_bad_lines(tmp_path):
     (tmp_path / "data").mkdir()
     manifest = tmp_path / "subjects.csv"
     manifest.write_text("subject,nifti,bval,bvec\nsub-01,data/a.nii.gz,data/a.bval,/abs/a.bvec\n"
-                        " 007 , data/b.nii , data/b.bval , data/b.bvec \n")
-    rows = nifti.read_subject_manifest(manifest)
-    assert rows == [
+                        " 007 , data/b.nii , data/b.bval , data/b.bvec \n"
+                        "s,a.nii,,a.bvec\nsub-01,c.nii,c.bval,c.bvec\n")
+    subjects, rejected = read_manifest(str(manifest))
+    assert subjects == [
         {"subject": "sub-01", "path": str(tmp_path / "data/a.nii.gz"), "bval_path": str(tmp_path / "data/a.bval"),
          "bvec_path": "/abs/a.bvec"},
         {"subject": "007", "path": str(tmp_path / "data/b.nii"), "bval_path": str(tmp_path / "data/b.bval"),
          "bvec_path": str(tmp_path / "data/b.bvec")},
     ]
-    cases = {
-        "subject,nifti,bval\ns,a.nii,a.bval\n": "lacks column(s) bvec",
-        "subject,nifti,bval,bvec\ns,a.nii,,a.bvec\n": "line 2: empty bval",
-        "subject,nifti,bval,bvec\ns,a.nii,a.bval,a.bvec\ns,b.nii,b.bval,b.bvec\n": "line 3: subject 's' appears twice",
-        "subject,nifti,bval,bvec\n": "lists no subjects",
-    }
-    for text, message in cases.items():
+    messages = [r["message"] for r in rejected]
+    assert len(messages) == 2 and "line 4: empty bval" in messages[0]
+    assert "line 5: subject 'sub-01' is already on line 2" in messages[1]
+    # A file that is not a manifest as a whole is refused, not quarantined line by line.
+    for text, message in {"subject,nifti,bval\ns,a.nii,a.bval\n": "lacks column(s) bvec",
+                          "subject,nifti,bval,bvec\n": "lists no subjects"}.items():
         manifest.write_text(text)
         with pytest.raises(InputError, match=re.escape(message)):
-            nifti.read_subject_manifest(manifest)
+            read_manifest(str(manifest))
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])

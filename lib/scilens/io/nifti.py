@@ -19,7 +19,6 @@ dtype when the header has no scaling, the scaled values when it has.
 
 from __future__ import annotations
 
-import csv
 import heapq
 import math
 import os
@@ -37,7 +36,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from scilens.core import tensor
-from scilens.core.inputs import InputError
 from scilens.core.quarantine import guard_rows, split_rejected, with_rejected_field
 
 __all__ = [
@@ -51,7 +49,6 @@ __all__ = [
     "iter_volumes",
     "plan_tasks",
     "read_gradients",
-    "read_subject_manifest",
     "read_volumes",
     "subject_name",
     "volume_rows",
@@ -448,50 +445,6 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame, step: st
     out = paths.mapInPandas(read, with_rejected_field(VOLUME_SCHEMA))
     # Straight to local disk: a subject's volumes kept in the JVM heap would need a heap the size of the subject.
     return split_rejected(out, on="path", storage=StorageLevel.DISK_ONLY)
-
-
-def read_subject_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Read a subject manifest CSV (:data:`MANIFEST_COLUMNS`, header line first).
-
-    Relative file paths are taken relative to the manifest's directory. Returns
-    one dict per subject with ``subject``, ``path``, ``bval_path`` and
-    ``bvec_path`` (absolute), in file order; whether the files exist and are
-    readable is left to the reader, which rejects the subject if not.
-
-    Raises
-    ------
-    InputError
-        The file is not such a CSV: a column is missing, a line is incomplete,
-        or a subject appears twice.
-    """
-    path = Path(path)
-    base = path.parent.absolute()
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in MANIFEST_COLUMNS if c not in header]
-            if missing:
-                raise InputError(f"{path}: subject manifest lacks column(s) {', '.join(missing)}; "
-                                 f"expected a header line {','.join(MANIFEST_COLUMNS)}")
-            lines = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read subject manifest ({exc})") from None
-    subjects: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for number, line in enumerate(lines, start=2):
-        empty = [c for c in MANIFEST_COLUMNS if not line.get(c)]
-        if empty:
-            raise InputError(f"{path} line {number}: empty {', '.join(empty)}")
-        if line["subject"] in seen:
-            raise InputError(f"{path} line {number}: subject {line['subject']!r} appears twice")
-        seen.add(line["subject"])
-        subjects.append({"subject": line["subject"],
-                         **{key: str(base / line[col]) for key, col in
-                            (("path", "nifti"), ("bval_path", "bval"), ("bvec_path", "bvec"))}})
-    if not subjects:
-        raise InputError(f"{path}: subject manifest lists no subjects")
-    return subjects
 
 
 def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
