@@ -36,7 +36,7 @@ from pyspark.sql import SparkSession
 from scilens.core.config import ConfigError
 
 __all__ = ["LOCAL_TASK_ATTEMPTS", "THREAD_ENV", "arrow_batch_bytes", "arrow_batch_rows", "cached_batch_rows",
-           "conf_dirs", "get_spark", "set_arrow_batch_bytes", "with_local_retries"]
+           "conf_dirs", "get_spark", "restored_conf", "set_arrow_batch_bytes", "with_local_retries"]
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int = A
     blocks) sizes each stage's batches without leaving a tiny value behind
     for the rest of the session.
     """
-    with _restored_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch"):
+    with restored_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch"):
         yield set_arrow_batch_bytes(spark, row_bytes, budget_bytes, raise_limit)
 
 
@@ -218,16 +218,18 @@ def cached_batch_rows(spark: SparkSession, rows: int) -> Iterator[int]:
     which fills the cache.
     """
     key = "spark.sql.inMemoryColumnarStorage.batchSize"
-    with _restored_conf(spark, key):
+    with restored_conf(spark, key):
         spark.conf.set(key, str(rows))
         yield rows
 
 
 @contextlib.contextmanager
-def _restored_conf(spark: SparkSession, key: str) -> Iterator[None]:
-    """Put the session's value of ``key`` (or its absence) back when the block ends."""
+def restored_conf(spark: SparkSession, key: str, value: str | None = None) -> Iterator[None]:
+    """Set ``key`` to ``value`` (if given) for the block; put the session's value (or its absence) back after."""
     previous = spark.conf.get(key, None)
     try:
+        if value is not None:
+            spark.conf.set(key, value)
         yield
     finally:
         if previous is None:

@@ -51,7 +51,7 @@ from pyspark.sql import types as T
 from scilens.core.config import Config, ConfigError, field, load_config
 from scilens.core.inputs import InputError
 from scilens.core.quarantine import REJECTED_COLUMN, rejection, split_rejected, with_rejected_field
-from scilens.core.session import arrow_batch_bytes, conf_dirs
+from scilens.core.session import arrow_batch_bytes, conf_dirs, restored_conf
 
 __all__ = [
     "EXPORT_SUFFIXES",
@@ -470,16 +470,8 @@ def _whole_csv_lines(spark: SparkSession) -> Iterator[None]:
     With column pruning (Spark's default) the parser reads only the selected fields and never sees
     that a line has more or fewer fields than the header, so the corrupt-record flag stays empty.
     """
-    key = "spark.sql.csv.parser.columnPruning.enabled"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, "false")
-    try:
+    with restored_conf(spark, "spark.sql.csv.parser.columnPruning.enabled", "false"):
         yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
 
 
 SAMPLE_ROWS = 1000
