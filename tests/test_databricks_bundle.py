@@ -117,7 +117,7 @@ def resolve(config: dict[str, Any], target: str | None = None, variables: dict[s
         raise BundleError(f"{path}: target {target}: no value for variable(s) {', '.join(missing)} "
                           "(no default, not set by the target, not given with --var)")
 
-    bundle = {**config["bundle"], "target": target}
+    bundle = {**config["bundle"], "target": target, **({"mode": chosen["mode"]} if "mode" in chosen else {})}
     workspace = {**(config.get("workspace") or {}), **(chosen.get("workspace") or {})}
     workspace["current_user"] = {"userName": USER, "short_name": USER.split("@")[0]}
     # The CLI's defaults, in its order: root_path, then the paths under it.
@@ -249,6 +249,11 @@ def test_the_wheel_is_built_and_uploaded_to_a_volume(target):
     artifact_path = resolved["workspace"]["artifact_path"]
     assert artifact_path.startswith(("/Volumes/", "/Workspace/")), f"{name}: artifact_path {artifact_path}"
     assert "${" not in artifact_path
+    if resolved["bundle"].get("mode") == "development":
+        # The CLI refuses a development target whose paths could collide with another user's copy.
+        for key in ("root_path", "file_path", "artifact_path", "state_path"):
+            value = resolved["workspace"].get(key, "")
+            assert not value or USER in value, f"{name}: workspace.{key} {value} is not specific to the user"
 
 
 def test_one_job_resource_per_scilens_job():
