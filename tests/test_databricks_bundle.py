@@ -294,6 +294,7 @@ def test_tasks_run_an_entry_point_with_a_config_the_job_accepts(target):
             remote_config = _param(params, "--config")
             # ${workspace.file_path} mirrors the sync root, here the repository root.
             assert remote_config.startswith(file_path + "/"), f"{where}: --config {remote_config}"
+            assert file_path.startswith("/Workspace/"), f"{where}: the driver reads {file_path} as a local path"
             local_config = ROOT / remote_config[len(file_path) + 1:]
             assert local_config.is_file() and any(local_config.is_relative_to(p) for p in synced), where
             assert local_config == ROOT / "conf" / f"{entry.stem}.yaml", f"{where}: config of another job"
