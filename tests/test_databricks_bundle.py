@@ -212,6 +212,17 @@ def test_targets_and_variables():
     # Nobody's address is committed: failing runs email whoever deploys says.
     assert "default" not in config["variables"]["failure_email"]
     assert config["variables"]["spark_version"]["default"] == CURRENT
+    # A target's values win over the defaults, and --var over both.
+    dev, prod = (resolve(config, t, VARS) for t in ("dev", "prod"))
+    assert "/Volumes/main/scilens_dev/scilens/" in dev["workspace"]["artifact_path"]
+    assert "/Volumes/main/scilens/scilens/" in prod["workspace"]["artifact_path"]
+    def workers(resolved: dict[str, Any]) -> int:
+        return jobs(resolved)["ingest"]["job_clusters"][0]["new_cluster"]["num_workers"]
+
+    assert (workers(dev), workers(prod)) == (2, 4)
+    again = resolve(config, "prod", {**VARS, "num_workers": 8, "schedule_pause_status": "UNPAUSED"})
+    assert workers(again) == 8
+    assert jobs(again)["glaucoma_chain"]["schedule"]["pause_status"] == "UNPAUSED"
 
 
 def test_unset_variable_fails_naming_it(tmp_path: Path):
