@@ -138,7 +138,7 @@ def resolve(config: dict[str, Any], target: str | None = None, variables: dict[s
         if depth > 10:
             raise BundleError(f"{path}: target {target}: references in {where} do not resolve (a cycle?)")
         if isinstance(value, dict):
-            return {k: substitute(v, f"{where}.{k}", depth) for k, v in value.items()}
+            return {k: substitute(v, f"{where}.{k}" if where else k, depth) for k, v in value.items()}
         if isinstance(value, list):
             return [substitute(v, f"{where}[{i}]", depth) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
@@ -155,7 +155,7 @@ def resolve(config: dict[str, Any], target: str | None = None, variables: dict[s
     out["bundle"], out["workspace"] = bundle, workspace
     context["workspace"] = substitute(workspace, "workspace")
     context["var"] = substitute(values, "variables")
-    return substitute(out, "bundle")
+    return substitute(out, "")
 
 
 def jobs(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -244,7 +244,7 @@ def test_unset_variable_fails_naming_it(tmp_path: Path):
     with pytest.raises(BundleError, match=r"undeclared variable\(s\) \['typo'\]"):
         resolve(other, variables={"warehouse": "w", "typo": 1}, path=bundle)
     other["resources"]["jobs"]["j"]["name"] = "${var.wharehouse}"
-    with pytest.raises(BundleError, match=r"unknown reference \$\{var.wharehouse\} in bundle.resources.jobs.j.name"):
+    with pytest.raises(BundleError, match=r"unknown reference \$\{var.wharehouse\} in resources.jobs.j.name"):
         resolve(other, variables={"warehouse": "w"}, path=bundle)
 
 
