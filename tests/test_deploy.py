@@ -1,12 +1,11 @@
-"""Entry points, job registry, shipped configs and Databricks specs agree with each other.
+"""Entry points, job registry and shipped configs agree with each other.
 
-Convention: ``jobs/<entry>.py`` runs one registered job; its config is
-``conf/<entry>.yaml`` and its Databricks spec ``deploy/databricks/<entry>.json``.
+Convention: ``jobs/<entry>.py`` runs one registered job; its config is ``conf/<entry>.yaml`` and its
+Databricks job ``deploy/databricks/resources/<entry>.yml`` (checked by ``test_databricks_bundle.py``).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -31,15 +30,7 @@ def test_every_job_has_one_entry_point():
     assert sorted(runs) == sorted(cli.JOBS)
 
 
-def test_shipped_configs_and_databricks_specs():
+def test_shipped_configs():
     for stem, name in _entries().items():
         job = cli.load_job(name)
         load_config(job.config_class, ROOT / "conf" / f"{stem}.yaml")  # the shipped config is valid
-        spec = json.loads((ROOT / "deploy" / "databricks" / f"{stem}.json").read_text())
-        for task in spec["tasks"]:
-            python_task = task["spark_python_task"]
-            assert python_task["python_file"] == f"jobs/{stem}.py"
-            params = python_task["parameters"]
-            assert "--input" in params and "--output" in params
-            assert (ROOT / params[params.index("--config") + 1]).is_file()
-            assert any(lib.get("whl", "").endswith(".whl") for lib in task["libraries"])
