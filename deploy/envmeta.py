@@ -9,8 +9,9 @@ Standard library only: it runs under whichever interpreter it describes (a stack
                                                       # stack or Python than this environment
 
 A stack is a constraints file, ``constraints/<name>.txt`` (``constraints.txt`` counts as ``current`` in a
-checkout that has only the one file); an environment is the stack whose pins of the key packages
-(:data:`KEY_PACKAGES`) it has installed. ``SCILENS_STACK`` names the stack outright.
+checkout that has only the one file). An environment's stack is, first found: ``SCILENS_STACK``; the first
+word of ``<venv>/.scilens-stack`` (written by ``deploy/install.sh``); the stack whose pins of the key packages
+(:data:`KEY_PACKAGES`) it has installed.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ def _versions_text(versions: dict[str, str | None]) -> str:
 
 
 def detect_stack(versions: dict[str, str | None] | None = None, root: Path = ROOT) -> str | None:
-    """The stack the running environment is (``SCILENS_STACK`` if set), or None if it matches none."""
+    """The stack the running environment is, or None if it matches none."""
     if os.environ.get("SCILENS_STACK"):
         return os.environ["SCILENS_STACK"]
+    marker = Path(sys.prefix, ".scilens-stack")
+    if marker.is_file() and marker.read_text().split():
+        return marker.read_text().split()[0]
     versions = installed_versions() if versions is None else versions
     matches = [name for name, path in stack_files(root).items()
                if all(versions.get(key) == pin for key, pin in pinned_versions(path).items())]

@@ -105,19 +105,25 @@ PYEOF
 )
 say "packing $VENV (stack $STACK, scilens from $(basename "$wheel")) into $OUT/$name, gzip level $LEVEL"
 pack_started=$(date +%s)
-PYTHONPATH="$TOOL" "$VENV/bin/python" - "$env_dir" "$OUT/$name.tmp" "$LEVEL" "$PYTHON_PREFIX" <<'PYEOF'
+packed_mib=$(PYTHONPATH="$TOOL" "$VENV/bin/python" - "$env_dir" "$OUT/$name.tmp" "$LEVEL" "$PYTHON_PREFIX" <<'PYEOF'
+import os
 import sys
+
 import venv_pack
 
 prefix, output, level, python_prefix = sys.argv[1:5]
-env = venv_pack.Env(prefix)
+# Spark's jars stay out: executors run the cluster's own Spark JVM, and a driver in cluster mode is started by
+# it, so the 440 MiB under pyspark/jars would be unpacked on every node for nothing; nor make's stamp file.
+env = venv_pack.Env(prefix).exclude("lib/python*/site-packages/pyspark/jars/*").exclude(".installed-*")
 # The metadata first: deploy/submit.sh reads it without decompressing the whole archive.
 env.files = sorted(env.files, key=lambda f: f.target != "environment-meta.json")
 env.pack(output=output, format="tar.gz", compress_level=int(level), python_prefix=python_prefix or None,
          force=True)
+print(sum(os.lstat(f.source).st_size for f in env.files) // 2**20)
 PYEOF
+)
 mv "$OUT/$name.tmp" "$OUT/$name"
 ended=$(date +%s)
-say "wrote $OUT/$name ($(du -m "$OUT/$name" | cut -f1) MiB from $(du -sm "$env_dir" | cut -f1) MiB) in" \
-    "$((ended - started)) s ($((ended - pack_started)) s compressing)"
+say "wrote $OUT/$name ($(du -m "$OUT/$name" | cut -f1) MiB from $packed_mib MiB) in $((ended - started)) s" \
+    "($((ended - pack_started)) s compressing)"
 echo "$OUT/$name"

@@ -36,10 +36,12 @@ def standalone_cluster(state_dir: Path, scrubbed: bool = False) -> Iterator[str]
         subprocess.run([script, "stop"], env=env, check=True, timeout=120)
 
 
-def submit(master: str, job: str, *args: str, timeout: int = 900,
-           env_archive: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``deploy/submit.sh --master <master> [--env-archive <env_archive>] <job> <args>``; the finished process."""
+def submit(master: str, job: str, *args: str, timeout: int = 900, env_archive: Path | None = None,
+           conf: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``deploy/submit.sh --master M [--env-archive A] [--conf k=v ...] <job> <args>``; the finished process."""
     env = {**os.environ, "PYTHON": sys.executable}
     options = ["--env-archive", str(env_archive)] if env_archive else []
+    for key, value in (conf or {}).items():
+        options += ["--conf", f"{key}={value}"]
     return subprocess.run([str(ROOT / "deploy" / "submit.sh"), "--master", master, *options, job, *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
