@@ -10,6 +10,9 @@
 #   interpreter's path: venv-pack links the archive's bin/python to it rather than shipping an interpreter.
 # Environment: SCILENS_CACHE (default ~/.cache/scilens: venv-pack itself), SCILENS_PACK_COMPRESS_LEVEL.
 set -euo pipefail
+# Only the venv's own packages: a PYTHONPATH (a test run's lib/) would hide its scilens from pip.
+unset PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE
+export PYTHONNOUSERSITE=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${SCILENS_CACHE:-$HOME/.cache/scilens}
 VENV_PACK_VERSION=0.2.0
@@ -74,7 +77,7 @@ if ! cp -al "$VENV" "$env_dir" 2>/dev/null; then
 fi
 PY="$env_dir/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" uninstall -y scilens >/dev/null 2>&1 || true
+"${PIP[@]}" uninstall -y scilens
 "${PIP[@]}" install --no-deps --no-index --no-compile "$wheel"
 # Scripts copied from the venv start with #!<venv>/bin/python; point them at the copy so venv-pack makes
 # them relocatable (#!/usr/bin/env python) as it does with its own prefix.
