@@ -38,7 +38,7 @@ def _meta() -> dict:
 
 @pytest.fixture(scope="session")
 def env_archive(tmp_path_factory) -> Path:
-    """This test run's own stack packed once per session by deploy/pack.sh (about 70 s for 2.8 GiB, gzip 1).
+    """This test run's own stack packed once per session by deploy/pack.sh (2.2 GiB, 90-130 s on 2 loaded cores).
 
     ``SCILENS_TEST_ENV_ARCHIVE`` names an archive built before, to skip packing while working on the tests.
     """
