@@ -2,7 +2,11 @@
 # A real Spark standalone cluster on this machine: one master and two one-core workers on 127.0.0.1.
 #   deploy/local-cluster.sh start|stop|status
 # Environment: SCILENS_MASTER_PORT (7077), SCILENS_MASTER_UI_PORT (8080), SCILENS_WORKER_MEMORY (2g),
-#              SCILENS_CLUSTER_DIR (.cluster: PID files, logs, work dirs), PYTHON (.venv/bin/python).
+#              SCILENS_CLUSTER_DIR (.cluster: PID files, logs, work dirs), PYTHON (.venv/bin/python),
+#              SCILENS_SCRUB_ENV (1: nodes that cannot see this machine's Python, as on a real cluster: master
+#              and workers start with an emptied environment (system PATH, no PYSPARK_PYTHON, no PYTHONPATH)
+#              and a copy of Spark's jars and scripts in SCILENS_CLUSTER_DIR/spark as SPARK_HOME, not the one
+#              inside the venv; jobs then bring their Python with deploy/submit.sh --env-archive).
 # `stop` ends only the processes whose PIDs `start` recorded.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +15,7 @@ STATE=${SCILENS_CLUSTER_DIR:-$ROOT/.cluster}
 PORT=${SCILENS_MASTER_PORT:-7077}
 UI=${SCILENS_MASTER_UI_PORT:-8080}
 MEMORY=${SCILENS_WORKER_MEMORY:-2g}
+SCRUB=${SCILENS_SCRUB_ENV:-0}
 export SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON=$PY
 export SPARK_HOME=${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}
 MASTER_URL="spark://127.0.0.1:$PORT"
@@ -23,9 +28,28 @@ with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/json/", timeout=2) 
 PYEOF
 }
 
+node_spark_home() {  # Spark's jars and scripts outside any Python environment (hard links when possible)
+  local home="$STATE/spark"
+  if [ ! -d "$home/jars" ]; then
+    mkdir -p "$home"
+    for d in bin sbin jars conf; do
+      [ -d "$SPARK_HOME/$d" ] || continue
+      cp -al "$SPARK_HOME/$d" "$home/$d" 2>/dev/null || { rm -rf "${home:?}/$d"; cp -a "$SPARK_HOME/$d" "$home/$d"; }
+    done
+  fi
+  echo "$home"
+}
+
 launch() {  # name, class, args...
   local name=$1; shift
-  nohup "$SPARK_HOME/bin/spark-class" "$@" >"$STATE/$name.log" 2>&1 &
+  if [ "$SCRUB" = 1 ]; then
+    local home; home=$(node_spark_home)
+    nohup env -i HOME="$HOME" LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      ${JAVA_HOME:+JAVA_HOME="$JAVA_HOME"} SPARK_HOME="$home" SPARK_LOCAL_IP=127.0.0.1 \
+      "$home/bin/spark-class" "$@" >"$STATE/$name.log" 2>&1 &
+  else
+    nohup "$SPARK_HOME/bin/spark-class" "$@" >"$STATE/$name.log" 2>&1 &
+  fi
   echo $! >"$STATE/$name.pid"
 }
 
@@ -59,6 +83,7 @@ stop() {
     fi
     rm -f "$f"
   done
+  rm -rf "$STATE/spark"
   echo "standalone cluster stopped"
 }
 
