@@ -82,6 +82,8 @@ def _tf_variable(variable: Any) -> Any:
     import tensorflow as tf
 
     return variable if isinstance(variable, tf.Variable) else variable._value
+
+
 # -------------------------------------------------------------------------------------------------------------------
 
 
@@ -156,54 +158,64 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
     tf.keras.utils.set_random_seed(cfg.seed)  # as the Horovod backend seeds, right before building
     with strategy.scope():
         model = build_model(spec)
-        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=scaled_learning_rate(cfg, size),
-                                                         epsilon=cfg.adam_epsilon),
-                      loss=tf.keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing))
+        optimizer = tf.keras.optimizers.Adam(learning_rate=scaled_learning_rate(cfg, size), epsilon=cfg.adam_epsilon)
+        optimizer.build(model.trainable_variables)  # its slots created here, not inside a replica's step
+    loss_fn = tf.keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing, reduction="none")
+    global_batch = cfg.batch_size * size
+
+    # A training loop of our own rather than Keras' fit: fit under a multi-worker strategy fails in Keras 3.5
+    # (it all-reduces its first batch and its scalar logs along an axis they do not have). The step is what fit
+    # does: per-rank forward pass, the loss as a share of the global batch's mean, gradients summed over the
+    # ranks by the optimizer (collective all-reduce) and the same update applied on every rank.
+    def step(images: Any, target: Any) -> Any:
+        with tf.GradientTape() as tape:
+            prob = model(images, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn(tf.reshape(target, (-1, 1)), prob),
+                                              global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function
+    def train_step(iterator: Any) -> Any:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(step, args=next(iterator)), axis=None)
+
+    def train_input(context: Any) -> Any:
+        # One input pipeline per rank: its own shard, batches of the per-rank batch size, never sharded again.
+        return parquet_data.tf_dataset(spec.train_url, context.input_pipeline_id, context.num_input_pipelines,
+                                       spec.image_shape, cfg.batch_size, transform=augment_transform(cfg, rank),
+                                       shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed + rank, repeat=True,
+                                       drop_remainder=True)
+
+    batches = iter(strategy.distribute_datasets_from_function(train_input))
     weights = list(model.weights)
     moving = [v for v in weights if is_moving_statistic(v)]
     steps = spec.steps_per_epoch(size)
     exporter = ModelExporter(spec, twin)
     tracker = EpochTracker(spec, rank, size, steps, exporter)
     predict = tf.function(lambda images: twin(images, training=False), reduce_retracing=True)
-
-    class SyncAndValidate(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            logs = logs if logs is not None else {}
-            train_seconds = time.perf_counter() - self.started
-            # Keras reports this rank's mean loss (Keras 2 already averages it over the ranks, Keras 3 may
-            # not); the mean over the ranks is the Horovod backend's number.
-            (loss,) = collectives.mean([np.float64(logs.get("loss", np.nan))])
-            _assign_local(strategy, moving, collectives.mean(_local_values(strategy, moving)))
-            current = _local_values(strategy, weights)
-            twin.set_weights(current)
-            targets, probs = [], []
-            for images, target in parquet_data.tf_dataset(spec.validation_url, rank, size, spec.image_shape,
-                                                          cfg.batch_size):
-                probs.append(np.asarray(predict(images)).reshape(-1))
-                targets.append(target.numpy())
-            all_t = collectives.gather(np.concatenate(targets) if targets else np.zeros(0, np.float32))
-            all_p = collectives.gather(np.concatenate(probs).astype(np.float32) if probs
-                                       else np.zeros(0, np.float32))
-            stop = tracker.end_epoch(epoch, float(loss), all_t, all_p, train_seconds, self.started, lambda: current)
-            logs.update({k: v for k, v in tracker.history[-1].items() if k != "epoch"})
-            if stop:
-                self.model.stop_training = True
-
-    def train_input(context: Any) -> Any:
-        # One input pipeline per worker: this rank's shard, batches of the per-rank batch size.
-        return parquet_data.tf_dataset(spec.train_url, context.input_pipeline_id, context.num_input_pipelines,
-                                       spec.image_shape, cfg.batch_size, transform=augment_transform(cfg, rank),
-                                       shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed + rank, repeat=True,
-                                       drop_remainder=True)
-
-    train = strategy.distribute_datasets_from_function(train_input)
     if rank == 0:
         log(f"{size} tf.distribute worker(s), {steps} steps of {cfg.batch_size} images per rank per epoch, "
             f"lr {scaled_learning_rate(cfg, size):g}, {model.count_params()} parameters")
-    model.fit(train, steps_per_epoch=steps, epochs=cfg.epochs, callbacks=[SyncAndValidate()], verbose=0)
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        # Each step's loss is already the mean over the global batch, the same number on every rank.
+        loss = float(np.mean([float(train_step(batches)) for _ in range(steps)]))
+        train_seconds = time.perf_counter() - started
+        _assign_local(strategy, moving, collectives.mean(_local_values(strategy, moving)))
+        current = _local_values(strategy, weights)
+        twin.set_weights(current)
+        targets, probs = [], []
+        for images, target in parquet_data.tf_dataset(spec.validation_url, rank, size, spec.image_shape,
+                                                      cfg.batch_size):
+            probs.append(np.asarray(predict(images)).reshape(-1))
+            targets.append(target.numpy())
+        all_t = collectives.gather(np.concatenate(targets) if targets else np.zeros(0, np.float32))
+        all_p = collectives.gather(np.concatenate(probs).astype(np.float32) if probs else np.zeros(0, np.float32))
+        if tracker.end_epoch(epoch, loss, all_t, all_p, train_seconds, started, lambda w=current: w):
+            break
     if tracker.best_weights is not None:
         _assign_local(strategy, weights, tracker.best_weights)
     final = _local_values(strategy, weights)
