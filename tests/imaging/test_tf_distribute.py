@@ -76,19 +76,27 @@ def test_each_rank_reads_its_own_part_of_the_split(spark, oct_training_tf, retin
     assert seen == set(written)
 
 
-def test_a_wrong_dataset_or_too_many_ranks_fail_with_a_clear_error(retina_images, oct_training_tf, tmp_path,
+def test_a_wrong_dataset_or_too_many_ranks_fail_with_a_clear_error(spark, retina_images, oct_training_tf, tmp_path,
                                                                     capsys):
+    from scilens.vision.densenet import DenseNetConfig
+    from scilens.vision.tf_distribute_train import train_distributed
+    from scilens.vision.train_common import DistributedTrainingConfig, TrainSpec
+
     url = parquet_data.dataset_url(oct_training_tf / "parquet" / "oct" / "validation")
     with pytest.raises(ValueError, match=r"image 0 has 1024 values, expected 900 for shape \(30, 30, 1\)"):
         parquet_data.read_shard(url, 0, 2, (30, 30, 1))
     with pytest.raises(ValueError, match="row groups cannot give each of 99 ranks a shard"):
         parquet_data.shard_row_groups(url, 0, 99)
+    spec = TrainSpec("densenet", DenseNetConfig(preset="tiny"), DistributedTrainingConfig(num_proc=3),
+                     (IMAGE_SIZE, IMAGE_SIZE, 1), url, url, 100, str(tmp_path))
+    with pytest.raises(ValueError, match=r"num_proc=3 tf\.distribute ranks need as many Spark task slots, this "
+                                          "session has 2"):
+        train_distributed(spark, spec)  # a barrier stage would wait for a third slot for minutes
     out = tmp_path / "out"
     code = cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
                      *(a for s in [*OCT_TRAINING, "backend=tf-distribute", "oct.training.num_proc=3"]
                        for a in ("--set", s))])
     assert code == 1 and not out.exists()
-    assert "num_proc=3 tf-distribute ranks need as many Spark task slots" in capsys.readouterr().err
     assert cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
                      "--set", "backend=pytorch"]) == 2
     assert "backend: 'pytorch' is not allowed" in capsys.readouterr().err

@@ -19,9 +19,11 @@ Every rank, like a Horovod rank,
 
 * builds the model under the strategy's scope from the spec with the same
   seed (the strategy also broadcasts worker 0's initial values), Adam with
-  the learning rate multiplied by the number of ranks; Keras sums the
-  gradients of the per-rank batches over the ranks by collective all-reduce
-  (ring), so every rank applies the same update;
+  the learning rate multiplied by the number of ranks, and trains it in its
+  own loop (``strategy.run`` per step; Keras' ``fit`` fails under a
+  multi-worker strategy on Keras 3.5): each rank's loss is its share of the
+  global batch's mean, the optimizer sums the gradients over the ranks by
+  collective all-reduce (ring), so every rank applies the same update;
 * reads its own shard of the training Parquet (every ``size``-th row group)
   with pyarrow into ``tf.data`` (:mod:`scilens.vision.parquet_data`),
   repeated, shuffled and augmented, for the same number of steps per epoch;
@@ -275,7 +277,10 @@ def _barrier_task(spec_bytes: bytes, env: dict[str, str]) -> Any:
                          "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             proc = subprocess.run([sys.executable, "-m", "scilens.vision.tf_distribute_train", spec_path,
                                    result_path], env=child_env, check=False)
-            result = json.loads(open(result_path).read()) if os.path.exists(result_path) else {}
+            result = {}
+            if os.path.exists(result_path):
+                with open(result_path) as f:
+                    result = json.load(f)
         if proc.returncode != 0 or "error" in result:
             detail = result.get("error", f"exit code {proc.returncode}, no result written")
             raise RuntimeError(f"tf-distribute rank {rank} of {len(hosts)} ({tf_config['cluster']['worker'][rank]}) "
