@@ -110,3 +110,17 @@ def test_horovod_and_tf_distribute_reach_the_same_validation_auc(oct_training, o
     tf_distribute = json.loads((oct_training_tf / "ranks.json").read_text())
     assert horovod.get("backend", "horovod") == "horovod" and tf_distribute["backend"] == "tf-distribute"
     assert abs(horovod["best_val_auc"] - tf_distribute["best_val_auc"]) < 0.05
+
+
+def test_the_default_backend_is_the_one_the_installed_stack_supports():
+    from scilens.jobs.glaucoma_train import GlaucomaTrainConfig
+    from scilens.vision.train_common import default_backend
+
+    try:
+        import horovod.tensorflow  # noqa: F401
+        import petastorm  # noqa: F401
+
+        expected = "horovod"
+    except ImportError:
+        expected = "tf-distribute"
+    assert default_backend() == expected and GlaucomaTrainConfig().backend == expected
