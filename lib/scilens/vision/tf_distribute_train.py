@@ -93,7 +93,7 @@ def _local_values(strategy: Any, variables: list[Any]) -> list[np.ndarray]:
     """This rank's own copy of each variable. Reading a distributed variable through the strategy may
     all-reduce it (BatchNorm statistics are sync-on-read in Keras 2), which would hide a rank out of sync
     and be a collective only some ranks take part in."""
-    return [np.array(strategy.experimental_local_results(_tf_variable(v))[0]) for v in variables]
+    return [strategy.experimental_local_results(_tf_variable(v))[0].numpy() for v in variables]
 
 
 def _assign_local(strategy: Any, variables: list[Any], values: list[np.ndarray]) -> None:
@@ -123,7 +123,7 @@ class _Collectives:
         self._gather = tf.function(lambda v: strategy.run(gather, args=(v,)), reduce_retracing=True)
 
     def _local(self, value: Any) -> Any:
-        return self.tf.nest.map_structure(lambda t: np.array(self.strategy.experimental_local_results(t)[0]), value)
+        return self.tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0].numpy(), value)
 
     def mean(self, values: list[np.ndarray]) -> list[np.ndarray]:
         if not values:
@@ -223,6 +223,9 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
     final = _local_values(strategy, weights)
     if rank == 0:
         exporter.save(final, os.path.join(spec.output_dir, "model.keras"))
+    # Leave together: rank 0 hosts the strategy's coordination service, and the others' heartbeats to it fail
+    # once it has exited.
+    collectives.mean([np.zeros(1)])
     return tracker.result(final)
 
 
