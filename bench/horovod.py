@@ -1,20 +1,27 @@
-"""Benchmark of Horovod-on-Spark training: images per second for 1 and 2 ranks on the same data.
+"""Benchmark of distributed training on Spark, both backends: images per second for 1 and 2 ranks on the same data.
 
-    python -m bench.horovod            # full run (about 10 minutes on 2 cores); writes bench/results/horovod.*
+    python -m bench.horovod            # full run (about 10 minutes per backend on 2 cores); bench/results/horovod.*
     python -m bench.horovod --quick    # small data, for checking the benchmark itself (horovod-quick.*)
+    python -m bench.horovod --backend tf-distribute   # one backend only
+
+Backends (``glaucoma-train --set backend=...``): ``horovod`` (``horovod.spark.run``,
+Petastorm datasets; only where Horovod is installed) and ``tf-distribute``
+(MultiWorkerMirroredStrategy in Spark barrier tasks, plain Parquet read with
+pyarrow). By default every backend the installed stack has.
 
 Data: synthetic macular OCT B-scans (:mod:`scilens.synth.retina`, preprocessed as
-``glaucoma-images`` does), materialised once from Spark as a Petastorm dataset,
-read by every configuration (each rank its own shard).
+``glaucoma-images`` does), materialised once from Spark per backend (Petastorm or
+plain Parquet), read by every configuration (each rank its own shard).
 
 Models: the ``tiny`` DenseNet on 64-px scans (little compute per step, so
 framework overheads show) and the paper's DenseNet-201 (``paper`` preset) on
 224-px scans (compute-bound, 18 M parameters allreduced per step).
 
-Configurations, each through ``horovod.spark.run`` on a ``local[2]`` Spark:
+Configurations, each backend on a ``local[2]`` Spark:
 
 * 1 rank x 1 thread -- the baseline;
-* 2 ranks x 1 thread -- data parallel: each rank a core, gradients averaged by Gloo allreduce;
+* 2 ranks x 1 thread -- data parallel: each rank a core, gradients averaged by allreduce (Gloo for
+  Horovod, TensorFlow's ring collectives for tf-distribute);
 * 1 rank x 2 threads -- the alternative use of the second core: TensorFlow's own intra-op threads.
 
 Images/s is the training throughput of rank 0 (``steps x batch x ranks / epoch time``,
@@ -53,13 +60,13 @@ CASES = {
 LAYOUTS = [(1, 1), (2, 1), (1, 2)]  # (ranks, threads per rank)
 
 
-def _dataset(spark: Any, root: Path, case: dict[str, Any]) -> dict[str, Any]:
-    """The Petastorm datasets of one case (written once, reused on reruns of the same case)."""
+def _dataset(spark: Any, root: Path, case: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The datasets of one case for one backend (written once, reused on reruns of the same case)."""
     from pyspark.sql import types as T
 
     from scilens.core import tensor
     from scilens.synth import retina
-    from scilens.vision import petastorm_data
+    from scilens.vision import parquet_data, petastorm_data
     from scilens.vision.retina_preprocess import OctPreprocessConfig, OctPreprocessStep
 
     size, n_eyes, n_scans = case["size"], case["eyes"], case["scans"]
@@ -78,18 +85,24 @@ def _dataset(spark: Any, root: Path, case: dict[str, Any]) -> dict[str, Any]:
                            T.StructField("target", T.IntegerType()), tensor.tensor_field("image")])
     frame = spark.createDataFrame(pd.DataFrame(rows), schema)
     infos = {}
+    datasets = petastorm_data if backend == "horovod" else parquet_data
     for split, part in (("train", frame), ("validation", frame.where("eid % 4 = 0"))):
-        infos[split] = petastorm_data.materialize_images(
-            spark, part, root / f"{case['model']}-{size}" / split, (size, size, 1),
+        infos[split] = datasets.materialize_images(
+            spark, part, root / backend / f"{case['model']}-{size}" / split, (size, size, 1),
             source=f"bench {case}", min_row_groups=8, row_group_size_mb=4)
     return infos
 
 
-def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], ranks: int, threads: int, out: Path
-         ) -> dict[str, Any]:
+def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], backend: str, ranks: int, threads: int,
+         out: Path) -> dict[str, Any]:
     from scilens.vision.densenet import DenseNetConfig
-    from scilens.vision.horovod_train import DistributedTrainingConfig, TrainSpec, train_distributed
     from scilens.vision.retina_preprocess import AugmentConfig
+    from scilens.vision.train_common import DistributedTrainingConfig, TrainSpec
+
+    if backend == "horovod":
+        from scilens.vision.horovod_train import train_distributed
+    else:
+        from scilens.vision.tf_distribute_train import train_distributed
 
     training = DistributedTrainingConfig(
         epochs=case["epochs"], batch_size=case["batch"], steps_per_epoch=case["steps"], num_proc=ranks,
@@ -105,9 +118,11 @@ def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], ranks: int, th
     history = results[0]["history"]
     digests = {r["weights_sha256"] for r in results}
     if len(digests) != 1 or not all(np.isfinite(h["loss"]) for h in history):
-        raise RuntimeError(f"{case['model']} {ranks}x{threads}: ranks out of sync or loss not finite; not timed")
+        raise RuntimeError(f"{backend} {case['model']} {ranks}x{threads}: ranks out of sync or loss not finite; "
+                           "not timed")
     steady = [h["images_per_second"] for h in history[1:]] or [history[0]["images_per_second"]]
-    return {"model": case["model"], "image_px": case["size"], "ranks": ranks, "threads_per_rank": threads,
+    return {"backend": backend, "model": case["model"], "image_px": case["size"], "ranks": ranks,
+            "threads_per_rank": threads,
             "batch_per_rank": case["batch"], "steps_per_epoch": case["steps"], "epochs": len(history),
             "images_per_s": statistics.median(steady), "wall_s": wall,
             "load_avg": round((load_before + os.getloadavg()[0]) / 2, 1)}
@@ -116,11 +131,15 @@ def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], ranks: int, th
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.horovod", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, to check the benchmark")
+    parser.add_argument("--backend", choices=["horovod", "tf-distribute"], action="append",
+                        help="backend to run (repeatable); default: tf-distribute, and horovod where installed")
     args = parser.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from scilens.core.session import get_spark
+    from scilens.vision.train_common import default_backend
 
+    backends = args.backend or (["horovod", "tf-distribute"] if default_backend() == "horovod" else ["tf-distribute"])
     mode = "quick" if args.quick else "full"
     root = WORK / "horovod"
     spark = get_spark("local", app_name="bench-horovod", master="local[2]",
@@ -128,16 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     load_at_start = os.getloadavg()[0]
     try:
-        for case in CASES[mode]:
-            infos = _dataset(spark, root / "data", case)
-            for ranks, threads in LAYOUTS:
-                row = _run(spark, case, infos, ranks, threads, root / "runs" / f"{case['model']}-{ranks}x{threads}")
-                print(f"[bench horovod] {row}", file=sys.stderr, flush=True)
-                rows.append(row)
+        for backend in backends:
+            for case in CASES[mode]:
+                infos = _dataset(spark, root / "data", case, backend)
+                for ranks, threads in LAYOUTS:
+                    row = _run(spark, case, infos, backend, ranks, threads,
+                               root / "runs" / backend / f"{case['model']}-{ranks}x{threads}")
+                    print(f"[bench horovod] {row}", file=sys.stderr, flush=True)
+                    rows.append(row)
     finally:
         spark.stop()
     for row in rows:
-        base = next(r for r in rows if r["model"] == row["model"] and r["ranks"] == 1 and r["threads_per_rank"] == 1)
+        base = next(r for r in rows if r["backend"] == row["backend"] and r["model"] == row["model"]
+                    and r["ranks"] == 1 and r["threads_per_rank"] == 1)
         row["speedup"] = row["images_per_s"] / base["images_per_s"]
         row["efficiency"] = row["speedup"] / (row["ranks"] * row["threads_per_rank"])
     # Around a run the load includes the run's own ranks (and the tail of the one before), so only the
@@ -147,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
              "first run); ")
     note = (f"The machine was {state}load_avg is the 1-minute load average around each run, the benchmark's own "
             "ranks included. Ideal speed-up on 2 cores: 2 (efficiency 1).\n")
-    columns = ["model", "image_px", "ranks", "threads_per_rank", "batch_per_rank", "steps_per_epoch", "epochs",
-               "images_per_s", "speedup", "efficiency", "wall_s", "load_avg"]
+    columns = ["backend", "model", "image_px", "ranks", "threads_per_rank", "batch_per_rank", "steps_per_epoch",
+               "epochs", "images_per_s", "speedup", "efficiency", "wall_s", "load_avg"]
     name = "horovod-quick" if args.quick else "horovod"
-    md = write_results(name, "Horovod on Spark: training images per second, 1 vs 2 ranks",
+    md = write_results(name, "Distributed training on Spark (Horovod, tf.distribute): images per second, 1 vs 2 ranks",
                        [("Throughput", markdown_table(rows, columns) + "\n" + note),
                         ("How", __doc__.split("\n\n", 2)[2])], {"mode": mode, "rows": rows})
     print(md.read_text())

@@ -115,6 +115,19 @@ def oct_training(retina_images, spark, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def oct_training_tf(retina_images, spark, tmp_path_factory) -> Path:
+    """Output of scilens glaucoma-train (OCT, 2 tf.distribute workers in Spark barrier tasks) on the images, with
+    the settings and seed of the Horovod run (oct_training)."""
+    from scilens import cli
+
+    out = tmp_path_factory.mktemp("glaucoma_train_tf") / "oct"
+    code = cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
+                     *_sets([*OCT_TRAINING, "backend=tf-distribute"])])
+    assert code == 0
+    return out
+
+
 CFP_TRAINING = ["modality=cfp", "cfp.model.base=MobileNetV2", "cfp.model.width_multiplier=0.35",
                 "cfp.training.epochs=1", "cfp.training.batch_size=16", "cfp.training.steps_per_epoch=4",
                 "petastorm.row_groups_per_rank=2", "mlflow.enabled=false"]

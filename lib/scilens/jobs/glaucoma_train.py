@@ -1,22 +1,33 @@
-"""``scilens glaucoma-train``: train the OCT or the fundus CNN with Horovod on Spark from Petastorm datasets.
+"""``scilens glaucoma-train``: train the OCT or the fundus CNN on Spark, with Horovod or tf.distribute.
 
 Input: the output directory of ``scilens glaucoma-images``. ``modality``
 picks the model: ``oct`` (DenseNet on single B-scans, the ``oct`` section) or
 ``cfp`` (transfer learning on fundus photos, the ``cfp`` section). The
 training and validation eyes (glaucoma = 1, healthy = 0; PTG eyes are kept
-for evaluation) are materialised from Spark as Petastorm datasets, then
-``training.num_proc`` Horovod ranks train on their shards
-(:mod:`scilens.vision.horovod_train`).
+for evaluation) are materialised from Spark as datasets, then
+``training.num_proc`` ranks train on their shards. ``backend`` picks how:
+
+* ``horovod`` -- Horovod ranks through ``horovod.spark.run`` reading Petastorm
+  datasets (:mod:`scilens.vision.horovod_train`; the horovod stack);
+* ``tf-distribute`` -- ``tf.distribute.MultiWorkerMirroredStrategy`` workers in
+  Spark barrier tasks reading plain Parquet with pyarrow
+  (:mod:`scilens.vision.tf_distribute_train`; any stack).
+
+The default is whichever the installed stack supports. Both keep the same
+guarantees (identical weights on every rank, BatchNorm moving statistics
+averaged over the ranks, one validation AUC over the whole set, rank-0
+checkpoints, the best epoch's weights kept).
 
 Outputs:
 
 * ``model.keras`` -- the model at its best validation AUC (takes raw pixel values);
 * ``checkpoints/`` -- ``best.keras`` and ``last.keras``, written by rank 0 every epoch;
 * ``history.csv`` and ``learning_curves.png`` -- per-epoch loss, validation loss and AUC, images/s;
-* ``ranks.json`` -- every rank's final weight digest (identical when the ranks stayed in sync);
+* ``ranks.json`` -- the backend and every rank's final weight digest (identical when the ranks stayed in sync);
 * ``mlflow_run.txt`` -- the MLflow run (parameters, per-epoch metrics, the model), by default in
   ``<output parent>/mlflow.db`` (:mod:`scilens.clinical.tracking`);
-* ``petastorm/`` -- the datasets (unless ``petastorm.dataset_dir`` puts them elsewhere for reuse).
+* ``petastorm/`` (backend horovod) or ``parquet/`` (tf-distribute) -- the datasets (unless
+  ``petastorm.dataset_dir`` puts them elsewhere for reuse).
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.vision.densenet import DenseNetConfig
-from scilens.vision.horovod_train import DistributedTrainingConfig
+from scilens.vision.train_common import BACKENDS, DistributedTrainingConfig, default_backend
 from scilens.vision.transfer import TransferConfig
 
 TABLES = {"oct": "oct_scans.parquet", "cfp": "fundus.parquet"}
@@ -60,15 +71,17 @@ class CfpSection(Config):
 
 @dataclass
 class PetastormSection(Config):
-    """Where and how the training datasets are materialised."""
+    """Where and how the training datasets are materialised (Petastorm for backend horovod, plain Parquet for
+    tf-distribute)."""
 
-    dataset_dir: str | None = field(None, "Directory for the Petastorm datasets (<dir>/<modality>/<split>), on a "
-                                    "filesystem all executors share; reused when written from the same input. "
-                                    "null: inside the output.")
+    dataset_dir: str | None = field(None, "Directory for the datasets (<dir>/<modality>/<split> for horovod, "
+                                    "<dir>/parquet/<modality>/<split> for tf-distribute), on a filesystem all "
+                                    "executors share; reused when written from the same input. null: inside "
+                                    "the output.")
     overwrite: bool = field(False, "Replace datasets in dataset_dir written from another input (a dataset of "
                             "another schema is never replaced).")
-    row_groups_per_rank: int = field(4, "Parquet files per Horovod rank at least (petastorm shards by row "
-                                     "group; more groups shuffle more finely).", min=1)
+    row_groups_per_rank: int = field(4, "Parquet files per rank at least (both backends shard by row group; "
+                                     "more groups shuffle more finely).", min=1)
     row_group_size_mb: int = field(32, "Parquet row-group size, MB.", min=1)
 
 
@@ -77,6 +90,10 @@ class GlaucomaTrainConfig(JobConfig):
     """Config of ``scilens glaucoma-train``."""
 
     modality: str = field("oct", "Which model: oct (B-scans) or cfp (fundus photos).", choices=("oct", "cfp"))
+    backend: str = field(default_backend(), "Distributed training: horovod (Horovod ranks, Petastorm datasets) or "
+                         "tf-distribute (tf.distribute.MultiWorkerMirroredStrategy in Spark barrier tasks, Parquet "
+                         "read with pyarrow). Default: horovod where Horovod and Petastorm are installed, else "
+                         "tf-distribute.", choices=BACKENDS)
     oct: OctSection = field(OctSection(), "OCT model and training.")
     cfp: CfpSection = field(CfpSection(), "Fundus model and training.")
     petastorm: PetastormSection = field(PetastormSection(), "Petastorm datasets.")
@@ -107,20 +124,27 @@ def _image_shape(rows: DataFrame, source: str) -> tuple[int, ...]:
 
 class GlaucomaTrainJob(Job):
     name = "glaucoma-train"
-    summary = "Train the OCT (DenseNet) or fundus (transfer) CNN with Horovod on Spark from Petastorm datasets."
+    summary = "Train the OCT (DenseNet) or fundus (transfer) CNN on Spark with Horovod or tf.distribute."
     config_class = GlaucomaTrainConfig
 
     def run(self, ctx: JobContext) -> int:
-        from scilens.vision import petastorm_data, retina_figures
-        from scilens.vision.horovod_train import TrainSpec, train_distributed
+        from scilens.vision import retina_figures
+        from scilens.vision.train_common import TrainSpec
 
         config: GlaucomaTrainConfig = ctx.config  # type: ignore[assignment]
         section = config.oct if config.modality == "oct" else config.cfp
         training = section.training
+        horovod = config.backend == "horovod"
+        if horovod:
+            from scilens.vision import petastorm_data as datasets
+            from scilens.vision.horovod_train import train_distributed
+        else:
+            from scilens.vision import parquet_data as datasets
+            from scilens.vision.tf_distribute_train import train_distributed
         slots = ctx.spark.sparkContext.defaultParallelism
-        if training.num_proc > slots:  # horovod.spark.run would wait for free slots forever
-            raise JobFailed(f"training.num_proc={training.num_proc} Horovod ranks need as many Spark task slots; "
-                            f"this Spark has {slots}")
+        if training.num_proc > slots:  # horovod.spark.run or a barrier stage would wait for free slots forever
+            raise JobFailed(f"training.num_proc={training.num_proc} {config.backend} ranks need as many Spark task "
+                            f"slots; this Spark has {slots}")
         with ctx.step("select eyes") as step:
             rows = training_table(ctx, config.modality).persist()
             counts = {(r.split, r.target): r["count"] for r in rows.groupBy("split", "target").count().collect()}
@@ -133,13 +157,16 @@ class GlaucomaTrainJob(Job):
                                         f"both classes are needed to train and validate")
             source_table = str(Path(ctx.inputs[0]).absolute() / TABLES[config.modality])
             image_shape = _image_shape(rows, source_table)
-        with ctx.step("petastorm datasets") as step:
-            base = Path(config.petastorm.dataset_dir) if config.petastorm.dataset_dir else ctx.output / "petastorm"
+        with ctx.step("petastorm datasets" if horovod else "parquet datasets") as step:
+            if horovod:
+                base = Path(config.petastorm.dataset_dir) if config.petastorm.dataset_dir else ctx.output / "petastorm"
+            else:
+                base = Path(config.petastorm.dataset_dir or ctx.output) / "parquet"
             infos = {}
             for split in ("train", "validation"):
                 subset = rows.where(F.col("split") == split)
                 n = counts[(split, 0)] + counts[(split, 1)]
-                infos[split] = petastorm_data.materialize_images(
+                infos[split] = datasets.materialize_images(
                     ctx.spark, subset, base / config.modality / split, image_shape,
                     source=f"{source_table} split={split} rows={n}",
                     min_row_groups=training.num_proc * config.petastorm.row_groups_per_rank,
@@ -153,7 +180,7 @@ class GlaucomaTrainJob(Job):
             model_config=section.model, training=training, image_shape=image_shape,
             train_url=infos["train"].url, validation_url=infos["validation"].url, train_rows=infos["train"].rows,
             output_dir=str(ctx.output))
-        with ctx.step("horovod training") as step:
+        with ctx.step(f"{config.backend} training") as step:
             try:
                 results = train_distributed(ctx.spark, spec)
             except ValueError as exc:
@@ -166,18 +193,19 @@ class GlaucomaTrainJob(Job):
             pd.DataFrame(history).to_csv(ctx.output / "history.csv", index=False)
             digests = {r["rank"]: r["weights_sha256"] for r in results}
             (ctx.output / "ranks.json").write_text(json.dumps(
-                {"ranks": [{"rank": r["rank"], "weights_sha256": r["weights_sha256"],
+                {"backend": config.backend, "ranks": [{"rank": r["rank"], "weights_sha256": r["weights_sha256"],
                             "loss": [h["loss"] for h in r["history"]]} for r in results],
                  "identical_weights": len(set(digests.values())) == 1,
                  "best_epoch": results[0]["best_epoch"], "best_val_auc": results[0]["best_val_auc"]}, indent=1))
             if len(set(digests.values())) != 1:
-                raise JobFailed(f"the ranks finished with different weights ({digests}); Horovod lost sync")
+                raise JobFailed(f"the ranks finished with different weights ({digests}); {config.backend} lost sync")
             retina_figures.learning_curves(history, ctx.output / "learning_curves.png",
-                                           f"{config.modality.upper()} model, {len(results)} Horovod rank(s)")
+                                           f"{config.modality.upper()} model, {len(results)} {config.backend} rank(s)")
             step.counts["best_val_auc_x1000"] = round(1000 * results[0]["best_val_auc"])
         if config.mlflow.enabled:
             with ctx.step("mlflow") as step:
-                params = {"modality": config.modality, "image_shape": image_shape, "input": ctx.inputs[0],
+                params = {"modality": config.modality, "backend": config.backend, "image_shape": image_shape,
+                          "input": ctx.inputs[0],
                           **_flat("model", section.model.to_dict()), **_flat("training", training.to_dict())}
                 run_id = log_epochs(ctx, config.mlflow, f"{ctx.job}-{config.modality}", params, history,
                                     [ctx.output / "model.keras", ctx.output / "learning_curves.png"])
@@ -223,11 +251,13 @@ DEMO_RANK = 62
 
 
 def demo(root: Path) -> str:
-    """Tiny OCT and fundus models, one epoch each on two Horovod ranks, on the images demo's output."""
+    """Tiny OCT and fundus models, one epoch each on two ranks of the stack's default backend, on the images
+    demo's output."""
     from scilens.jobs import _glaucoma_demo
 
     oct_out, cfp_out = _glaucoma_demo.train(root)
-    return (f"{oct_out / 'learning_curves.png'}   OCT DenseNet (tiny preset), 2 Horovod ranks: loss, validation AUC\n"
+    return (f"{oct_out / 'learning_curves.png'}   OCT DenseNet (tiny preset), 2 {default_backend()} ranks: loss, "
+            "validation AUC\n"
             f"{oct_out / 'ranks.json'}   per-rank weight digests (identical: the ranks stayed in sync)\n"
             f"{cfp_out / 'model.keras'}   fundus transfer model (MobileNetV2, random init, 2/3 frozen)\n"
             f"{root / 'mlflow.db'}   MLflow runs with per-epoch metrics")

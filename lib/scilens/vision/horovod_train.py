@@ -26,97 +26,29 @@ identical digests show the ranks stayed in sync.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from scilens.core.config import Config, field
-from scilens.vision.retina_preprocess import AugmentConfig
+from scilens.vision.train_common import (
+    DistributedTrainingConfig,
+    EpochTracker,
+    ModelExporter,
+    TrainSpec,
+    augment_transform,
+    build_model,
+    is_moving_statistic,
+    log,
+    scaled_learning_rate,
+    weights_digest,
+)
 
+# The protocol, spec and digest are shared with the tf.distribute backend (scilens.vision.train_common);
+# re-exported here, where callers have always found them.
 __all__ = ["DistributedTrainingConfig", "TrainSpec", "train_distributed", "train_on_rank", "weights_digest"]
-
-
-@dataclass
-class DistributedTrainingConfig(Config):
-    """How one image model is trained with Horovod (defaults: the paper's OCT protocol)."""
-
-    epochs: int = field(60, "Passes over the training set (the paper: 60 for OCT, 20 for CFP).", min=1)
-    batch_size: int = field(80, "Images per step on each rank (Horovod convention; the global batch is "
-                            "batch_size x num_proc).", min=1)
-    learning_rate: float = field(1e-3, "Adam learning rate for one rank; multiplied by num_proc (paper: 1e-3 "
-                                 "OCT, 1e-5 CFP).", check=lambda v: v > 0, check_doc="must be > 0")
-    adam_epsilon: float = field(0.1, "Adam epsilon (paper: 0.1 for OCT).", check=lambda v: v > 0,
-                                check_doc="must be > 0")
-    label_smoothing: float = field(0.1, "Label smoothing of the binary cross-entropy.", min=0.0, max=0.5)
-    early_stopping_patience: int = field(10, "Epochs without a better validation AUC before stopping.", min=1)
-    num_proc: int = field(2, "Horovod ranks (Spark task slots needed).", min=1)
-    threads_per_rank: int = field(1, "TensorFlow intra-op threads per rank.", min=1)
-    shuffle_buffer: int = field(512, "Images in each rank's shuffle buffer.", min=0)
-    reader_workers: int = field(2, "Petastorm reader threads per rank.", min=1)
-    steps_per_epoch: int | None = field(None, "Steps per epoch on each rank; null: training rows / global batch.",
-                                        min=1)
-    seed: int = field(0, "Seed of weight initialisation, shuffling and augmentation.")
-    augment: AugmentConfig = field(AugmentConfig(), "Training-time augmentation.")
-
-
-@dataclass
-class TrainSpec:
-    """Everything a rank needs, picklable: what to build, what to read, where to write."""
-
-    architecture: str  # "densenet" or "transfer"
-    model_config: Config
-    training: DistributedTrainingConfig
-    image_shape: tuple[int, ...]
-    train_url: str
-    validation_url: str
-    train_rows: int
-    output_dir: str
-
-    def steps_per_epoch(self, size: int) -> int:
-        if self.training.steps_per_epoch:
-            return self.training.steps_per_epoch
-        return max(1, self.train_rows // (self.training.batch_size * size))
-
-
-def build_model(spec: TrainSpec) -> Any:
-    """The Keras model a spec names."""
-    if spec.architecture == "densenet":
-        from scilens.vision.densenet import build_densenet
-
-        return build_densenet(spec.image_shape, spec.model_config)  # type: ignore[arg-type]
-    if spec.architecture == "transfer":
-        from scilens.vision.transfer import build_transfer_model
-
-        return build_transfer_model(spec.image_shape, spec.model_config)  # type: ignore[arg-type]
-    raise ValueError(f"unknown architecture {spec.architecture!r}")
-
-
-def weights_digest(weights: list[np.ndarray]) -> str:
-    """SHA-256 of the weights' bytes, in order (equal digests: bit-identical weights)."""
-    digest = hashlib.sha256()
-    for w in weights:
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
-
-
-def _binary_metrics(target: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
-    """(cross-entropy, ROC AUC) of probabilities ``prob`` for 0/1 ``target``."""
-    from sklearn.metrics import roc_auc_score
-
-    p = np.clip(prob.astype(np.float64), 1e-7, 1 - 1e-7)
-    loss = float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))) if len(p) else float("nan")
-    auc = float(roc_auc_score(target, prob)) if len(np.unique(target)) == 2 else float("nan")
-    return loss, auc
-
-
-def _log(message: str) -> None:
-    print(f"[scilens train] {message}", file=sys.stderr, flush=True)
 
 
 def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
@@ -125,7 +57,6 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
     import tensorflow as tf
 
     from scilens.vision import petastorm_data
-    from scilens.vision.retina_preprocess import augment
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # petastorm on pyarrow 14, once per batch
     warnings.filterwarnings("ignore", category=UserWarning, module="petastorm")
@@ -137,33 +68,19 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights everywhere; rank 0's are broadcast anyway
     model = build_model(spec)
     optimizer = hvd.DistributedOptimizer(
-        tf.keras.optimizers.legacy.Adam(learning_rate=cfg.learning_rate * size, epsilon=cfg.adam_epsilon))
+        tf.keras.optimizers.legacy.Adam(learning_rate=scaled_learning_rate(cfg, size), epsilon=cfg.adam_epsilon))
     model.compile(optimizer=optimizer,
                   loss=tf.keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing))
     steps = spec.steps_per_epoch(size)
-    rng = np.random.default_rng([cfg.seed, rank])
-
-    def transform(image: np.ndarray) -> np.ndarray:
-        return (augment(image / 255.0, rng, cfg.augment) * 255.0).astype(np.float32)
-
-    export: list[Any] = []
-
-    def save(trained: Any, path: str) -> None:
-        # Saved from an uncompiled twin: a file without Horovod's optimizer loads anywhere.
-        if not export:
-            export.append(build_model(spec))
-        export[0].set_weights(trained.get_weights())
-        export[0].save(path)
-
-    state: dict[str, Any] = {"best_auc": -np.inf, "best_epoch": -1, "best_weights": None, "wait": 0}
-    history: list[dict[str, float]] = []
+    exporter = ModelExporter(spec)
+    tracker = EpochTracker(spec, rank, size, steps, exporter)
 
     class SyncMovingStatistics(tf.keras.callbacks.Callback):
         """Average BatchNorm moving means/variances over ranks: they follow each rank's own batches,
         unlike the trainable weights, which the averaged gradients keep identical."""
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            for i, var in enumerate(v for v in self.model.non_trainable_variables if "moving_" in v.name):
+            for i, var in enumerate(v for v in self.model.non_trainable_variables if is_moving_statistic(v)):
                 var.assign(hvd.allreduce(var, op=hvd.Average, name=f"moving_statistics_{i}"))
 
     class Validate(tf.keras.callbacks.Callback):
@@ -183,49 +100,29 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
             local_p = np.concatenate(probs) if probs else np.zeros(0, np.float32)
             all_t = hvd.allgather(tf.constant(local_t, tf.float32), name="val_target").numpy()
             all_p = hvd.allgather(tf.constant(local_p, tf.float32), name="val_prob").numpy()
-            val_loss, val_auc = _binary_metrics(all_t, all_p)
-            record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
-                      "val_auc": val_auc, "val_images": len(all_t),
-                      "images_per_second": steps * cfg.batch_size * size / train_seconds,
-                      "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - self.started}
-            logs.update({k: v for k, v in record.items() if k != "epoch"})
-            history.append(record)
-            improved = np.isfinite(val_auc) and val_auc > state["best_auc"]
-            if improved:
-                state.update(best_auc=val_auc, best_epoch=epoch + 1, wait=0,
-                             best_weights=[w.copy() for w in self.model.get_weights()])
-            else:
-                state["wait"] += 1
-            if rank == 0:
-                _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, val_loss {val_loss:.4f}, "
-                     f"val_auc {val_auc:.4f} ({len(all_t)} images), {record['images_per_second']:.1f} images/s, "
-                     f"{record['epoch_seconds']:.1f} s{'  *best' if improved else ''}")
-                checkpoints = os.path.join(spec.output_dir, "checkpoints")
-                os.makedirs(checkpoints, exist_ok=True)
-                save(self.model, os.path.join(checkpoints, "last.keras"))
-                if improved:
-                    save(self.model, os.path.join(checkpoints, "best.keras"))
-            if state["wait"] >= cfg.early_stopping_patience:
+            # MetricAverageCallback (before this one) has averaged the loss over the ranks.
+            stop = tracker.end_epoch(epoch, float(logs.get("loss", np.nan)), all_t, all_p, train_seconds,
+                                     self.started, self.model.get_weights)
+            logs.update({k: v for k, v in tracker.history[-1].items() if k != "epoch"})
+            if stop:
                 self.model.stop_training = True
 
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback(),
                  SyncMovingStatistics(), Validate()]
     if rank == 0:
-        _log(f"{size} rank(s), {steps} steps of {cfg.batch_size} images per rank per epoch, "
-             f"lr {cfg.learning_rate * size:g}, {model.count_params()} parameters")
+        log(f"{size} rank(s), {steps} steps of {cfg.batch_size} images per rank per epoch, "
+            f"lr {scaled_learning_rate(cfg, size):g}, {model.count_params()} parameters")
     with petastorm_data.open_reader(spec.train_url, rank, size, num_epochs=None, shuffle=True,
                                     seed=cfg.seed + rank, workers=cfg.reader_workers) as reader:
-        train = petastorm_data.tf_dataset(reader, cfg.batch_size,
-                                          transform=transform if cfg.augment.enabled else None,
+        train = petastorm_data.tf_dataset(reader, cfg.batch_size, transform=augment_transform(cfg, rank),
                                           shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed + rank,
                                           drop_remainder=True)
         model.fit(train, steps_per_epoch=steps, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
-    if state["best_weights"] is not None:
-        model.set_weights(state["best_weights"])
+    if tracker.best_weights is not None:
+        model.set_weights(tracker.best_weights)
     if rank == 0:
-        save(model, os.path.join(spec.output_dir, "model.keras"))
-    return {"rank": rank, "size": size, "history": history, "best_epoch": state["best_epoch"],
-            "best_val_auc": state["best_auc"], "weights_sha256": weights_digest(model.get_weights())}
+        exporter.save(model.get_weights(), os.path.join(spec.output_dir, "model.keras"))
+    return tracker.result(model.get_weights())
 
 
 def train_distributed(spark: Any, spec: TrainSpec) -> list[dict[str, Any]]:

@@ -22,12 +22,9 @@ the Parquet files records both); a different schema raises
 
 from __future__ import annotations
 
-import json
-import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,17 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from scilens.core import tensor
+
+# One reuse rule and one pipeline tail for both dataset formats (the plain-Parquet one is tf.distribute's).
+from scilens.vision.parquet_data import (
+    KEY_FIELDS,
+    DatasetConflict,
+    DatasetInfo,
+    batched,
+    dataset_url,
+    reuse_existing,
+    write_sidecar,
+)
 
 __all__ = [
     "DatasetConflict",
@@ -47,35 +55,6 @@ __all__ = [
     "read_shard",
     "tf_dataset",
 ]
-
-SIDECAR = "_scilens_dataset.json"  # leading "_": Parquet readers skip it
-KEY_FIELDS = ("eid", "eye", "visit", "scan", "target")
-
-
-class DatasetConflict(RuntimeError):
-    """A dataset path already holds something else: ``kind`` is ``"foreign"`` (not a scilens
-    dataset), ``"schema"`` (another schema) or ``"source"`` (same schema, other source rows)."""
-
-    def __init__(self, message: str, kind: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A materialised dataset: where, what shape, how many rows and row groups."""
-
-    url: str
-    image_shape: tuple[int, ...]
-    rows: int
-    row_groups: int
-    reused: bool = False
-
-
-def dataset_url(path: str | Path) -> str:
-    """``file://`` URL of a local dataset directory (what petastorm readers take)."""
-    return Path(path).absolute().as_uri()
-
 
 def image_unischema(image_shape: Sequence[int]) -> Any:
     """The Unischema of a labelled image dataset with images of ``image_shape`` (uint8)."""
@@ -96,29 +75,6 @@ def image_unischema(image_shape: Sequence[int]) -> Any:
 def _schema_summary(schema: Any) -> dict[str, Any]:
     return {name: {"dtype": np.dtype(f.numpy_dtype).str, "shape": list(f.shape), "codec": type(f.codec).__name__}
             for name, f in schema.fields.items()}
-
-
-def _existing(path: Path, schema: Any, source: str) -> DatasetInfo | None:
-    """The reusable dataset at ``path``, None if there is none; DatasetConflict if it differs."""
-    if not path.exists():
-        return None
-    sidecar = path / SIDECAR
-    if not sidecar.is_file():
-        raise DatasetConflict(f"{path} exists but is not a scilens Petastorm dataset (no {SIDECAR}); "
-                              f"remove it or choose another dataset_dir", "foreign")
-    meta = json.loads(sidecar.read_text())
-    want = _schema_summary(schema)
-    if meta.get("schema") != want:
-        diffs = sorted(k for k in set(want) | set(meta.get("schema", {}))
-                       if want.get(k) != meta.get("schema", {}).get(k))
-        detail = "; ".join(f"{k}: stored {meta.get('schema', {}).get(k)} vs wanted {want.get(k)}" for k in diffs)
-        raise DatasetConflict(f"{path} holds a Petastorm dataset with a different schema ({detail}); "
-                              f"remove it or choose another dataset_dir", "schema")
-    if meta.get("source") != source:
-        raise DatasetConflict(f"{path} holds a Petastorm dataset written from {meta.get('source')!r}, not "
-                              f"{source!r}; remove it or set overwrite to replace it", "source")
-    return DatasetInfo(dataset_url(path), tuple(meta["image_shape"]), int(meta["rows"]), int(meta["row_groups"]),
-                       reused=True)
 
 
 def materialize_images(spark: SparkSession, images: DataFrame, path: str | Path, image_shape: Sequence[int],
@@ -153,14 +109,7 @@ def materialize_images(spark: SparkSession, images: DataFrame, path: str | Path,
 
     path = Path(path).absolute()
     schema = image_unischema(image_shape)
-    try:
-        found = _existing(path, schema, source)
-    except DatasetConflict as exc:
-        if overwrite and exc.kind == "source":
-            shutil.rmtree(path)
-            found = None
-        else:
-            raise
+    found = reuse_existing(path, _schema_summary(schema), source, "Petastorm", overwrite)
     if found is not None:
         return found
     shape = tuple(int(n) for n in image_shape)
@@ -187,20 +136,7 @@ def materialize_images(spark: SparkSession, images: DataFrame, path: str | Path,
         warnings.simplefilter("ignore", FutureWarning)
         (images.select(*KEY_FIELDS, "image").repartition(min_row_groups).mapInPandas(encode, spark_schema)
          .write.mode("overwrite").parquet(url))
-    row_groups = _count_row_groups(path)
-    if row_groups < min_row_groups:  # a rank without a row group would read an empty shard
-        raise ValueError(f"{path}: {rows} rows made {row_groups} row groups, fewer than {min_row_groups} "
-                         f"(one per rank); lower row_group_size_mb or add rows")
-    (path / SIDECAR).write_text(json.dumps({"schema": _schema_summary(schema), "source": source,
-                                            "image_shape": list(shape), "rows": rows,
-                                            "row_groups": row_groups}, indent=1))
-    return DatasetInfo(url, shape, rows, row_groups)
-
-
-def _count_row_groups(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).num_row_groups for p in sorted(path.glob("*.parquet")))
+    return write_sidecar(path, _schema_summary(schema), source, shape, rows, min_row_groups)
 
 
 @contextmanager
@@ -238,12 +174,4 @@ def tf_dataset(reader: Any, batch_size: int, transform: Any = None, shuffle_buff
 
     ds = make_petastorm_dataset(reader).map(lambda row: (tf.cast(row.image, tf.float32),
                                                          tf.cast(row.target, tf.float32)))
-    if transform is not None:
-        def apply(image: Any, target: Any) -> Any:
-            out = tf.numpy_function(transform, [image], tf.float32)
-            out.set_shape(image.shape)
-            return out, target
-        ds = ds.map(apply)
-    if shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=seed)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
+    return batched(ds, batch_size, transform, shuffle_buffer, seed, drop_remainder)

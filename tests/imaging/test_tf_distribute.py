@@ -1,0 +1,126 @@
+"""`scilens glaucoma-train --set backend=tf-distribute`: MultiWorkerMirroredStrategy in Spark barrier tasks reading
+plain Parquet, with the Horovod backend's guarantees: ranks in lock step, a model that works, one AUC for all."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scilens import cli
+from scilens.core import tensor
+from scilens.vision import parquet_data
+from tests.imaging.conftest import IMAGE_SIZE, OCT_TRAINING
+
+
+def test_two_ranks_finish_with_identical_weights_and_the_loss_falls(oct_training_tf):
+    ranks = json.loads((oct_training_tf / "ranks.json").read_text())
+    assert ranks["backend"] == "tf-distribute"
+    assert [r["rank"] for r in ranks["ranks"]] == [0, 1] and ranks["identical_weights"]
+    assert len({r["weights_sha256"] for r in ranks["ranks"]}) == 1
+    loss = [r["loss"] for r in ranks["ranks"]]
+    assert loss[0] == loss[1]  # the epoch loss is averaged over the ranks
+    # Chance is ln 2 = 0.693; a model that separates the classes ends clearly below it and below its start.
+    assert loss[0][-1] < loss[0][0] and loss[0][-1] < 0.6
+
+
+def test_tiny_oct_model_finds_the_glaucoma_signal(spark, oct_training_tf, retina_images):
+    from sklearn.metrics import roc_auc_score
+
+    from scilens.vision import inference
+
+    history = pd.read_csv(oct_training_tf / "history.csv")
+    ranks = json.loads((oct_training_tf / "ranks.json").read_text())
+    assert len(history) == 6 and history["val_auc"].max() == pytest.approx(ranks["best_val_auc"], abs=1e-12)
+    assert ranks["best_val_auc"] > 0.9
+    # One AUC over the whole validation set (both ranks' shards gathered), and the saved model is the best
+    # epoch's: the same AUC recomputed here from its predictions on every validation scan.
+    validation = (spark.read.parquet(str(retina_images / "oct_scans.parquet"))
+                  .where("split = 'validation' and label in ('glaucoma', 'healthy')").toPandas())
+    assert (history["val_images"] == len(validation)).all()
+    images = np.stack(tensor.decode_column(validation["image"]))[..., None]
+    info = inference.describe_model(oct_training_tf / "model.keras")
+    prob = inference.predict_numpy(info, ["probabilities"], images)["probabilities"][:, 0]
+    auc = roc_auc_score(validation["label"] == "glaucoma", prob)
+    assert abs(auc - ranks["best_val_auc"]) < 1e-3
+    assert (oct_training_tf / "checkpoints" / "best.keras").exists()
+    assert (oct_training_tf / "checkpoints" / "last.keras").exists()
+    assert not (oct_training_tf / "petastorm").exists()  # no Petastorm on this path
+
+
+def test_metrics_of_every_epoch_are_in_mlflow(oct_training_tf):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{oct_training_tf.parent / 'mlflow.db'}")
+    run = client.get_run((oct_training_tf / "mlflow_run.txt").read_text().strip())
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert run.data.params["backend"] == "tf-distribute" and run.data.params["training.num_proc"] == "2"
+
+
+def test_each_rank_reads_its_own_part_of_the_split(spark, oct_training_tf, retina_images):
+    validation = (spark.read.parquet(str(retina_images / "oct_scans.parquet"))
+                  .where("split = 'validation'").toPandas())
+    written = {(r.eid, r.eye, r.scan): tensor.decode(r.image) for r in validation.itertuples()}
+    url = parquet_data.dataset_url(oct_training_tf / "parquet" / "oct" / "validation")
+    seen: set = set()
+    for rank in range(2):
+        shard = parquet_data.read_shard(url, rank, 2, (IMAGE_SIZE, IMAGE_SIZE, 1))
+        keys = set(zip(shard["eid"].tolist(), shard["eye"].tolist(), shard["scan"].tolist()))
+        assert keys and not keys & seen
+        seen |= keys
+        for key, image in zip(zip(shard["eid"], shard["eye"], shard["scan"]), shard["image"]):
+            assert np.array_equal(image[..., 0], written[key])
+    assert seen == set(written)
+
+
+def test_a_wrong_dataset_or_too_many_ranks_fail_with_a_clear_error(spark, retina_images, oct_training_tf, tmp_path,
+                                                                    capsys):
+    from scilens.vision.densenet import DenseNetConfig
+    from scilens.vision.tf_distribute_train import train_distributed
+    from scilens.vision.train_common import DistributedTrainingConfig, TrainSpec
+
+    url = parquet_data.dataset_url(oct_training_tf / "parquet" / "oct" / "validation")
+    with pytest.raises(ValueError, match=r"image 0 has 1024 values, expected 900 for shape \(30, 30, 1\)"):
+        parquet_data.read_shard(url, 0, 2, (30, 30, 1))
+    with pytest.raises(ValueError, match="row groups cannot give each of 99 ranks a shard"):
+        parquet_data.shard_row_groups(url, 0, 99)
+    spec = TrainSpec("densenet", DenseNetConfig(preset="tiny"), DistributedTrainingConfig(num_proc=3),
+                     (IMAGE_SIZE, IMAGE_SIZE, 1), url, url, 100, str(tmp_path))
+    with pytest.raises(ValueError, match=r"num_proc=3 tf\.distribute ranks need as many Spark task slots, this "
+                                          "session has 2"):
+        train_distributed(spark, spec)  # a barrier stage would wait for a third slot for minutes
+    out = tmp_path / "out"
+    code = cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
+                     *(a for s in [*OCT_TRAINING, "backend=tf-distribute", "oct.training.num_proc=3"]
+                       for a in ("--set", s))])
+    assert code == 1 and not out.exists()
+    assert cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
+                     "--set", "backend=pytorch"]) == 2
+    assert "backend: 'pytorch' is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.stack("horovod")
+def test_horovod_and_tf_distribute_reach_the_same_validation_auc(oct_training, oct_training_tf):
+    """Same images, settings and seed; different collectives, readers and shuffles, so not the same numbers,
+    but the same model quality."""
+    horovod = json.loads((oct_training / "ranks.json").read_text())
+    tf_distribute = json.loads((oct_training_tf / "ranks.json").read_text())
+    assert horovod.get("backend", "horovod") == "horovod" and tf_distribute["backend"] == "tf-distribute"
+    assert abs(horovod["best_val_auc"] - tf_distribute["best_val_auc"]) < 0.05
+
+
+def test_the_default_backend_is_the_one_the_installed_stack_supports():
+    from scilens.jobs.glaucoma_train import GlaucomaTrainConfig
+    from scilens.vision.train_common import default_backend
+
+    try:
+        import horovod.tensorflow  # noqa: F401
+        import petastorm  # noqa: F401
+
+        expected = "horovod"
+    except ImportError:
+        expected = "tf-distribute"
+    assert default_backend() == expected and GlaucomaTrainConfig().backend == expected
