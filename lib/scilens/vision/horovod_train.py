@@ -42,6 +42,7 @@ from scilens.vision.train_common import (
     build_model,
     is_moving_statistic,
     log,
+    rank_environment,
     scaled_learning_rate,
     weights_digest,
 )
@@ -136,13 +137,7 @@ def train_distributed(spark: Any, spec: TrainSpec) -> list[dict[str, Any]]:
     import horovod.spark
 
     num_proc = spec.training.num_proc
-    slots = spark.sparkContext.defaultParallelism
-    if num_proc > slots:
-        raise ValueError(f"num_proc={num_proc} Horovod ranks need as many Spark task slots, this session has "
-                         f"{slots}; lower training.num_proc or run on more cores")
-    threads = str(spec.training.threads_per_rank)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **rank_environment(spark, spec.training, "Horovod")}
     _probe_horovod_build()
     results = horovod.spark.run(train_on_rank, args=(spec,), num_proc=num_proc, env=env, verbose=0)
     return sorted(results, key=lambda r: r["rank"])

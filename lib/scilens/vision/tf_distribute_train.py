@@ -70,6 +70,7 @@ from scilens.vision.train_common import (
     build_model,
     is_moving_statistic,
     log,
+    rank_environment,
     scaled_learning_rate,
 )
 
@@ -303,13 +304,7 @@ def train_distributed(spark: Any, spec: TrainSpec) -> list[dict[str, Any]]:
         Spark has fewer task slots than ranks (a barrier stage needs all its tasks running at once).
     """
     num_proc = spec.training.num_proc
-    slots = spark.sparkContext.defaultParallelism
-    if num_proc > slots:
-        raise ValueError(f"num_proc={num_proc} tf.distribute ranks need as many Spark task slots, this session has "
-                         f"{slots}; lower training.num_proc or run on more cores")
-    threads = str(spec.training.threads_per_rank)
-    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "PYTHONUNBUFFERED": "1"}
+    env = rank_environment(spark, spec.training, "tf.distribute")
     rdd = spark.sparkContext.parallelize(range(num_proc), num_proc)
     results = [json.loads(r) for r in rdd.barrier().mapPartitions(_barrier_task(pickle.dumps(spec), env)).collect()]
     return sorted(results, key=lambda r: r["rank"])

@@ -46,6 +46,7 @@ __all__ = [
     "default_backend",
     "is_moving_statistic",
     "log",
+    "rank_environment",
     "scaled_learning_rate",
     "weights_digest",
 ]
@@ -169,6 +170,26 @@ def binary_metrics(target: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     auc = float(roc_auc_score(target, prob)) if len(np.unique(target)) == 2 else float("nan")
     return loss, auc
 
+
+
+def rank_environment(spark: Any, training: DistributedTrainingConfig, what: str) -> dict[str, str]:
+    """The environment of every rank's process, after checking Spark can run all ranks at once.
+
+    Both backends need ``training.num_proc`` task slots together (a barrier stage, or ``horovod.spark.run``
+    which would otherwise wait for them forever); each rank gets ``threads_per_rank`` native threads.
+
+    Raises
+    ------
+    ValueError
+        Spark has fewer task slots than ranks; ``what`` names the ranks in the message.
+    """
+    slots = spark.sparkContext.defaultParallelism
+    if training.num_proc > slots:
+        raise ValueError(f"num_proc={training.num_proc} {what} ranks need as many Spark task slots, this session "
+                         f"has {slots}; lower training.num_proc or run on more cores")
+    threads = str(training.threads_per_rank)
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "PYTHONUNBUFFERED": "1"}
 
 def log(message: str) -> None:
     print(f"[scilens train] {message}", file=sys.stderr, flush=True)
