@@ -29,3 +29,32 @@ def small_64d() -> tuple[Path, Path, Path]:
     from dipy.data import get_fnames
 
     return tuple(Path(p) for p in get_fnames(name="small_64D"))
+
+
+def pytest_report_header(config) -> str:
+    import numpy
+    import pyarrow
+    import pyspark
+
+    from scilens.core import compat
+
+    return (f"scilens stack: {compat.stack()} (pyspark {pyspark.__version__}, numpy {numpy.__version__}, "
+            f"pyarrow {pyarrow.__version__})")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip tests marked ``stack(name)`` on the other stack, naming the stack and the libraries it lacks."""
+    from scilens.core import compat
+
+    here = compat.stack()
+    for item in items:
+        for mark in item.iter_markers("stack"):
+            if len(mark.args) != 1 or mark.args[0] not in compat.STACKS:
+                raise pytest.UsageError(f"{item.nodeid}: give one stack, one of {sorted(compat.STACKS)}: "
+                                        f"@pytest.mark.stack('horovod')")
+            name = mark.args[0]
+            if name == here:
+                continue
+            missing = compat.missing_libraries(name)
+            lacks = f": {', '.join(missing)} not installed" if missing else ""
+            item.add_marker(pytest.mark.skip(reason=f"needs the {name} stack; this is the {here} stack{lacks}"))

@@ -63,7 +63,7 @@ def test_equal_to_pysparks_own_conversion_with_spark_types():
     if arrow_structs.installed():
         expected = arrow_structs._original(serializer, series, arrow_type, spark_type)
         assert got.equals(expected)
-    assert got[0]["when"].as_py() == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    assert got[0]["when"].as_py() == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
 def test_a_non_struct_value_names_the_column():

@@ -10,6 +10,8 @@ from pyspark.sql import types as T
 from scilens.core import tensor
 from scilens.vision import petastorm_data
 
+pytestmark = pytest.mark.stack("horovod")
+
 SCHEMA = T.StructType([T.StructField("eid", T.LongType()), T.StructField("eye", T.StringType()),
                        T.StructField("visit", T.IntegerType()), T.StructField("scan", T.IntegerType()),
                        T.StructField("target", T.IntegerType()), tensor.tensor_field("image")])

@@ -14,6 +14,7 @@ from scilens.vision import petastorm_data
 from tests.imaging.conftest import OCT_TRAINING
 
 
+@pytest.mark.stack("horovod")
 def test_two_ranks_finish_with_identical_weights_and_the_loss_falls(oct_training):
     ranks = json.loads((oct_training / "ranks.json").read_text())
     assert [r["rank"] for r in ranks["ranks"]] == [0, 1] and ranks["identical_weights"]
@@ -26,6 +27,7 @@ def test_two_ranks_finish_with_identical_weights_and_the_loss_falls(oct_training
     assert loss[0][-1] < loss[0][0] and loss[0][-1] < 0.6
 
 
+@pytest.mark.stack("horovod")
 def test_tiny_oct_model_finds_the_glaucoma_signal(spark, oct_training, retina_images):
     from sklearn.metrics import roc_auc_score
 
@@ -49,6 +51,7 @@ def test_tiny_oct_model_finds_the_glaucoma_signal(spark, oct_training, retina_im
     assert (oct_training / "learning_curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.stack("horovod")
 def test_metrics_of_every_epoch_are_in_mlflow(oct_training):
     from mlflow.tracking import MlflowClient
 
@@ -59,6 +62,7 @@ def test_metrics_of_every_epoch_are_in_mlflow(oct_training):
     assert run.data.params["model.preset"] == "tiny" and run.data.params["training.num_proc"] == "2"
 
 
+@pytest.mark.stack("horovod")
 def test_each_rank_reads_its_own_part_of_the_split(spark, oct_training, retina_images):
     validation = (spark.read.parquet(str(retina_images / "oct_scans.parquet"))
                   .where("split = 'validation'").toPandas())

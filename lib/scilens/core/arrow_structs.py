@@ -7,7 +7,7 @@ every struct value a pandas UDF returns to pyarrow as a dict: our tensor column
 (struct<shape, dtype, data>) and ``_rejected``. So the bytes of every tensor a
 Python worker emitted stayed alive in that worker: reading a 2 GB subject, the
 worker grew by a volume (11 MB) per volume read and died of MemoryError under a
-1.5 GiB cap. scilens stays on pyarrow 14 because petastorm 0.13 breaks on
+1.5 GiB cap. The horovod stack stays on pyarrow 14 because petastorm 0.13 breaks on
 pyarrow 15 and later.
 
 :func:`install` puts a struct-aware step in front of PySpark's pandas-to-Arrow
@@ -17,7 +17,8 @@ left alone): a struct column of dicts, tuples or Rows is split into one column p
 field (top-level arrays convert without the leak), each converted by PySpark's
 own code, and joined with ``StructArray.from_arrays``; every other column goes to
 PySpark unchanged. Values and nulls are those PySpark would produce. It does
-nothing on pyarrow 16 or later.
+nothing on pyarrow 16 or later (the current stack): :data:`scilens.core.compat.PYARROW_STRUCT_LEAK`
+decides.
 
 ``import scilens`` installs it, so every Python worker that runs scilens code
 (which unpickles scilens modules before any row flows) converts this way.
@@ -31,11 +32,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from scilens.core import compat
+
 __all__ = ["install", "installed", "struct_array"]
-
-_FIXED_IN = 16
-"""First pyarrow major version without the leak."""
-
 
 def struct_array(series: pd.Series, arrow_type: pa.StructType,
                  convert: Callable[[pd.Series, int], pa.Array]) -> pa.StructArray:
@@ -86,16 +85,15 @@ def install() -> bool:
     Returns whether the conversion is installed.
     """
     global _original
-    if _original is not None or int(pa.__version__.split(".")[0]) >= _FIXED_IN:
+    if _original is not None or not compat.PYARROW_STRUCT_LEAK:
         return installed()
     from pyspark.sql.pandas.serializers import ArrowStreamPandasSerializer
-    from pyspark.sql.pandas.types import is_variant
     from pyspark.sql.types import StructType
 
     original = ArrowStreamPandasSerializer._create_array
 
     def _create_array(self, series, arrow_type, spark_type=None, arrow_cast=False):
-        if (arrow_type is not None and pa.types.is_struct(arrow_type) and not is_variant(arrow_type)
+        if (arrow_type is not None and pa.types.is_struct(arrow_type) and not compat.is_variant_arrow_type(arrow_type)
                 and series.dtype == object):
             fields = spark_type.fields if isinstance(spark_type, StructType) else None
 

@@ -1,0 +1,99 @@
+"""Every difference between the two tested stacks, in one place.
+
+scilens is one code base for two stacks (``constraints/current.txt`` and ``constraints/horovod.txt``):
+
+========== ============================== ==================================
+library    current (Databricks 17.3 LTS)  horovod (EMR 7, Dataproc 2.2, 15.4)
+========== ============================== ==================================
+pyspark    4.0                            3.5
+numpy      2.1                            1.26
+pyarrow    19                             14
+TensorFlow 2.19 with Keras 3              2.15.1 with Keras 2, Horovod, Petastorm
+========== ============================== ==================================
+
+Library code asks this module instead of testing versions itself, so that the list of places where the
+stacks forced a difference is this file and its callers (``grep -rn "compat\\." lib``). Nothing here imports
+TensorFlow or Horovod at import time: ``import scilens`` must stay cheap on Spark's Python workers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pyspark
+
+__all__ = [
+    "NUMPY_2",
+    "PYARROW_MAJOR",
+    "PYARROW_STRUCT_LEAK",
+    "SPARK_MAJOR",
+    "STACKS",
+    "keras_major",
+    "missing_libraries",
+    "stack",
+]
+
+
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+NUMPY_2 = _major(np.__version__) >= 2
+"""numpy 2 (current stack) removed aliases and changed ``copy=False`` to mean "never copy"."""
+
+PYARROW_MAJOR = _major(pa.__version__)
+
+PYARROW_STRUCT_LEAK = PYARROW_MAJOR < 16
+"""pyarrow before 16 leaks every dict it turns into a struct (apache/arrow#37989): only the horovod stack's
+pyarrow 14 (kept for Petastorm) needs :mod:`scilens.core.arrow_structs`' patch of PySpark."""
+
+SPARK_MAJOR = _major(pyspark.__version__)
+"""PySpark 3.5 (horovod stack) lacks the VARIANT type that 4.0's pandas serializer checks for."""
+
+
+def is_variant_arrow_type(arrow_type: pa.DataType) -> bool:
+    """Whether PySpark encodes ``arrow_type`` as its VARIANT type (only PySpark 4 has one)."""
+    if SPARK_MAJOR < 4:
+        return False
+    from pyspark.sql.pandas.types import is_variant
+
+    return bool(is_variant(arrow_type))
+
+
+@cache
+def keras_major() -> int:
+    """Keras major version TensorFlow uses: 2 on the horovod stack (TF 2.15), 3 on current (TF 2.19)."""
+    from tensorflow import keras
+
+    return _major(keras.__version__)
+
+
+STACKS: dict[str, tuple[str, ...]] = {
+    "horovod": ("horovod.tensorflow", "horovod.spark", "petastorm"),
+    "current": (),
+}
+"""Stack name -> the libraries only that stack has (what a test marked ``stack(name)`` needs)."""
+
+
+def missing_libraries(name: str) -> list[str]:
+    """Libraries of stack ``name`` that this environment lacks (looked up without importing them)."""
+    if name not in STACKS:
+        raise ValueError(f"unknown stack {name!r}; stacks are {', '.join(sorted(STACKS))}")
+    missing = []
+    for module in STACKS[name]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the parent package is absent
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
+
+
+@cache
+def stack() -> str:
+    """The stack installed here: ``horovod`` when Horovod and Petastorm are importable, else ``current``."""
+    return "horovod" if not missing_libraries("horovod") else "current"
