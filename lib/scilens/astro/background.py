@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.polynomial import chebyshev
 
+from scilens.core import compat
+
 __all__ = ["estimate"]
 
 
@@ -85,7 +87,7 @@ def estimate(data: np.ndarray, bad: np.ndarray, box_px: int, order: int | None, 
     if order is None:
         return np.asarray(bkg.background, dtype=np.float64)
     mesh = np.asarray(bkg.background_mesh, dtype=np.float64)
-    npix = np.asarray(bkg.npixels_mesh, dtype=np.float64)
+    npix = np.asarray(compat.n_pixels_mesh(bkg), dtype=np.float64)
     # Boxes Background2D left out (over half masked) hold interpolated values: give them no weight.
     weights = np.where(np.isfinite(mesh) & (npix >= 0.5 * box * box), npix, 0.0)
     yc, xc = _box_centres(data.shape[0], box), _box_centres(data.shape[1], box)

@@ -30,6 +30,7 @@ from astropy.wcs import WCS
 
 from scilens.astro.background import estimate as estimate_background
 from scilens.astro.coadd import NO_DATA, Coadd
+from scilens.core import compat
 from scilens.core.config import Config, field
 from scilens.synth import profiles
 
@@ -169,7 +170,7 @@ def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig)
     if segments is None:
         return empty
     if config.deblend:
-        segments = deblend_sources(snr, segments, config.min_pixels, nlevels=config.deblend_levels,
+        segments = deblend_sources(snr, segments, config.min_pixels, **compat.deblend_levels(config.deblend_levels),
                                    contrast=config.deblend_contrast, progress_bar=False)
     error = np.sqrt(variance)
     cat = SourceCatalog(data, segments, convolved_data=smoothed, error=error, mask=nodata, wcs=wcs,
@@ -183,7 +184,7 @@ def run(coadd: Coadd, wcs: WCS, pixel_scale_arcsec: float, config: DetectConfig)
     x, y = windowed_centroids(data, starts_x.astype(float), starts_y.astype(float), sigma_px)
     ra, dec = wcs.all_pix2world(x, y, 0)
     flux = np.asarray(cat.kron_flux, float)
-    flux_err = np.asarray(cat.kron_fluxerr, float)
+    flux_err = np.asarray(compat.kron_flux_err(cat), float)
     flags = np.array([np.bitwise_or.reduce(coadd.mask[sl][seg]) if seg.any() else 0
                       for sl, seg in ((s.slices, s.data == s.label) for s in segments.segments)], np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -78,14 +78,17 @@ def run(image: CalibratedImage, patch: str, patch_wcs: WCS, box: PatchBox, confi
     """Warp ``image`` onto ``box`` (patch pixels) of ``patch``."""
     wcs_out = _box_wcs(patch_wcs, box)
     area_ratio = float(proj_plane_pixel_area(wcs_out) / proj_plane_pixel_area(image.wcs))
-    bits = [1 << b for b in range(32) if np.any(image.mask & (1 << b))]
-    planes = [image.flux, image.variance] + [(image.mask & bit != 0).astype(np.float32) for bit in bits]
+    # Bits as uint32: under numpy 2, 1 << 31 does not fit the int32 mask and raises (NEP 50).
+    flags = np.asarray(image.mask).astype(np.int32, copy=False).view(np.uint32)
+    bits = [np.uint32(1 << b) for b in range(32) if np.any(flags & np.uint32(1 << b))]
+    planes = [image.flux, image.variance] + [(flags & bit != 0).astype(np.float32) for bit in bits]
     out = _reproject(np.stack(planes).astype(np.float64), image.wcs, wcs_out, (box.ny, box.nx), config.method,
                      area_ratio)
     flux, variance = out[0].astype(np.float32), out[1].astype(np.float32)
     nodata = ~np.isfinite(flux) | ~np.isfinite(variance)
     flux[nodata], variance[nodata] = np.nan, np.nan
-    mask = np.zeros((box.ny, box.nx), np.int32)
+    mask = np.zeros((box.ny, box.nx), np.uint32)
     for plane, bit in zip(out[2:], bits):
         mask[np.nan_to_num(plane) > 1e-3 * area_ratio] |= bit
-    return Warp(image.image_id, patch, box, flux, variance, mask, image.weight / area_ratio, image.psf)
+    return Warp(image.image_id, patch, box, flux, variance, mask.view(np.int32), image.weight / area_ratio,
+                image.psf)

@@ -9,6 +9,7 @@ pyspark    4.0                            3.5
 numpy      2.1                            1.26
 pyarrow    19                             14
 TensorFlow 2.19 with Keras 3              2.15.1 with Keras 2, Horovod, Petastorm
+photutils  3.0                            2.3
 ========== ============================== ==================================
 
 Library code asks this module instead of testing versions itself, so that the list of places where the
@@ -18,8 +19,10 @@ TensorFlow or Horovod at import time: ``import scilens`` must stay cheap on Spar
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +34,12 @@ __all__ = [
     "PYARROW_STRUCT_LEAK",
     "SPARK_MAJOR",
     "STACKS",
+    "deblend_levels",
+    "is_variant_arrow_type",
     "keras_major",
+    "kron_flux_err",
     "missing_libraries",
+    "n_pixels_mesh",
     "stack",
 ]
 
@@ -69,6 +76,27 @@ def keras_major() -> int:
     from tensorflow import keras
 
     return _major(keras.__version__)
+
+
+@cache
+def photutils_major() -> int:
+    """photutils 3 (current stack) renamed nlevels, kron_fluxerr and npixels_mesh; 2.x (horovod) has the old names."""
+    return _major(importlib.metadata.version("photutils"))
+
+
+def deblend_levels(levels: int) -> dict[str, int]:
+    """The keyword argument of ``photutils.segmentation.deblend_sources`` for the number of thresholds."""
+    return {"n_levels": levels} if photutils_major() >= 3 else {"nlevels": levels}
+
+
+def kron_flux_err(catalog: Any) -> Any:
+    """``SourceCatalog``'s Kron flux uncertainties."""
+    return catalog.kron_flux_err if photutils_major() >= 3 else catalog.kron_fluxerr
+
+
+def n_pixels_mesh(background: Any) -> Any:
+    """``Background2D``'s count of unmasked pixels in each box."""
+    return background.n_pixels_mesh if photutils_major() >= 3 else background.npixels_mesh
 
 
 STACKS: dict[str, tuple[str, ...]] = {
