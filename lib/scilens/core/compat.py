@@ -34,6 +34,7 @@ __all__ = [
     "PYARROW_STRUCT_LEAK",
     "SPARK_MAJOR",
     "STACKS",
+    "array_position",
     "deblend_levels",
     "is_variant_arrow_type",
     "keras_major",
@@ -41,6 +42,7 @@ __all__ = [
     "missing_libraries",
     "n_pixels_mesh",
     "stack",
+    "try_cast",
 ]
 
 
@@ -68,6 +70,31 @@ def is_variant_arrow_type(arrow_type: pa.DataType) -> bool:
     from pyspark.sql.pandas.types import is_variant
 
     return bool(is_variant(arrow_type))
+
+
+def try_cast(column: str, data_type: Any) -> Any:
+    """``column`` cast to ``data_type``, null where it does not convert (``Column.try_cast`` is PySpark 4 only).
+
+    On PySpark 3.5 this is Spark SQL's ``try_cast`` (Spark 3.2+), written as an expression over the column's
+    name: a plain ``cast`` would raise under ANSI mode instead of giving null.
+    """
+    from pyspark.sql import functions as F
+
+    if SPARK_MAJOR >= 4:
+        return F.col(column).try_cast(data_type)
+    quoted = "`" + column.replace("`", "``") + "`"
+    return F.expr(f"try_cast({quoted} AS {data_type.simpleString()})")
+
+
+def array_position(array: Any, value: Any) -> Any:
+    """1-based position of Column ``value`` in Column ``array`` (0 if absent).
+
+    PySpark 3.5's ``F.array_position`` takes only a Python literal as the value; the SQL function takes any
+    expression, and ``F.call_function`` (PySpark 3.5+) reaches it on both stacks.
+    """
+    from pyspark.sql import functions as F
+
+    return F.call_function("array_position", array, value)
 
 
 @cache

@@ -21,6 +21,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from scilens.core import compat
+
 __all__ = [
     "REJECTED_COLUMN",
     "REJECTED_TYPE",
@@ -131,7 +133,7 @@ def split_rejected(df: DataFrame, on: str | Mapping[str, str] = "path",
     good = df.where(F.col(REJECTED_COLUMN).isNull()).drop(REJECTED_COLUMN)
     # ``record`` is text; a key that is not (a long eid) is matched by value, and a
     # rejected record whose text is not of the key's type matches no good row.
-    bad_keys = rejected.select(*[F.col(r).try_cast(good.schema[d].dataType).alias(d) for d, r in pairs.items()])
+    bad_keys = rejected.select(*[compat.try_cast(r, good.schema[d].dataType).alias(d) for d, r in pairs.items()])
     bad_keys = bad_keys.dropna().distinct()
     good = good.join(F.broadcast(bad_keys), on=list(pairs), how="left_anti")
     return good, rejected

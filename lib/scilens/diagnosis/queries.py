@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from scilens.core import tensor
+from scilens.core import compat, tensor
 from scilens.core.inputs import InputError
 from scilens.diagnosis.metrics import GroupStats, top_k
 from scilens.diagnosis.similarity import Moments, SVCCAResult, svcca_from_moments
@@ -109,7 +109,7 @@ def top_k_neurons(df: DataFrame, layer: str, k: int, group: Group = Group()) -> 
 
 
 def _argmax(layer: str) -> Column:
-    return (F.array_position(F.col(layer), F.array_max(F.col(layer))) - 1).cast("int")
+    return (compat.array_position(F.col(layer), F.array_max(F.col(layer))) - 1).cast("int")
 
 
 def max_neuron_distribution(df: DataFrame, layer: str, neurons: int, group: Group = Group()) -> np.ndarray:
