@@ -20,6 +20,13 @@ TENSOR_ARROW = pa.struct([("shape", pa.list_(pa.int64())), ("dtype", pa.string()
 NESTED = pa.struct([("name", pa.string()), ("t", TENSOR_ARROW), ("n", pa.int64())])
 
 
+# What the patch itself does, where it is installed (pyarrow < 16: the horovod stack). On later pyarrow
+# PySpark's own conversion runs, and it refuses some values the patch takes (NaN as a null struct).
+patched_only = pytest.mark.skipif(not compat.PYARROW_STRUCT_LEAK,
+                                  reason=f"the pyarrow-leak patch is installed only on pyarrow < 16 (the horovod "
+                                         f"stack); this is pyarrow {pa.__version__} (the current stack)")
+
+
 def _serializer() -> ArrowStreamPandasSerializer:
     return ArrowStreamPandasSerializer("UTC", True)
 
@@ -28,6 +35,7 @@ def test_installed_on_this_pyarrow():
     assert arrow_structs.installed() == (int(pa.__version__.split(".")[0]) < 16)
 
 
+@patched_only
 def test_values_and_nulls_equal_pyarrows_own_conversion():
     a, b = tensor.encode(np.arange(6, dtype="<f4").reshape(2, 3)), tensor.encode(np.zeros(0, ">i2"))
     values = [
@@ -68,6 +76,7 @@ def test_equal_to_pysparks_own_conversion_with_spark_types():
     assert got[0]["when"].as_py() == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
+@patched_only
 def test_a_non_struct_value_names_the_column():
     with pytest.raises(TypeError, match=r"'col'.*got str"):
         _serializer()._create_array(pd.Series(["text"], dtype=object, name="col"), TENSOR_ARROW)

@@ -51,13 +51,14 @@ def test_transfer_model_freezes_two_thirds_and_loads_local_weights(tmp_path):
     donor = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3),
                                            pooling="avg", alpha=0.35)
     donor.get_layer("Conv1").set_weights([np.full_like(w, 0.01) for w in donor.get_layer("Conv1").get_weights()])
-    donor.save_weights(str(tmp_path / "base.h5"))
+    # Keras 3 saves weights only to a name ending in .weights.h5; Keras 2 writes and reads that as HDF5 too.
+    donor.save_weights(str(tmp_path / "base.weights.h5"))
     loaded = transfer.build_transfer_model((32, 32, 3), transfer.TransferConfig(
-        base="MobileNetV2", width_multiplier=0.35, weights=str(tmp_path / "base.h5")))
+        base="MobileNetV2", width_multiplier=0.35, weights=str(tmp_path / "base.weights.h5")))
     assert np.all(loaded.get_layer("Conv1").get_weights()[0] == np.float32(0.01))
     with pytest.raises(InputError, match="no such file"):
         transfer.build_transfer_model((32, 32, 3), transfer.TransferConfig(base="MobileNetV2",
-                                                                           weights=str(tmp_path / "none.h5")))
+                                                                           weights=str(tmp_path / "none.weights.h5")))
     with pytest.raises(InputError, match="do not fit MobileNetV2"):
         transfer.build_transfer_model((32, 32, 3), transfer.TransferConfig(base="MobileNetV2",
-                                                                           weights=str(tmp_path / "base.h5")))
+                                                                           weights=str(tmp_path / "base.weights.h5")))
