@@ -74,7 +74,9 @@ def test_good_files_ingested_bad_ones_quarantined(spark, mixed_inputs, tmp_path,
     assert manifest["status"] == "partial"
     assert manifest["config"]["fits"]["variance"] == "3"
     assert {s["name"] for s in manifest["steps"]} >= {"list inputs", "ingest volumes", "ingest images"}
-    assert manifest["versions"]["pyspark"].startswith("4.0")
+    import pyspark
+
+    assert manifest["versions"]["pyspark"] == pyspark.__version__  # the stack's own (3.5 or 4.0)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
