@@ -24,6 +24,7 @@ from packaging.requirements import Requirement
 from scilens import cli
 from scilens.core.config import load_config
 from tests.runtimes import CURRENT, RUNTIMES, normalize, runtime_file, runtime_packages
+from tests.test_deploy import job_entry_points
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
@@ -172,16 +173,6 @@ def target(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], dict[st
     return request.param, resolve(config, request.param, VARS), sources
 
 
-def _entries() -> dict[str, str]:
-    """jobs/<stem>.py -> scilens job it runs."""
-    entries = {}
-    for path in sorted((ROOT / "jobs").glob("*.py")):
-        match = re.search(r'main\(\["([\w-]+)"', path.read_text())
-        assert match, f"{path} does not call scilens.cli.main with a job name"
-        entries[path.stem] = match.group(1)
-    return entries
-
-
 def _tasks(job: dict[str, Any]) -> list[dict[str, Any]]:
     return job.get("tasks") or []
 
@@ -269,7 +260,7 @@ def test_the_wheel_is_built_and_uploaded_to_a_volume(target):
 
 def test_one_job_resource_per_scilens_job():
     config, sources = load_bundle()
-    entries = _entries()
+    entries = job_entry_points()
     assert sorted(entries.values()) == sorted(cli.JOBS)
     for stem in entries:
         assert stem in config["resources"]["jobs"], f"no job resource for jobs/{stem}.py"
@@ -292,7 +283,7 @@ def test_tasks_run_an_entry_point_with_a_config_the_job_accepts(target):
     name, resolved, sources = target
     config, _ = load_bundle()
     synced = _sync_paths(config)
-    entries = _entries()
+    entries = job_entry_points()
     file_path = resolved["workspace"]["file_path"]
     for key, job in jobs(resolved).items():
         for task in _tasks(job):

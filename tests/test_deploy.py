@@ -15,8 +15,8 @@ from scilens.core.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _entries() -> dict[str, str]:
-    """entry stem -> job name it runs."""
+def job_entry_points() -> dict[str, str]:
+    """jobs/<stem>.py -> the scilens job it runs (also read by the Databricks bundle test)."""
     entries = {}
     for path in sorted((ROOT / "jobs").glob("*.py")):
         match = re.search(r'main\(\["([\w-]+)"', path.read_text())
@@ -26,11 +26,11 @@ def _entries() -> dict[str, str]:
 
 
 def test_every_job_has_one_entry_point():
-    runs = list(_entries().values())
+    runs = list(job_entry_points().values())
     assert sorted(runs) == sorted(cli.JOBS)
 
 
 def test_shipped_configs():
-    for stem, name in _entries().items():
+    for stem, name in job_entry_points().items():
         job = cli.load_job(name)
         load_config(job.config_class, ROOT / "conf" / f"{stem}.yaml")  # the shipped config is valid
