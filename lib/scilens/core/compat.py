@@ -24,12 +24,10 @@ import importlib.util
 from functools import cache
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyspark
 
 __all__ = [
-    "NUMPY_2",
     "PYARROW_MAJOR",
     "PYARROW_STRUCT_LEAK",
     "SPARK_MAJOR",
@@ -37,11 +35,11 @@ __all__ = [
     "array_position",
     "deblend_levels",
     "is_variant_arrow_type",
-    "keras_major",
     "kron_flux_err",
     "missing_libraries",
     "n_pixels_mesh",
     "stack",
+    "tf_variable",
     "try_cast",
 ]
 
@@ -49,9 +47,6 @@ __all__ = [
 def _major(version: str) -> int:
     return int(version.split(".")[0])
 
-
-NUMPY_2 = _major(np.__version__) >= 2
-"""numpy 2 (current stack) removed aliases and changed ``copy=False`` to mean "never copy"."""
 
 PYARROW_MAJOR = _major(pa.__version__)
 
@@ -97,12 +92,15 @@ def array_position(array: Any, value: Any) -> Any:
     return F.call_function("array_position", array, value)
 
 
-@cache
-def keras_major() -> int:
-    """Keras major version TensorFlow uses: 2 on the horovod stack (TF 2.15), 3 on current (TF 2.19)."""
-    from tensorflow import keras
+def tf_variable(weight: Any) -> Any:
+    """The ``tf.Variable`` behind a Keras weight (a distributed one under a ``tf.distribute`` strategy).
 
-    return _major(keras.__version__)
+    Keras 2 (horovod stack) weights are ``tf.Variable``\\ s; Keras 3 (current) wraps one in a
+    ``keras.Variable`` whose ``value`` property autocasts, so the variable itself is its ``_value``.
+    """
+    import tensorflow as tf
+
+    return weight if isinstance(weight, tf.Variable) else weight._value
 
 
 @cache

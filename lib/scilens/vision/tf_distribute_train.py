@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from scilens.core import compat
 from scilens.vision import parquet_data
 from scilens.vision.train_common import (
     EpochTracker,
@@ -77,29 +78,16 @@ from scilens.vision.train_common import (
 __all__ = ["train_distributed", "train_on_rank"]
 
 
-# --- Keras 2 / Keras 3 difference (candidate for scilens.core.compat) -------------------------------------------
-def _tf_variable(variable: Any) -> Any:
-    """The TensorFlow variable behind a Keras weight: Keras 2 weights are ``tf.Variable``\\ s (distributed ones
-    under a strategy), Keras 3 wraps one in a ``keras.Variable`` (its ``value`` property autocasts, ``_value``
-    is the variable itself)."""
-    import tensorflow as tf
-
-    return variable if isinstance(variable, tf.Variable) else variable._value
-
-
-# -------------------------------------------------------------------------------------------------------------------
-
-
 def _local_values(strategy: Any, variables: list[Any]) -> list[np.ndarray]:
     """This rank's own copy of each variable. Reading a distributed variable through the strategy may
     all-reduce it (BatchNorm statistics are sync-on-read in Keras 2), which would hide a rank out of sync
     and be a collective only some ranks take part in."""
-    return [strategy.experimental_local_results(_tf_variable(v))[0].numpy() for v in variables]
+    return [strategy.experimental_local_results(compat.tf_variable(v))[0].numpy() for v in variables]
 
 
 def _assign_local(strategy: Any, variables: list[Any], values: list[np.ndarray]) -> None:
     for variable, value in zip(variables, values):
-        for local in strategy.experimental_local_results(_tf_variable(variable)):
+        for local in strategy.experimental_local_results(compat.tf_variable(variable)):
             local.assign(value)
 
 
