@@ -105,27 +105,36 @@ BatchNorm's moving statistics must follow the weights faster than Keras' momentu
 
 
 @pytest.fixture(scope="session")
-def oct_training(retina_images, spark, tmp_path_factory) -> Path:
-    """Output of scilens glaucoma-train (OCT, 2 Horovod ranks) on the images."""
+def oct_training_by_backend(retina_images, spark, tmp_path_factory):
+    """``train(backend)``: output of scilens glaucoma-train (OCT, 2 ranks) with that backend on the images, with
+    the same settings and seed for either; each backend trains once per session."""
     from scilens import cli
 
-    out = tmp_path_factory.mktemp("glaucoma_train") / "oct"
-    code = cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out), *_sets(OCT_TRAINING)])
-    assert code == 0
-    return out
+    runs: dict[str, Path] = {}
+
+    def train(backend: str) -> Path:
+        if backend not in runs:
+            out = tmp_path_factory.mktemp(f"glaucoma_train_{backend}") / "oct"
+            code = cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
+                             *_sets([*OCT_TRAINING, f"backend={backend}"])])
+            assert code == 0
+            runs[backend] = out
+        return runs[backend]
+
+    return train
 
 
 @pytest.fixture(scope="session")
-def oct_training_tf(retina_images, spark, tmp_path_factory) -> Path:
-    """Output of scilens glaucoma-train (OCT, 2 tf.distribute workers in Spark barrier tasks) on the images, with
-    the settings and seed of the Horovod run (oct_training)."""
-    from scilens import cli
+def oct_training(oct_training_by_backend) -> Path:
+    """The OCT model trained with the stack's default backend (Horovod on the horovod stack, tf-distribute on
+    current): what glaucoma-infer and glaucoma-final get."""
+    from scilens.vision.train_common import default_backend
 
-    out = tmp_path_factory.mktemp("glaucoma_train_tf") / "oct"
-    code = cli.main(["glaucoma-train", "--input", str(retina_images), "--output", str(out),
-                     *_sets([*OCT_TRAINING, "backend=tf-distribute"])])
-    assert code == 0
-    return out
+    return oct_training_by_backend(default_backend())
+
+
+TRAINING_BACKENDS = [pytest.param("horovod", marks=pytest.mark.stack("horovod")), "tf-distribute"]
+"""Every training backend; Horovod's tests are skipped on the current stack, which has no Horovod."""
 
 
 CFP_TRAINING = ["modality=cfp", "cfp.model.base=MobileNetV2", "cfp.model.width_multiplier=0.35",

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from scilens.clinical.report import Report
-
-# The models come from glaucoma-train (fixtures oct_training, cfp_training), whose only backend on this branch
-# is Horovod: these tests run on the horovod stack until glaucoma-train's tf-distribute backend trains them on
-# the current stack too.
-pytestmark = pytest.mark.stack("horovod")
 
 
 def test_final_model_beats_or_matches_bm3_on_the_same_eyes(glaucoma_final):

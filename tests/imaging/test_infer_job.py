@@ -12,11 +12,6 @@ from scilens.core import tensor
 from scilens.vision import inference
 from tests.imaging.conftest import N_SCANS
 
-# The models come from glaucoma-train (fixtures oct_training, cfp_training), whose only backend on this branch
-# is Horovod: these tests run on the horovod stack until glaucoma-train's tf-distribute backend trains them on
-# the current stack too.
-pytestmark = pytest.mark.stack("horovod")
-
 
 def test_spark_predictions_equal_the_model_in_one_process(spark, glaucoma_inference, retina_images, oct_training):
     predictions = spark.read.parquet(str(glaucoma_inference / "oct_predictions.parquet")).toPandas()
