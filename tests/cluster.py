@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,44 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def ingest_inputs(directory: Path, nifti_files: list[Path]) -> Path:
+    """``directory`` filled with what the cluster tests ingest: the NIfTI files given, one FITS image and one
+    broken FITS file (rejected). Ingesting it gives 2 succeeded, 1 rejected."""
+    from scilens.io import fits as fits_io
+    from scilens.synth import sky
+
+    directory.mkdir(parents=True)
+    for f in nifti_files:
+        shutil.copy(f, directory / f.name)
+    image = sky.make_image(shape=(64, 64), n_sources=8, seed=5)
+    fits_io.write_image(directory / "ccd.fits", image.flux, image.variance, image.mask, image.wcs_header)
+    (directory / "broken.fits").write_bytes(b"SIMPLE  = not really")
+    return directory
+
+
+def _sorted_rows(spark, path: Path) -> list:
+    rows = spark.read.parquet(str(path)).collect()
+    key = "volume" if "volume" in rows[0].asDict() else "image_id"
+    return sorted(rows, key=lambda r: (r.path.rsplit("/", 1)[-1], r[key]))
+
+
+def assert_same_ingest(spark, ours: Path, theirs: Path) -> None:
+    """Two ingest outputs hold the same rows (tensors decoded and compared exactly): ingest only copies."""
+    import numpy as np
+
+    from scilens.core import tensor
+
+    for table in ("volumes.parquet", "images.parquet"):
+        a_rows, b_rows = _sorted_rows(spark, ours / table), _sorted_rows(spark, theirs / table)
+        assert len(a_rows) == len(b_rows) > 0, table
+        for a, b in zip(a_rows, b_rows):
+            for name, value in a.asDict().items():
+                if isinstance(value, dict) or hasattr(value, "asDict"):
+                    assert np.array_equal(tensor.decode(value), tensor.decode(b[name])), (table, name)
+                else:
+                    assert value == b[name], (table, name)
 
 
 def free_port() -> int:

@@ -16,10 +16,7 @@ from pathlib import Path
 import pytest
 
 from scilens import cli
-from scilens.io import fits as fits_io
-from scilens.synth import sky
-from tests.cluster import ROOT, standalone_cluster, submit
-from tests.test_integration_cluster import _table
+from tests.cluster import ROOT, assert_same_ingest, ingest_inputs, standalone_cluster, submit
 
 ENVMETA = ROOT / "deploy" / "envmeta.py"
 
@@ -123,13 +120,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 @pytest.mark.integration
 def test_job_with_env_archive_runs_the_archives_python_and_equals_local(spark, tmp_path, small_64d, env_archive):
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    for f in small_64d:
-        shutil.copy(f, inputs / f.name)
-    image = sky.make_image(shape=(64, 64), n_sources=8, seed=5)
-    fits_io.write_image(inputs / "ccd.fits", image.flux, image.variance, image.mask, image.wcs_header)
-    (inputs / "broken.fits").write_bytes(b"SIMPLE  = not really")
+    inputs = ingest_inputs(tmp_path / "inputs", small_64d)
     local_out = tmp_path / "local"
     assert cli.main(["ingest", "--input", str(inputs), "--output", str(local_out)]) == 0
 
@@ -162,11 +153,7 @@ def test_job_with_env_archive_runs_the_archives_python_and_equals_local(spark, t
             assert not [k for k, v in task["environ"].items() if venv in v], task["environ"]
         manifest = json.loads((cluster_out / "manifest.json").read_text())
         assert manifest["spark_master"] == master and manifest["counts"] == {"succeeded": 2, "rejected": 1}
-        for table in ("volumes.parquet", "images.parquet"):
-            ours, theirs = _table(spark, local_out / table), _table(spark, cluster_out / table)
-            assert len(ours) == len(theirs) > 0
-            for a, b in zip(ours, theirs):
-                assert a.asDict(recursive=True) == b.asDict(recursive=True)
+        assert_same_ingest(spark, local_out, cluster_out)
     finally:
         started = time.perf_counter()
         for work in state.glob("work*"):  # the unpacked environment: 2.2 GiB
