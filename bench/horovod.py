@@ -4,6 +4,11 @@
     python -m bench.horovod --quick    # small data, for checking the benchmark itself (horovod-quick.*)
     python -m bench.horovod --backend tf-distribute   # one backend only
 
+On the current stack (``.venv``, ``make bench``) the full run first runs the horovod stack's
+backends in ``.venv-horovod`` (when it exists) in a subprocess, then its own, and writes one
+table with a ``stack`` column: Horovod (TF 2.15, Keras 2), tf-distribute on TF 2.15 / Keras 2
+and tf-distribute on TF 2.19 / Keras 3, side by side on the same data sizes in one run.
+
 Backends (``glaucoma-train --set backend=...``): ``horovod`` (``horovod.spark.run``,
 Petastorm datasets; only where Horovod is installed) and ``tf-distribute``
 (MultiWorkerMirroredStrategy in Spark barrier tasks, plain Parquet read with
@@ -36,8 +41,10 @@ machine's load average, since this machine is shared.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -121,11 +128,33 @@ def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], backend: str, 
         raise RuntimeError(f"{backend} {case['model']} {ranks}x{threads}: ranks out of sync or loss not finite; "
                            "not timed")
     steady = [h["images_per_second"] for h in history[1:]] or [history[0]["images_per_second"]]
-    return {"backend": backend, "model": case["model"], "image_px": case["size"], "ranks": ranks,
-            "threads_per_rank": threads,
+    return {"stack": _stack_label(), "backend": backend, "model": case["model"], "image_px": case["size"],
+            "ranks": ranks, "threads_per_rank": threads,
             "batch_per_rank": case["batch"], "steps_per_epoch": case["steps"], "epochs": len(history),
             "images_per_s": statistics.median(steady), "wall_s": wall,
             "load_avg": round((load_before + os.getloadavg()[0]) / 2, 1)}
+
+
+def _stack_label() -> str:
+    import tensorflow as tf
+
+    from scilens.core import compat
+
+    return f"{compat.stack()} (TF {tf.__version__}, pyspark {__import__('pyspark').__version__})"
+
+
+def _horovod_stack_rows(venv: str, quick: bool) -> list[dict[str, Any]]:
+    """The horovod stack's rows, run by its own Python before this process starts Spark."""
+    python = Path(venv) / "bin" / "python"
+    if not venv or not python.exists():
+        print(f"[bench horovod] no horovod stack at {venv!r}: this stack only", file=sys.stderr, flush=True)
+        return []
+    rows_file = WORK / "horovod" / "horovod-stack-rows.json"
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(python), "-m", "bench.horovod", "--rows-json", str(rows_file)] + ["--quick"] * quick
+    print(f"[bench horovod] the horovod stack first: {' '.join(command)}", file=sys.stderr, flush=True)
+    subprocess.run(command, cwd=Path(__file__).resolve().parents[1], check=True)
+    return json.loads(rows_file.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small data, to check the benchmark")
     parser.add_argument("--backend", choices=["horovod", "tf-distribute"], action="append",
                         help="backend to run (repeatable); default: tf-distribute, and horovod where installed")
+    parser.add_argument("--other-stack", default=str(Path(__file__).resolve().parents[1] / ".venv-horovod"),
+                        help="venv of the horovod stack to run first when this is the current stack ('' for none)")
+    parser.add_argument("--rows-json", help=argparse.SUPPRESS)  # a subprocess's rows, for its parent's table
     args = parser.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -142,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     backends = args.backend or (["horovod", "tf-distribute"] if default_backend() == "horovod" else ["tf-distribute"])
     mode = "quick" if args.quick else "full"
     root = WORK / "horovod"
+    load_at_start = os.getloadavg()[0]
+    rows = []
+    if default_backend() != "horovod" and not args.backend and not args.rows_json:
+        rows += _horovod_stack_rows(args.other_stack, args.quick)
     spark = get_spark("local", app_name="bench-horovod", master="local[2]",
                       conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
-    rows = []
-    load_at_start = os.getloadavg()[0]
     try:
         for backend in backends:
             for case in CASES[mode]:
@@ -157,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
     finally:
         spark.stop()
+    if args.rows_json:
+        Path(args.rows_json).write_text(json.dumps(rows))
+        return 0
     for row in rows:
-        base = next(r for r in rows if r["backend"] == row["backend"] and r["model"] == row["model"]
-                    and r["ranks"] == 1 and r["threads_per_rank"] == 1)
+        base = next(r for r in rows if [r[k] for k in ("stack", "backend", "model", "ranks", "threads_per_rank")]
+                    == [row["stack"], row["backend"], row["model"], 1, 1])
         row["speedup"] = row["images_per_s"] / base["images_per_s"]
         row["efficiency"] = row["speedup"] / (row["ranks"] * row["threads_per_rank"])
     # Around a run the load includes the run's own ranks (and the tail of the one before), so only the
@@ -169,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
              "first run); ")
     note = (f"The machine was {state}load_avg is the 1-minute load average around each run, the benchmark's own "
             "ranks included. Ideal speed-up on 2 cores: 2 (efficiency 1).\n")
-    columns = ["backend", "model", "image_px", "ranks", "threads_per_rank", "batch_per_rank", "steps_per_epoch",
-               "epochs", "images_per_s", "speedup", "efficiency", "wall_s", "load_avg"]
+    columns = ["stack", "backend", "model", "image_px", "ranks", "threads_per_rank", "batch_per_rank",
+               "steps_per_epoch", "epochs", "images_per_s", "speedup", "efficiency", "wall_s", "load_avg"]
     name = "horovod-quick" if args.quick else "horovod"
     md = write_results(name, "Distributed training on Spark (Horovod, tf.distribute): images per second, 1 vs 2 ranks",
                        [("Throughput", markdown_table(rows, columns) + "\n" + note),
