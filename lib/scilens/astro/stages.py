@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from scilens.astro import pipeline
@@ -35,10 +35,9 @@ from scilens.astro.warp import Warp
 from scilens.core import tensor
 from scilens.core.inputs import paths_frame
 from scilens.core.placement import PLACE_COLUMN, place_groups
-from scilens.core.quarantine import REJECTED_COLUMN, REJECTED_TYPE, guard_rows, with_rejected_field
+from scilens.core.quarantine import REJECTED_COLUMN, guard_rows, with_rejected_field
 
-__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog",
-           "rejected_frame", "scan"]
+__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog", "scan"]
 
 SCAN_SCHEMA = T.StructType([
     T.StructField("path", T.StringType()),
@@ -180,11 +179,3 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
     bad = out[REJECTED_COLUMN].notna()
     return out.loc[~bad, pipeline.CATALOG_COLUMNS].reset_index(drop=True), pd.DataFrame(
         list(out.loc[bad, REJECTED_COLUMN]))
-
-
-def rejected_frame(spark: SparkSession, records: pd.DataFrame | list[dict]) -> DataFrame:
-    """A Spark frame of ``_rejected`` records (for ``ctx.reject``)."""
-    records = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
-    return spark.createDataFrame([tuple(r.get(f) for f in REJECTED_TYPE.fieldNames()) for r in records],
-                                 REJECTED_TYPE)
-

@@ -28,7 +28,7 @@ from scilens.core.config import Config, ConfigError, field
 from scilens.core.inputs import InputError, list_files
 from scilens.core.manifest import Manifest, StepRecord
 from scilens.core.output import AtomicOutput, OutputError
-from scilens.core.quarantine import REJECTED_TYPE, rejection
+from scilens.core.quarantine import rejected_frame, rejection
 from scilens.core.session import get_spark
 
 __all__ = ["Job", "JobConfig", "JobContext", "JobFailed", "SparkSection", "run_job"]
@@ -91,8 +91,7 @@ class JobContext:
     def reject_records(self, records: Sequence[Mapping[str, str]]) -> None:
         """Add rejections made on the driver (dicts from :func:`scilens.core.quarantine.rejection`)."""
         if records:
-            rows = [tuple(r.get(f.name, "") for f in REJECTED_TYPE.fields) for r in records]
-            self.reject(self.spark.createDataFrame(rows, REJECTED_TYPE))
+            self.reject(rejected_frame(self.spark, records))
 
     def list_inputs(self, suffixes: Sequence[str], inputs: Sequence[str] | None = None) -> list[str]:
         """The input files with ``suffixes`` (:func:`scilens.core.inputs.list_files`), counted in the manifest.

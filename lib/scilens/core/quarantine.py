@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -27,6 +27,7 @@ __all__ = [
     "REJECTED_COLUMN",
     "REJECTED_TYPE",
     "guard_rows",
+    "rejected_frame",
     "rejection",
     "split_rejected",
     "with_rejected_field",
@@ -61,6 +62,26 @@ def rejection(path: str, step: str, error: BaseException | str, record: str = ""
     if path and path not in message:
         message = f"{path}: {message}"
     return {"path": path, "record": record, "step": step, "error_type": error_type, "message": message}
+
+
+def rejected_frame(spark: SparkSession, records: pd.DataFrame | Iterable[Mapping[str, Any]]) -> DataFrame:
+    """A Spark frame of ``_rejected`` records made on the driver, for ``ctx.reject``.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    records : pandas.DataFrame or iterable of mappings
+        Records as :func:`rejection` makes them (or a frame of them); a
+        field a record lacks is empty text.
+
+    Returns
+    -------
+    DataFrame
+        One row of :data:`REJECTED_TYPE` per record.
+    """
+    rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else records
+    return spark.createDataFrame([tuple(r.get(f, "") for f in REJECTED_TYPE.fieldNames()) for r in rows],
+                                 REJECTED_TYPE)
 
 
 def with_rejected_field(schema: T.StructType) -> T.StructType:

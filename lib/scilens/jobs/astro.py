@@ -32,7 +32,7 @@ class AstroJob(Job):
         from scilens.astro import pipeline, stages
         from scilens.astro.report import write_report
         from scilens.astro.validate import implausible_images
-        from scilens.core.quarantine import rejection
+        from scilens.core.quarantine import rejected_frame, rejection
         from scilens.core.session import arrow_batch_bytes
 
         config: AstroConfig = ctx.config  # type: ignore[assignment]
@@ -55,7 +55,7 @@ class AstroJob(Job):
             infos = [i for i in infos if i.path not in dropped]
             step.counts.update(images=len(infos), rejected=len(implausible))
         if not infos:
-            ctx.reject(stages.rejected_frame(spark, records))
+            ctx.reject(rejected_frame(spark, records))
             return 0
         with ctx.step("sky map") as step:
             skymap, inside, outside = pipeline.build_skymap(infos, config.skymap)
@@ -77,7 +77,7 @@ class AstroJob(Job):
                                sources=len(catalog))
             step.counts.update({f"{k}_task_ms": int(1000 * v) for k, v in timers.as_dict().items()})
         if records:
-            ctx.reject(stages.rejected_frame(spark, records))
+            ctx.reject(rejected_frame(spark, records))
         with ctx.step("write catalog") as step:
             # Each image's measured PSF (images.parquet) and each patch's effective PSF (catalog.fits header).
             written = [p.stem.split("_", 1)[1] for p in (ctx.output / "coadds").glob("*.fits")]
