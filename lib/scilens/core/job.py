@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -56,17 +56,22 @@ class JobConfig(Config):
     spark: SparkSection = field(SparkSection(), "Spark session settings.")
 
 
+C = TypeVar("C", bound=JobConfig)
+"""A job's config class: :class:`Job` and :class:`JobContext` are generic over it, so ``ctx.config`` has the
+job's own type."""
+
+
 class JobFailed(RuntimeError):
     """A job cannot go on; the message says why and what to do."""
 
 
 @dataclass
-class JobContext:
-    """What a running job gets: its session, config, inputs and staging output."""
+class JobContext(Generic[C]):
+    """What a running job gets: its session, config (of the job's config class ``C``), inputs, staging output."""
 
     job: str
     spark: SparkSession
-    config: JobConfig
+    config: C
     inputs: list[str]
     output: Path
     manifest: Manifest
@@ -106,14 +111,21 @@ class JobContext:
         return paths
 
 
-class Job:
-    """Base class of jobs; see the module doc."""
+class Job(Generic[C]):
+    """Base class of jobs; see the module doc.
+
+    A job names its config class twice, as the type parameter and as ``config_class``
+    (``class SampleJob(Job[SampleConfig]): config_class = SampleConfig``): the first types
+    ``ctx.config`` in ``run``, the second is what the CLI loads and ``--help`` describes.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    config_class: ClassVar[type[JobConfig]] = JobConfig
+    # Not a ClassVar: type checkers refuse type variables in one. The cast is the one place the base
+    # default meets the type parameter: a job without fields of its own (tests' minimal jobs) is a Job[JobConfig].
+    config_class: type[C] = cast("type[C]", JobConfig)
 
-    def run(self, ctx: JobContext) -> int:  # pragma: no cover - abstract
+    def run(self, ctx: JobContext[C]) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -126,7 +138,7 @@ def _setup_logging() -> None:
         log.propagate = False
 
 
-def _write_rejected(ctx: JobContext) -> int:
+def _write_rejected(ctx: JobContext[Any]) -> int:
     if not ctx.rejected:
         return 0
     frames = ctx.rejected
@@ -143,7 +155,7 @@ def _write_rejected(ctx: JobContext) -> int:
     return count
 
 
-def _start_spark(job: Job, config: JobConfig) -> SparkSession:
+def _start_spark(job: Job[Any], config: JobConfig) -> SparkSession:
     """The session for ``job``; a profile or master that cannot start Spark is the user's to fix, said plainly."""
     try:
         return get_spark(config.spark.profile, app_name=f"scilens-{job.name}", conf=config.spark.conf,
@@ -177,7 +189,7 @@ def _terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_job(job: Job, config: JobConfig, inputs: list[str], output: str, strict: bool = False,
+def run_job(job: Job[C], config: C, inputs: list[str], output: str, strict: bool = False,
             overwrite: bool = False) -> int:
     """Run ``job`` and return the process exit code.
 

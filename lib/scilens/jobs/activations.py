@@ -63,16 +63,16 @@ def _wanted_ids(ctx: JobContext, cfg: ActivationsConfig) -> DataFrame | None:
     return wanted.where(F.col("id").isNotNull()).distinct()
 
 
-class ActivationsJob(Job):
+class ActivationsJob(Job[ActivationsConfig]):
     name = "activations"
     summary = "Store a Keras model's activations (all or chosen layers) for a sample of ids, or all, as Parquet."
     config_class = ActivationsConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[ActivationsConfig]) -> int:
         from scilens.diagnosis.activations import ActivationStore, compute_activations
         from scilens.vision.inference import resolve_outputs
 
-        cfg: ActivationsConfig = ctx.config  # type: ignore[assignment]
+        cfg = ctx.config
         with ctx.step("check model, ids and data") as step:
             info = model_info(cfg.model)
             layers = resolve_outputs(info, cfg.layers or [n for n in info.hidden_layers() if n != "probabilities"])

@@ -23,19 +23,19 @@ from scilens.core.job import Job, JobContext
 __all__ = ["JOB", "AstroConfig", "AstroJob", "demo"]
 
 
-class AstroJob(Job):
+class AstroJob(Job[AstroConfig]):
     name = "astro"
     summary = "Co-add FITS images (flux, variance, mask) on a sky map of patches and detect sources."
     config_class = AstroConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[AstroConfig]) -> int:
         from scilens.astro import pipeline, stages
         from scilens.astro.report import write_report
         from scilens.astro.validate import implausible_images
         from scilens.core.quarantine import rejected_frame, rejection
         from scilens.core.session import arrow_batch_bytes
 
-        config: AstroConfig = ctx.config  # type: ignore[assignment]
+        config = ctx.config
         spark = ctx.spark
         with ctx.step("list inputs") as step:
             paths = pipeline.input_paths(ctx.inputs, ctx.list_inputs)

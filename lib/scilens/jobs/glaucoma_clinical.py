@@ -145,13 +145,13 @@ def evaluate_model(name: str, fit: gbt.XGBFit, scored: pd.DataFrame,
     return result, shap_long
 
 
-class GlaucomaClinicalJob(Job):
+class GlaucomaClinicalJob(Job[GlaucomaClinicalConfig]):
     name = "glaucoma-clinical"
     summary = "Fit BM1-BM3 (XGBoost on Spark) on glaucoma-cohort eyes: AUC and PTG accuracy with CIs, SHAP, report."
     config_class = GlaucomaClinicalConfig
 
-    def run(self, ctx: JobContext) -> int:
-        config: GlaucomaClinicalConfig = ctx.config  # type: ignore[assignment]
+    def run(self, ctx: JobContext[GlaucomaClinicalConfig]) -> int:
+        config = ctx.config
         path = str(eyes_table(ctx.inputs[0]))
         eyes = ctx.spark.read.parquet(path)
         all_features = sorted({f for m in config.models for f in feature_lists.BASELINE_MODELS[m]})

@@ -66,13 +66,13 @@ def _counts_table(eyes: pd.DataFrame, exclusions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-class GlaucomaCohortJob(Job):
+class GlaucomaCohortJob(Job[GlaucomaCohortConfig]):
     name = "glaucoma-cohort"
     summary = "Select the glaucoma study's eyes (glaucoma, healthy, PTG) from a UK Biobank export, with splits."
     config_class = GlaucomaCohortConfig
 
-    def run(self, ctx: JobContext) -> int:
-        config: GlaucomaCohortConfig = ctx.config  # type: ignore[assignment]
+    def run(self, ctx: JobContext[GlaucomaCohortConfig]) -> int:
+        config = ctx.config
         spark = ctx.spark
         field_map = ukb.load_field_map(config.fields)
         with ctx.step("read export") as step:

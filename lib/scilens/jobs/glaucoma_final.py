@@ -67,18 +67,18 @@ def _clinical_config(config: GlaucomaFinalConfig):
                                   shap_splits=["train", "validation", "test"], mlflow=config.mlflow)
 
 
-class GlaucomaFinalJob(Job):
+class GlaucomaFinalJob(Job[GlaucomaFinalConfig]):
     name = "glaucoma-final"
     summary = "Final glaucoma model: XGBoost on 128 OCT + 1 fundus probabilities + BM3; AUC, SHAP, PTG, report."
     config_class = GlaucomaFinalConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[GlaucomaFinalConfig]) -> int:
         from scilens.clinical import models as gbt
         from scilens.clinical import plots
         from scilens.clinical.cohort import eyes_table
         from scilens.jobs.glaucoma_clinical import check_eyes, evaluate_model, score_eyes
 
-        config: GlaucomaFinalConfig = ctx.config  # type: ignore[assignment]
+        config = ctx.config
         if not config.cohort:
             raise ConfigError("cohort: required; give the output of scilens glaucoma-cohort")
         vectors_path = Path(ctx.inputs[0]) / "retina_vectors.parquet"

@@ -216,13 +216,13 @@ def _figures(ctx: JobContext, config: GlaucomaImagesConfig, oct_rows: DataFrame 
     return written
 
 
-class GlaucomaImagesJob(Job):
+class GlaucomaImagesJob(Job[GlaucomaImagesConfig]):
     name = "glaucoma-images"
     summary = "Retinal OCT volumes and fundus photos of a cohort -> preprocessed, labelled Parquet tables."
     config_class = GlaucomaImagesConfig
 
-    def run(self, ctx: JobContext) -> int:
-        config: GlaucomaImagesConfig = ctx.config  # type: ignore[assignment]
+    def run(self, ctx: JobContext[GlaucomaImagesConfig]) -> int:
+        config = ctx.config
         cohort = str(cohort_path(config.cohort))
         with ctx.step("list inputs") as step:
             eyes = read_cohort(ctx, config.cohort).persist()

@@ -196,16 +196,16 @@ def choose_eyes(vectors: pd.DataFrame, n: int) -> pd.DataFrame:
     return pd.concat(per_class, ignore_index=True)
 
 
-class GlaucomaInferJob(Job):
+class GlaucomaInferJob(Job[GlaucomaInferConfig]):
     name = "glaucoma-infer"
     summary = "OCT and fundus models over every eye (predict_batch_udf), per-retina OCT ensemble, saliency masks."
     config_class = GlaucomaInferConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[GlaucomaInferConfig]) -> int:
         from scilens.clinical.models import fit_xgb, predict
         from scilens.vision import retina_figures
 
-        config: GlaucomaInferConfig = ctx.config  # type: ignore[assignment]
+        config = ctx.config
         if not config.oct_model and not config.cfp_model:
             raise ConfigError("oct_model, cfp_model: give at least one model")
         root = Path(ctx.inputs[0])

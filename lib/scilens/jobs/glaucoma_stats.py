@@ -76,13 +76,13 @@ def subject_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["group", "eid", "eye"]).drop_duplicates(["group", "eid"])
 
 
-class GlaucomaStatsJob(Job):
+class GlaucomaStatsJob(Job[GlaucomaStatsConfig]):
     name = "glaucoma-stats"
     summary = "ANCOVA (FVC, PEF ~ group + age) and Dunn's tests across healthy, glaucoma, PTG, PTG post-diagnosis."
     config_class = GlaucomaStatsConfig
 
-    def run(self, ctx: JobContext) -> int:
-        config: GlaucomaStatsConfig = ctx.config  # type: ignore[assignment]
+    def run(self, ctx: JobContext[GlaucomaStatsConfig]) -> int:
+        config = ctx.config
         cohort = eyes_table(ctx.inputs[0]).parent
         variables = sorted({*config.ancova, *config.dunn, config.covariate})
         with ctx.step("read groups") as step:

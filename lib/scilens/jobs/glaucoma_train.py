@@ -122,16 +122,16 @@ def _image_shape(rows: DataFrame, source: str) -> tuple[int, ...]:
     return (*shape, 1) if len(shape) == 2 else shape
 
 
-class GlaucomaTrainJob(Job):
+class GlaucomaTrainJob(Job[GlaucomaTrainConfig]):
     name = "glaucoma-train"
     summary = "Train the OCT (DenseNet) or fundus (transfer) CNN on Spark with Horovod or tf.distribute."
     config_class = GlaucomaTrainConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[GlaucomaTrainConfig]) -> int:
         from scilens.vision import retina_figures
         from scilens.vision.train_common import TrainSpec
 
-        config: GlaucomaTrainConfig = ctx.config  # type: ignore[assignment]
+        config = ctx.config
         section = config.oct if config.modality == "oct" else config.cfp
         training = section.training
         horovod = config.backend == "horovod"

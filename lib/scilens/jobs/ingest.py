@@ -47,13 +47,13 @@ def _write(ctx: JobContext, name: str, rows: DataFrame, rejected: DataFrame, cou
         return step.counts["files"]
 
 
-class IngestJob(Job):
+class IngestJob(Job[IngestConfig]):
     name = "ingest"
     summary = "Read NIfTI (.nii, .nii.gz + .bval/.bvec) and FITS images into Parquet tensor tables."
     config_class = IngestConfig
 
-    def run(self, ctx: JobContext) -> int:
-        config: IngestConfig = ctx.config  # type: ignore[assignment]
+    def run(self, ctx: JobContext[IngestConfig]) -> int:
+        config = ctx.config
         suffixes = {"nifti": nifti.NIFTI_SUFFIXES, "fits": fits_io.FITS_SUFFIXES}
         wanted = tuple(s for kind in config.formats for s in suffixes[kind])
         with ctx.step("list inputs") as step:

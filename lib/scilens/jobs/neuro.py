@@ -189,7 +189,7 @@ class NeuroJob(Job):
         from scilens.core import tensor
         from scilens.neuro import stages
 
-        config: NeuroConfig = ctx.config  # type: ignore[assignment]
+        config: NeuroConfig = ctx.config
         spark = ctx.spark
         out = ctx.output
         with ctx.step("list subjects") as step:

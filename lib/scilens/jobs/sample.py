@@ -158,15 +158,15 @@ def _report(ctx: JobContext, cfg: SampleConfig, emb: DataFrame, summary: list[di
     ])
 
 
-class SampleJob(Job):
+class SampleJob(Job[SampleConfig]):
     name = "sample"
     summary = "Embed an image table with a Keras model and write decision-boundary samples of its latent space."
     config_class = SampleConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[SampleConfig]) -> int:
         from scilens.vision.inference import resolve_outputs
 
-        cfg: SampleConfig = ctx.config  # type: ignore[assignment]
+        cfg = ctx.config
         with ctx.step("check model and data") as step:
             info = model_info(cfg.model)
             layer = cfg.layer or info.latent_layer

@@ -55,15 +55,15 @@ def _plot_history(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-class TrainModelJob(Job):
+class TrainModelJob(Job[TrainModelConfig]):
     name = "train-model"
     summary = "Train LeNet-5 or the galaxy CNN on a Parquet image table; save it in Keras format."
     config_class = TrainModelConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[TrainModelConfig]) -> int:
         from scilens.vision.training import ClassifierModel
 
-        cfg: TrainModelConfig = ctx.config  # type: ignore[assignment]
+        cfg = ctx.config
         with ctx.step("read training images") as step:
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, n_classes=cfg.n_classes, step="read")
             ctx.reject(table.rejected)
