@@ -183,7 +183,7 @@ class Evaluator:
 
 def experiments(name: str, store: Any, layers: list[str], latent_layer: str, seeds: int) -> list[dict[str, Any]]:
     """Experiments 1-3 on one dataset's test store: one row per (technique, fraction, j, seed)."""
-    from scilens.diagnosis.sampling import SampleLatentTask, SamplingConfig
+    from scilens.diagnosis.sampling import SamplingConfig, draw_sample, fit_latent, get_technique
 
     data = store.to_numpy(["label", "prediction", *layers])
     labels, predictions = data["label"].astype(np.int64), data["prediction"].astype(np.int64)
@@ -192,28 +192,27 @@ def experiments(name: str, store: Any, layers: list[str], latent_layer: str, see
     rows: list[dict[str, Any]] = []
     techniques = [*MAIN, "gmm_full_weighted", "gmm_spherical_weighted"]
     for technique in techniques:
-        task = SampleLatentTask(technique)
         start = time.perf_counter()
-        fit = task.fit(latent, labels, predictions)
+        fit = fit_latent(technique, latent, labels, predictions)
         for seed in range(seeds if technique in RANDOM else 1):
-            if technique == "eb_tree":
-                sample = task.draw(1.0, latent, labels, predictions, seed=seed)
+            if get_technique(technique).one_sample:
+                sample = draw_sample(technique, 1.0, latent, labels, predictions, seed=seed)
                 rows.append({"dataset": name, "experiment": "fractions", "technique": technique, "fraction": None,
                              "achieved_fraction": len(sample) / len(latent), "j": None, "seed": seed,
                              **evaluate(sample.index)})
                 continue
             for fraction in FRACTIONS:
-                sample = task.draw(fraction, latent, labels, predictions, fit, seed=seed)
+                sample = draw_sample(technique, fraction, latent, labels, predictions, fit, seed=seed)
                 rows.append({"dataset": name, "experiment": "fractions", "technique": technique, "fraction": fraction,
                              "achieved_fraction": len(sample) / len(latent),
                              "j": 0.7 if technique in J_TECHNIQUES else None, "seed": seed,
                              **evaluate(sample.index)})
         _log(f"{name}: {technique} done in {time.perf_counter() - start:.1f} s")
     for technique in J_TECHNIQUES:
-        fit = SampleLatentTask(technique).fit(latent, labels, predictions)
+        fit = fit_latent(technique, latent, labels, predictions)
         for j in JS:
-            sample = SampleLatentTask(technique, SamplingConfig(tuning_factor=j)).draw(0.05, latent, labels,
-                                                                                      predictions, fit)
+            sample = draw_sample(technique, 0.05, latent, labels, predictions, fit,
+                                 config=SamplingConfig(tuning_factor=j))
             rows.append({"dataset": name, "experiment": "tuning_factor", "technique": technique, "fraction": 0.05,
                          "achieved_fraction": len(sample) / len(latent), "j": j, "seed": 0,
                          **evaluate(sample.index)})
@@ -247,12 +246,11 @@ def mean_rows(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[st
 def creation_times(latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray, repeat: int,
                    label: str) -> list[dict[str, Any]]:
     """Seconds to create a 5 % sample with each technique on the driver (fit included)."""
-    from scilens.diagnosis.sampling import SampleLatentTask
+    from scilens.diagnosis.sampling import sample_latent
 
     rows = []
     for technique in MAIN:
-        task = SampleLatentTask(technique)
-        seconds, result = best_of(lambda t=task: t.run(latent, labels, predictions, [0.05]), repeat)
+        seconds, result = best_of(lambda t=technique: sample_latent(t, latent, labels, predictions, [0.05]), repeat)
         size = len(next(iter(result.values())))
         rows.append({"set": label, "technique": technique, "path": "driver", "seconds": seconds, "size": size})
         _log(f"timing {label}: {technique} {seconds:.3f} s")
@@ -279,8 +277,7 @@ def spark_creation_times(spark: Any, embeddings: Path, driver_rows: dict[str, di
                          latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                          ids: np.ndarray) -> list[dict[str, Any]]:
     """The Spark (MLlib) path at 5 % on the large latent set, checked against the driver's samples."""
-    from scilens.diagnosis.sampling import SampleLatentTask
-    from scilens.diagnosis.spark_sampling import SparkSampler
+    from scilens.diagnosis.sampling import SparkSampler, sample_latent
 
     df = spark.read.parquet(str(embeddings)).select("id", "label", "prediction", "latent").persist()
     df.count()
@@ -292,7 +289,7 @@ def spark_creation_times(spark: Any, embeddings: Path, driver_rows: dict[str, di
             return sample
         seconds, sample = best_of(run, 1 if technique in ("gmm_full", "maxmargin") else repeat)
         got = sample.toPandas()
-        driver = SampleLatentTask(technique).run(latent, labels, predictions, [0.05])[0.05]
+        driver = sample_latent(technique, latent, labels, predictions, [0.05])[0.05]
         overlap = len(set(got["id"]) & set(ids[driver.index])) / len(set(got["id"]) | set(ids[driver.index]))
         if technique in ("uniform", "stratified_cm") and len(got) != len(driver):
             raise AssertionError(f"Spark {technique}: {len(got)} items, driver {len(driver)}")

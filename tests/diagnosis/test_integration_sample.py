@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from scilens.diagnosis.sampling import SampleLatentTask
+from scilens.diagnosis.sampling import sample_latent
 from tests.cluster import standalone_cluster, submit
 from tests.diagnosis.conftest import assert_inference_close, assert_same_predictions
 
@@ -43,7 +43,7 @@ def test_sample_on_standalone_cluster_equals_local(spark, trained_digits, digits
         return sorted(frame[(frame.technique == technique) & np.isclose(frame.fraction, fraction)]["id"])
 
     for technique in ("maxmargin", "stratified_cm", "uniform"):
-        expected = SampleLatentTask(technique).run(latent, labels, predictions, [0.05, 0.2])
+        expected = sample_latent(technique, latent, labels, predictions, [0.05, 0.2])
         for fraction, sample in expected.items():
             assert drawn(remote, technique, fraction) == sorted(ids[sample.index]), (technique, fraction)
             # ... and the local run's: rounding differences between the two inferences can only move an

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scilens.diagnosis import metrics
-from scilens.diagnosis.sampling import SampleLatentTask
+from scilens.diagnosis.sampling import draw_sample
 from scilens.vision.lenet import HIDDEN_BLOCKS
 
 
@@ -46,9 +46,8 @@ def test_maxmargin_s1_at_5_percent_at_least_uniform(keras_layer_activations, dig
                   for n, a in acts.items()}
         return metrics.query_set_accuracy(full, sample)["S1@10"]
 
-    task = SampleLatentTask("maxmargin")
-    maxmargin = s1(task.draw(0.05, latent, labels, predictions).index)
-    uniform = np.mean([s1(SampleLatentTask("uniform").draw(0.05, latent, labels, predictions, seed=s).index)
+    maxmargin = s1(draw_sample("maxmargin", 0.05, latent, labels, predictions).index)
+    uniform = np.mean([s1(draw_sample("uniform", 0.05, latent, labels, predictions, seed=s).index)
                        for s in range(10)])
     assert maxmargin >= uniform
 

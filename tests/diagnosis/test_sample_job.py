@@ -12,7 +12,7 @@ from scilens import cli
 from scilens.core.inputs import InputError
 from scilens.diagnosis import datasets
 from scilens.diagnosis.image_table import ImageTableConfig, open_image_table
-from scilens.diagnosis.sampling import SampleLatentTask
+from scilens.diagnosis.sampling import sample_latent
 from scilens.vision.inference import describe_model
 from tests.diagnosis.conftest import SAMPLED_TECHNIQUES as TECHNIQUES
 from tests.diagnosis.conftest import assert_inference_close, assert_same_predictions
@@ -44,7 +44,7 @@ def test_samples_equal_the_pure_samplers_on_the_embeddings(spark, sampled):
     written = spark.read.parquet(str(sampled / "samples")).toPandas()
     assert set(written["technique"]) == set(TECHNIQUES)
     for technique in TECHNIQUES:
-        expected = SampleLatentTask(technique).run(latent, labels, predictions, [0.05, 0.2])
+        expected = sample_latent(technique, latent, labels, predictions, [0.05, 0.2])
         for fraction, sample in expected.items():
             got = written[(written.technique == technique) & np.isclose(written.fraction, fraction)]
             assert sorted(got["id"]) == sorted(ids[sample.index]), (technique, fraction)

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from scilens.diagnosis import samplers
 from scilens.diagnosis.latent import GaussianMixtureModel, MaxMarginModel, platt_fit
-from scilens.diagnosis.sampling import TECHNIQUES, SampleLatentTask, SamplingConfig
+from scilens.diagnosis.sampling import TECHNIQUES, SamplingConfig, draw_sample, fit_latent
 
 
 def _strata_of(technique, sample, labels, predictions, fit):
@@ -29,7 +29,7 @@ def _fit(technique, latent, labels, predictions):
     """One latent model per technique for this module (the GMMs take seconds)."""
     key = technique.removesuffix("_weighted")  # a weighted variant ranks by its plain technique's model
     if key not in _FITS:
-        _FITS[key] = SampleLatentTask(technique).fit(latent, labels, predictions)
+        _FITS[key] = fit_latent(technique, latent, labels, predictions)
     return _FITS[key]
 
 
@@ -37,9 +37,8 @@ def _fit(technique, latent, labels, predictions):
 @pytest.mark.parametrize("fraction", [0.05, 0.4])
 def test_size_ids_and_determinism(digits_latent, technique, fraction):
     latent, labels, predictions = digits_latent
-    task = SampleLatentTask(technique)
     fit = _fit(technique, latent, labels, predictions)
-    sample = task.draw(fraction, latent, labels, predictions, fit)
+    sample = draw_sample(technique, fraction, latent, labels, predictions, fit)
     assert len(np.unique(sample.index)) == len(sample)  # no item twice
     assert sample.index.min() >= 0 and sample.index.max() < len(latent)
     strata = _strata_of(technique, sample, labels, predictions, fit)
@@ -50,8 +49,8 @@ def test_size_ids_and_determinism(digits_latent, technique, fraction):
         got = np.sum(strata[sample.index] == value)
         expected = max(1, fraction * n_c) if technique == "stratified_cm" else fraction * n_c
         assert abs(got - expected) <= 1, (value, got, expected)
-    refit = task.fit(latent, labels, predictions) if fraction == 0.05 and fit is not None else fit
-    again = task.draw(fraction, latent, labels, predictions, refit)
+    refit = fit_latent(technique, latent, labels, predictions) if fraction == 0.05 and fit is not None else fit
+    again = draw_sample(technique, fraction, latent, labels, predictions, refit)
     assert np.array_equal(again.index, sample.index)
 
 

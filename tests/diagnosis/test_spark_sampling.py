@@ -10,8 +10,7 @@ from scipy.stats import spearmanr
 from scilens.core.config import ConfigError
 from scilens.diagnosis import samplers
 from scilens.diagnosis.latent import GaussianMixtureModel, MaxMarginModel
-from scilens.diagnosis.sampling import SamplingConfig
-from scilens.diagnosis.spark_sampling import SparkSampler
+from scilens.diagnosis.sampling import SamplingConfig, SparkSampler
 
 
 def _frame(spark, ids, labels, predictions, latent):

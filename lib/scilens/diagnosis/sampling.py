@@ -1,33 +1,47 @@
-"""The sampling step: one technique of :mod:`~scilens.diagnosis.samplers` over several fractions.
+"""The sampling techniques of the study in one table, and the two paths that read it.
 
-:class:`SampleLatentTask` takes the latent matrix (last hidden layer), the
-true labels and the model's predictions in memory, fits what the technique
-needs once (an SVM, a Gaussian mixture, a tree) and draws one sample per
-fraction. This is the driver path; :mod:`~scilens.diagnosis.spark_sampling`
-runs the same techniques on Spark when the latent table is too large.
+Every technique is a :class:`Technique` in :data:`TECHNIQUES`: the latent
+model it ranks items by (a :class:`LatentModel`: MaxMargin or a Gaussian
+mixture, fitted once for all fractions), its draw on the driver (on the
+latent matrix in memory, with :mod:`~scilens.diagnosis.samplers`) and its
+draw on Spark (with :mod:`~scilens.diagnosis.spark_sampling`), or none.
+
+* The driver path: :func:`sample_latent` takes the latent matrix (last
+  hidden layer), the true labels and the model's predictions, fits the
+  technique's latent model once (:func:`fit_latent`) and draws one sample
+  per fraction (:func:`draw_sample`).
+* The Spark path: :class:`SparkSampler` does the same on an embeddings
+  table when it is too large to collect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from types import MappingProxyType
 
 import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 
-from scilens.core.config import Config, field
-from scilens.diagnosis import samplers
+from scilens.core.config import Config, ConfigError, field
+from scilens.diagnosis import samplers, spark_sampling
 from scilens.diagnosis.latent import GaussianMixtureModel, LatentFit, MaxMarginModel
 
-__all__ = ["LIKELIHOOD_TECHNIQUES", "TECHNIQUES", "SampleLatentTask", "SamplingConfig"]
-
-TECHNIQUES = (
-    "uniform", "stratified_cm", "stratified_weighted", "simple_latent", "gmm_full", "gmm_spherical",
-    "gmm_full_weighted", "gmm_spherical_weighted", "maxmargin", "maxmargin_weighted", "vas", "eb_tree",
-)
-"""Technique names: the paper's samplers plus the likelihood-weighted variant of each clustering sampler."""
-
-LIKELIHOOD_TECHNIQUES = tuple(t for t in TECHNIQUES if t.startswith(("gmm", "maxmargin")))
-"""Techniques that fit a latent model and rank items by likelihood ratio."""
+__all__ = [
+    "DRIVER_ONLY",
+    "TECHNIQUES",
+    "LatentItems",
+    "LatentModel",
+    "SamplingConfig",
+    "SparkSampler",
+    "Technique",
+    "draw_sample",
+    "fit_latent",
+    "get_technique",
+    "sample_latent",
+]
 
 
 @dataclass
@@ -56,63 +70,335 @@ class SamplingConfig(Config):
                                           "Mathy et al.).")
 
 
-class SampleLatentTask:
-    """Draw samples of one technique at several fractions (the driver path).
+@dataclass(frozen=True)
+class LatentItems:
+    """What a driver draw reads: the items and, for a technique with a latent model, its fit.
+
+    Attributes
+    ----------
+    latent : ndarray, shape (n, d)
+    labels : ndarray, shape (n,)
+        True classes.
+    predictions : ndarray, shape (n,)
+        The model's classes.
+    fit : LatentFit or None
+        The fit of the technique's latent model (None for a technique without one).
+    """
+
+    latent: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    fit: LatentFit | None = None
+
+    def ranked(self) -> LatentFit:
+        """The latent fit a likelihood draw ranks by."""
+        if self.fit is None:
+            raise ValueError("this draw ranks by a latent model's fit; none was given")
+        return self.fit
+
+
+DriverFit = Callable[[np.ndarray, np.ndarray, np.ndarray, SamplingConfig], LatentFit]
+"""``fit(latent, labels, predictions, config)``: a latent model fitted on the driver."""
+SparkScore = Callable[[DataFrame, str, SamplingConfig], tuple[DataFrame, dict[str, np.ndarray]]]
+"""``score(embeddings, latent_column, config) -> (scored items, parameters)``: a latent model on Spark."""
+DriverDraw = Callable[[LatentItems, float, int, SamplingConfig], samplers.Sample]
+"""``draw(items, fraction, seed, config)``: one sample on the driver."""
+SparkDraw = Callable[[DataFrame, Sequence[float], SamplingConfig, str], dict[float, DataFrame]]
+"""``draw(items, fractions, config, latent_column) -> {fraction: rows}``: samples on Spark, from the scored
+items for a technique with a latent model, else from the embeddings table."""
+
+
+@dataclass(frozen=True)
+class LatentModel:
+    """A model of the latent space that gives every item a stratum and a log likelihood ratio.
+
+    Attributes
+    ----------
+    name : str
+    fit : callable
+        Its fit on the driver (:data:`DriverFit`).
+    spark_score : callable or None
+        Its fit and scoring on Spark (:data:`SparkScore`); None where MLlib has no such model.
+    """
+
+    name: str
+    fit: DriverFit
+    spark_score: SparkScore | None
+
+
+@dataclass(frozen=True)
+class Technique:
+    """One sampling technique, as both paths run it.
+
+    Attributes
+    ----------
+    name : str
+        As configs and outputs (``technique=<name>``) name it.
+    model : LatentModel or None
+        The latent model whose strata and likelihood ratios the draws rank by;
+        None: the draw stratifies by itself (labels, predictions, a grid, a stream).
+    draw : callable
+        The draw on the driver (:data:`DriverDraw`).
+    spark_draw : callable or None
+        The draw on Spark (:data:`SparkDraw`); None: the technique runs on the driver only.
+    one_sample : bool
+        The technique chooses its sample's size: one sample whatever the fractions.
+    """
+
+    name: str
+    model: LatentModel | None
+    draw: DriverDraw
+    spark_draw: SparkDraw | None
+    one_sample: bool = False
+
+    def __post_init__(self) -> None:
+        if self.spark_draw is not None and self.model is not None and self.model.spark_score is None:
+            raise ValueError(f"{self.name}: a Spark draw needs its latent model ({self.model.name}) on Spark too")
+
+
+# --- the latent models ---------------------------------------------------------------------------------------
+
+
+def _fit_maxmargin(latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                   config: SamplingConfig) -> LatentFit:
+    return MaxMarginModel(config.svm_c, config.svm_max_iter).fit(latent, labels, seed=config.seed)
+
+
+def _fit_gmm(covariance: str, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+             config: SamplingConfig) -> LatentFit:
+    # One component per class, the predicted ones included.
+    n_classes = len(np.unique(np.concatenate([np.asarray(labels), np.asarray(predictions)])))
+    return GaussianMixtureModel(n_classes, covariance, config.gmm_max_iter).fit(latent, seed=config.seed)
+
+
+MAXMARGIN = LatentModel("maxmargin", _fit_maxmargin, spark_sampling.score_maxmargin)
+GMM_FULL = LatentModel("gmm_full", partial(_fit_gmm, "full"), spark_sampling.score_gmm)
+GMM_SPHERICAL = LatentModel("gmm_spherical", partial(_fit_gmm, "spherical"), None)  # MLlib: full covariances only
+
+
+# --- the driver draws ----------------------------------------------------------------------------------------
+
+
+def _boundary_exemplar(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    fit = items.ranked()
+    return samplers.boundary_exemplar(fit.strata, fit.log_likelihood_ratio, fraction, config.tuning_factor)
+
+
+def _likelihood_weighted(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    fit = items.ranked()
+    return samplers.likelihood_weighted(fit.strata, fit.log_likelihood_ratio, fraction, seed, config.weight_cap)
+
+
+def _uniform(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    return samplers.uniform(len(items.latent), fraction, seed)
+
+
+def _stratified_cm(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    return samplers.stratified_by_confusion(items.labels, items.predictions, fraction, seed)
+
+
+def _stratified_weighted(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    return samplers.stratified_weighted(items.labels, items.predictions, fraction, seed, config.incorrect_share)
+
+
+def _simple_latent(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    return samplers.simple_latent(items.latent, fraction, seed, config.latent_components, config.latent_bins)
+
+
+def _vas(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    return samplers.visualization_aware(items.latent, fraction, seed, config.vas_bandwidth)
+
+
+def _boundary_tree(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    return samplers.boundary_tree(items.latent, items.predictions, seed, config.tree_max_children)
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+TECHNIQUES: Mapping[str, Technique] = MappingProxyType({t.name: t for t in (
+    Technique("uniform", None, _uniform, spark_sampling.uniform),
+    Technique("stratified_cm", None, _stratified_cm, spark_sampling.stratified_cm),
+    Technique("stratified_weighted", None, _stratified_weighted, spark_sampling.stratified_weighted),
+    Technique("simple_latent", None, _simple_latent, spark_sampling.simple_latent),
+    Technique("gmm_full", GMM_FULL, _boundary_exemplar, spark_sampling.boundary_exemplar),
+    Technique("gmm_spherical", GMM_SPHERICAL, _boundary_exemplar, None),
+    Technique("gmm_full_weighted", GMM_FULL, _likelihood_weighted, spark_sampling.likelihood_weighted),
+    Technique("gmm_spherical_weighted", GMM_SPHERICAL, _likelihood_weighted, None),
+    Technique("maxmargin", MAXMARGIN, _boundary_exemplar, spark_sampling.boundary_exemplar),
+    Technique("maxmargin_weighted", MAXMARGIN, _likelihood_weighted, spark_sampling.likelihood_weighted),
+    # VAS and the boundary tree stream over all items at once: no Spark draw.
+    Technique("vas", None, _vas, None),
+    Technique("eb_tree", None, _boundary_tree, None, one_sample=True),
+)})
+"""Technique name -> :class:`Technique`: the paper's samplers plus the likelihood-weighted variant of each
+clustering sampler. Iterating gives the names."""
+
+DRIVER_ONLY = tuple(name for name, t in TECHNIQUES.items() if t.spark_draw is None)
+"""The techniques without a Spark draw."""
+
+
+def get_technique(name: str) -> Technique:
+    """The technique called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`TECHNIQUES`.
+
+    Returns
+    -------
+    Technique
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the known ones.
+    """
+    if name not in TECHNIQUES:
+        raise ValueError(f"unknown sampling technique {name!r}; choose one of {', '.join(TECHNIQUES)}")
+    return TECHNIQUES[name]
+
+
+# --- the driver path -----------------------------------------------------------------------------------------
+
+
+def fit_latent(technique: str, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+               config: SamplingConfig | None = None) -> LatentFit | None:
+    """The latent model ``technique`` ranks by, fitted on the driver.
 
     Parameters
     ----------
     technique : str
         One of :data:`TECHNIQUES`.
-    config : SamplingConfig
+    latent : ndarray, shape (n, d)
+    labels, predictions : ndarray, shape (n,)
+    config : SamplingConfig, optional
+
+    Returns
+    -------
+    LatentFit or None
+        None for a technique without a latent model.
+    """
+    model = get_technique(technique).model
+    return None if model is None else model.fit(latent, labels, predictions, config or SamplingConfig())
+
+
+def draw_sample(technique: str, fraction: float, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                fit: LatentFit | None = None, seed: int | None = None,
+                config: SamplingConfig | None = None) -> samplers.Sample:
+    """One sample of ``technique`` at ``fraction`` on the driver.
+
+    Parameters
+    ----------
+    technique : str
+        One of :data:`TECHNIQUES`.
+    fraction : float
+        Sample size as a fraction of the items, in (0, 1].
+    latent : ndarray, shape (n, d)
+    labels, predictions : ndarray, shape (n,)
+    fit : LatentFit, optional
+        From :func:`fit_latent`, to draw several samples of one fit; fitted here when needed and not given.
+    seed : int, optional
+        The config's seed when not given.
+    config : SamplingConfig, optional
+
+    Returns
+    -------
+    samplers.Sample
+    """
+    config = config or SamplingConfig()
+    t = get_technique(technique)
+    if t.model is not None and fit is None:
+        fit = t.model.fit(latent, labels, predictions, config)
+    return t.draw(LatentItems(latent, labels, predictions, fit), fraction, config.seed if seed is None else seed,
+                  config)
+
+
+def sample_latent(technique: str, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                  fractions: Sequence[float], config: SamplingConfig | None = None) -> dict[float, samplers.Sample]:
+    """Samples of one technique at several fractions on the driver, its latent model fitted once.
+
+    Parameters
+    ----------
+    technique : str
+        One of :data:`TECHNIQUES`.
+    latent : ndarray, shape (n, d)
+        The latent vectors (last hidden layer).
+    labels, predictions : ndarray, shape (n,)
+        True classes and the model's.
+    fractions : sequence of float
+    config : SamplingConfig, optional
+
+    Returns
+    -------
+    dict of float to samplers.Sample
+        Keyed by fraction; a technique that chooses its own size (``eb_tree``) gives one sample whatever
+        the fractions, keyed by the fraction it came to.
+    """
+    config = config or SamplingConfig()
+    t = get_technique(technique)
+    latent = np.asarray(latent, dtype=np.float64)
+    if t.one_sample:
+        sample = t.draw(LatentItems(latent, labels, predictions), 1.0, config.seed, config)
+        return {round(len(sample) / len(latent), 4): sample}
+    fit = fit_latent(technique, latent, labels, predictions, config)
+    items = LatentItems(latent, labels, predictions, fit)
+    return {float(f): t.draw(items, f, config.seed, config) for f in fractions}
+
+
+# --- the Spark path ------------------------------------------------------------------------------------------
+
+
+class SparkSampler:
+    """One technique over several fractions on a Spark embeddings table (MLlib), for latent tables too large.
+
+    Parameters
+    ----------
+    technique : str
+        A technique of :data:`TECHNIQUES` with a Spark draw (not one of :data:`DRIVER_ONLY`).
+    config : SamplingConfig, optional
+    latent : str
+        The latent column (``array<float>``) of the embeddings table, which
+        also has ``id``, ``label`` and ``prediction``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown technique or one without a Spark draw.
+
+    Attributes
+    ----------
+    parameters : dict of ndarray
+        The latent model's parameters, after :meth:`score`.
     """
 
-    def __init__(self, technique: str, config: SamplingConfig | None = None):
-        if technique not in TECHNIQUES:
-            raise ValueError(f"unknown sampling technique {technique!r}; choose one of {', '.join(TECHNIQUES)}")
-        self.technique = technique
-        self.config = config or SamplingConfig()
+    def __init__(self, technique: str, config: SamplingConfig | None = None, latent: str = "latent"):
+        t = TECHNIQUES.get(technique)
+        if t is None:
+            raise ConfigError(f"unknown sampling technique {technique!r}")
+        if t.spark_draw is None:
+            raise ConfigError(f"technique {technique!r} has no Spark path (VAS and the boundary tree stream over "
+                              f"all items, MLlib has no spherical mixtures); use fit=driver")
+        self.technique, self.config, self.latent = t, config or SamplingConfig(), latent
+        self._draw: SparkDraw = t.spark_draw
+        self.parameters: dict[str, np.ndarray] = {}
 
-    def fit(self, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> LatentFit | None:
-        """The latent model the technique ranks by (None for techniques without one)."""
-        cfg, t = self.config, self.technique
-        if t.startswith("maxmargin"):
-            return MaxMarginModel(cfg.svm_c, cfg.svm_max_iter).fit(latent, labels, seed=cfg.seed)
-        if t.startswith("gmm"):
-            n_classes = len(np.unique(np.concatenate([np.asarray(labels), np.asarray(predictions)])))
-            covariance = "spherical" if "spherical" in t else "full"
-            return GaussianMixtureModel(n_classes, covariance, cfg.gmm_max_iter).fit(latent, seed=cfg.seed)
-        return None
+    def score(self, df: DataFrame) -> DataFrame:
+        """Items with stratum and log likelihood ratio by the technique's latent model, persisted."""
+        model = self.technique.model
+        if model is None or model.spark_score is None:
+            raise ValueError(f"technique {self.technique.name!r} ranks by no latent model")
+        scored, self.parameters = model.spark_score(df, self.latent, self.config)
+        return scored.persist(StorageLevel.MEMORY_AND_DISK)
 
-    def draw(self, fraction: float, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
-             fit: LatentFit | None = None, seed: int | None = None) -> samplers.Sample:
-        """One sample at ``fraction`` (``fit`` from :meth:`fit` for the likelihood techniques)."""
-        cfg, t = self.config, self.technique
-        seed = cfg.seed if seed is None else seed
-        if t in LIKELIHOOD_TECHNIQUES:
-            if fit is None:
-                fit = self.fit(latent, labels, predictions)
-            if t.endswith("_weighted"):
-                return samplers.likelihood_weighted(fit.strata, fit.log_likelihood_ratio, fraction, seed,
-                                                    cfg.weight_cap)
-            return samplers.boundary_exemplar(fit.strata, fit.log_likelihood_ratio, fraction, cfg.tuning_factor)
-        if t == "uniform":
-            return samplers.uniform(len(latent), fraction, seed)
-        if t == "stratified_cm":
-            return samplers.stratified_by_confusion(labels, predictions, fraction, seed)
-        if t == "stratified_weighted":
-            return samplers.stratified_weighted(labels, predictions, fraction, seed, cfg.incorrect_share)
-        if t == "simple_latent":
-            return samplers.simple_latent(latent, fraction, seed, cfg.latent_components, cfg.latent_bins)
-        if t == "vas":
-            return samplers.visualization_aware(latent, fraction, seed, cfg.vas_bandwidth)
-        return samplers.boundary_tree(latent, predictions, seed, cfg.tree_max_children)
+    def draw(self, items: DataFrame, fraction: float) -> DataFrame:
+        """One sample at ``fraction``.
 
-    def run(self, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
-            fractions: Sequence[float]) -> dict[float, samplers.Sample]:
-        """Samples keyed by fraction; ``eb_tree`` gives one sample whatever the fractions, keyed by its size."""
-        latent = np.asarray(latent, dtype=np.float64)
-        if self.technique == "eb_tree":
-            sample = self.draw(1.0, latent, labels, predictions)
-            return {round(len(sample) / len(latent), 4): sample}
-        fit = self.fit(latent, labels, predictions)
-        return {float(f): self.draw(f, latent, labels, predictions, fit) for f in fractions}
+        ``items`` is :meth:`score`'s output for a technique with a latent model, else the embeddings table.
+        """
+        return self._draw(items, [fraction], self.config, self.latent)[float(fraction)]
+
+    def run(self, df: DataFrame, fractions: Sequence[float]) -> dict[float, DataFrame]:
+        """Sample rows (the columns of :meth:`scilens.diagnosis.samplers.Sample.to_frame`) keyed by fraction."""
+        items = self.score(df) if self.technique.model is not None else df
+        return self._draw(items, fractions, self.config, self.latent)

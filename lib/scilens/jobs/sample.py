@@ -37,8 +37,7 @@ from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
 from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
-from scilens.diagnosis.sampling import TECHNIQUES, SampleLatentTask, SamplingConfig
-from scilens.diagnosis.spark_sampling import DRIVER_ONLY
+from scilens.diagnosis.sampling import DRIVER_ONLY, TECHNIQUES, SamplingConfig, SparkSampler, sample_latent
 
 SAMPLE_SCHEMA = T.StructType([
     T.StructField("id", T.LongType()), T.StructField("label", T.IntegerType()),
@@ -63,7 +62,7 @@ class SampleConfig(JobConfig):
     data: ImageTableConfig = field(ImageTableConfig(), "Columns of the input image table.")
     layer: str | None = field(None, "Latent layer; null: the last hidden layer (the one feeding the final dense "
                               "layer).")
-    techniques: list[str] = field(["maxmargin"], "Sampling techniques to run.", choices=TECHNIQUES)
+    techniques: list[str] = field(["maxmargin"], "Sampling techniques to run.", choices=tuple(TECHNIQUES))
     fractions: list[float] = field([0.05, 0.1, 0.2, 0.4, 0.8], "Sample sizes as fractions of the rows.",
                                    check=_fractions_ok, check_doc="a non-empty list of values in (0, 1]")
     sampling: SamplingConfig = field(SamplingConfig(), "Sampler parameters: tuning_factor (j), seed, ...")
@@ -108,7 +107,7 @@ def _driver_samples(cfg: SampleConfig, emb: DataFrame) -> tuple[list[pd.DataFram
     frames, seconds = [], {}
     for technique in cfg.techniques:
         start = time.perf_counter()
-        samples = SampleLatentTask(technique, cfg.sampling).run(latent, labels, predictions, cfg.fractions)
+        samples = sample_latent(technique, latent, labels, predictions, cfg.fractions, cfg.sampling)
         seconds[technique] = time.perf_counter() - start
         for fraction, sample in samples.items():
             frames.append(sample.to_frame(ids, labels, predictions).assign(technique=technique, fraction=fraction))
@@ -116,8 +115,6 @@ def _driver_samples(cfg: SampleConfig, emb: DataFrame) -> tuple[list[pd.DataFram
 
 
 def _spark_samples(cfg: SampleConfig, emb: DataFrame) -> tuple[list[DataFrame], dict[str, float]]:
-    from scilens.diagnosis.spark_sampling import SparkSampler
-
     frames, seconds = [], {}
     for technique in cfg.techniques:
         start = time.perf_counter()
