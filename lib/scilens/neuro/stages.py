@@ -1,4 +1,4 @@
-"""The Spark stages of the dMRI pipeline: thin Arrow layers over the kernels of :mod:`scilens.neuro`.
+"""The Spark stages of the dMRI pipeline: thin Arrow layers over :mod:`scilens.neuro.pipeline`.
 
 Data flow (one row per volume in, maps and voxel rows out)::
 
@@ -12,6 +12,12 @@ What a task holds: one volume (b0 sums, denoising), one mean b0 image and
 mask (segmentation), one block of voxels with every volume (fit), one subject's
 3-D maps (assembly); never a subject's 4-D array. Steps that may fail for a
 subject emit ``_rejected`` rows naming it (:mod:`scilens.core.quarantine`).
+
+The job runs :func:`read`, :func:`segment`, :func:`denoise`, :func:`fit` and
+:func:`maps` in turn: each sizes its own Arrow batches (whole volumes travel
+one per batch, voxel blocks up to ``arrow_batch_mb``) and task counts
+(:func:`denoise_tasks`) around the actions it runs, and leaves the session's
+settings as it found them.
 """
 
 from __future__ import annotations
