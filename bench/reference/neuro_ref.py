@@ -1,18 +1,26 @@
-"""The neuroscience benchmark's single-process reference, as its public script does it.
+"""The neuroscience benchmark's single-process reference: the public script's steps, run by scilens' pipeline.
 
 Mirrors ``neuroscience/ref/ref.py`` of the dissertation's benchmark repository
-(github.com/parmitam/image_analytics), step for step, on dipy 1.12:
+(github.com/parmitam/image_analytics), step for step, on dipy 1.12, calling
+the per-subject functions of :mod:`scilens.neuro.pipeline` (the ones the Spark
+job's stages call) with the script's parameters, which are their defaults:
 
-1. load the 4-D image (``img.get_data()`` there: the on-disk values, here
-   ``dipy.io.image.load_nifti``, which gives the same array) and the FSL
-   gradient files; ``gradient_table(bvals, bvecs, b0_threshold=10)``;
+1. load the 4-D image (``img.get_data()`` there: the on-disk values, scaled
+   when the header says so; here :func:`~scilens.neuro.pipeline.read_subject`)
+   and the FSL gradient files; ``gradient_table(bvals, bvecs, b0_threshold=10)``;
 2. ``mean_b0 = np.mean(data[..., gtab.b0s_mask], -1)`` and
    ``median_otsu(mean_b0, 4, 2, False, vol_idx=np.where(gtab.b0s_mask), dilate=1)``
-   (median_radius=4, numpass=2, autocrop=False);
+   (median_radius=4, numpass=2, autocrop=False):
+   :func:`~scilens.neuro.pipeline.segment_subject`, whose mean is summed in
+   float64 and so is numpy's mean bit for bit on integer data or one b0
+   volume (every dataset here); it also refuses gradients that are not physical;
 3. ``sigma = estimate_sigma(data)``, ``nlmeans(data, sigma=sigma, mask=mask, num_threads=...)``
    (the script passed 8 threads, every core of its machine; ``None`` here means
-   every core of this one);
-4. ``TensorModel(gtab).fit(denoised, mask=mask)`` -> FA and MD.
+   every core of this one): :func:`~scilens.neuro.pipeline.denoise_subject`,
+   volume by volume as dipy's 4-D calls do it (``tests/neuro/test_kernels.py``
+   checks they are equal);
+4. ``TensorModel(gtab).fit(denoised, mask=mask)`` -> FA and MD:
+   :func:`~scilens.neuro.pipeline.fit_subject`.
 
 The only knobs are ``b0_threshold`` (10 in the script; dipy's ``small_101D``
 has no b-value <= 10, so it needs a larger one) and ``num_threads``. dipy
@@ -51,37 +59,29 @@ class ReferenceResult:
 def run_reference(image: str | Path, bval: str | Path, bvec: str | Path, b0_threshold: float = 10,
                   num_threads: int | None = None) -> ReferenceResult:
     """Run the reference pipeline on one subject."""
-    from dipy.core.gradients import gradient_table
-    from dipy.denoise.nlmeans import nlmeans
-    from dipy.denoise.noise_estimate import estimate_sigma
-    from dipy.io.gradients import read_bvals_bvecs
-    from dipy.io.image import load_nifti
-    from dipy.reconst.dti import TensorModel
-    from dipy.segment.mask import median_otsu
+    from scilens.neuro import pipeline
+    from scilens.neuro.denoise import DenoiseConfig
+    from scilens.neuro.dti import TensorFitConfig
+    from scilens.neuro.segment import SegmentConfig
 
     seconds = {}
     start = time.perf_counter()
-    data, affine = load_nifti(str(image))
-    bvals, bvecs = read_bvals_bvecs(str(bval), str(bvec))
+    subject = pipeline.read_subject(image, bval_path=bval, bvec_path=bvec, max_volume_mb=None)
     seconds["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    gtab = gradient_table(bvals, bvecs=bvecs, b0_threshold=b0_threshold)
-    mean_b0 = np.mean(data[..., gtab.b0s_mask], -1)
-    _, mask = median_otsu(mean_b0, median_radius=4, numpass=2, autocrop=False,
-                          vol_idx=np.where(gtab.b0s_mask), dilate=1)
+    seg = pipeline.segment_subject(subject, b0_threshold, SegmentConfig())
     seconds["segment"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    sigma = estimate_sigma(data)
-    denoised = nlmeans(data, sigma=sigma, mask=mask, num_threads=num_threads)
+    denoised, sigma = pipeline.denoise_subject(subject.data, seg.mask, DenoiseConfig(), num_threads)
     seconds["denoise"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ten_fit = TensorModel(gtab).fit(denoised, mask=mask)
-    fa, md, evals = ten_fit.fa, ten_fit.md, ten_fit.evals
+    maps = pipeline.fit_subject(denoised, seg.mask, seg.gtab, TensorFitConfig())
     seconds["fit"] = time.perf_counter() - start
-    return ReferenceResult(affine, mean_b0, mask, sigma, denoised, fa, md, evals, seconds)
+    return ReferenceResult(subject.affine, seg.mean_b0, seg.mask, sigma, denoised, maps.fa, maps.md, maps.evals,
+                           seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,10 @@ from dipy.segment.mask import median_otsu
 from dipy.sims.voxel import single_tensor
 
 from scilens.core import tensor
-from scilens.neuro.denoise import DenoiseConfig, DenoiseTask, estimate_volume_sigma
-from scilens.neuro.dti import TensorFitConfig, TensorFitTask
+from scilens.neuro.denoise import DenoiseConfig, denoise_volume, estimate_volume_sigma
+from scilens.neuro.dti import TensorFitConfig, fit_tensors
 from scilens.neuro.gradients import b0_volumes, check_gradients, make_gradient_table
-from scilens.neuro.segment import B0Sum, SegmentTask
+from scilens.neuro.segment import B0Sum, brain_mask
 from scilens.synth import dmri
 
 
@@ -41,10 +41,10 @@ def test_volume_by_volume_denoising_equals_the_4d_call(subject, method):
     data, _, _, mask = subject
     sigma = estimate_sigma(data)
     whole = nlmeans(data, sigma=sigma, mask=mask, num_threads=1, method=method)
-    task = DenoiseTask(DenoiseConfig(method=method))
+    config = DenoiseConfig(method=method)
     for v in range(data.shape[-1]):
         assert estimate_volume_sigma(data[..., v]) == sigma[v]
-        out = task.run(data[..., v], mask)
+        out = denoise_volume(data[..., v], mask, config)
         assert out.data.dtype == data.dtype
         assert np.array_equal(out.data, whole[..., v]), f"volume {v}"
 
@@ -54,10 +54,9 @@ def test_block_fits_equal_the_whole_masked_fit(subject):
     whole = TensorModel(gtab).fit(data, mask=mask)
     voxels = np.argwhere(mask)
     order = np.random.default_rng(0).permutation(len(voxels))
-    task = TensorFitTask(TensorFitConfig())
     for part in np.array_split(order, 7):  # arbitrary voxel sets, like blocks
         ijk = tuple(voxels[part].T)
-        fit = task.run(data[ijk], gtab)
+        fit = fit_tensors(data[ijk], gtab, TensorFitConfig())
         assert np.array_equal(fit.fa, whole.fa[ijk])
         assert np.array_equal(fit.md, whole.md[ijk])
         assert np.array_equal(fit.evals, whole.evals[ijk])
@@ -66,7 +65,7 @@ def test_block_fits_equal_the_whole_masked_fit(subject):
 
 def test_segmentation_equals_the_reference_call(subject):
     _, _, mean_b0, mask = subject
-    assert np.array_equal(SegmentTask().run(mean_b0), mask)
+    assert np.array_equal(brain_mask(mean_b0), mask)
     assert mask.dtype == bool and 0 < mask.sum() < mask.size
 
 
@@ -155,7 +154,7 @@ def test_read_only_float64_volume_is_denoised(subject):
         frozen = tensor.decode(tensor.encode(volume.astype(dtype)))
         frozen_mask = tensor.decode(tensor.encode(mask))
         assert not frozen.flags.writeable and not frozen_mask.flags.writeable
-        out = DenoiseTask().run(frozen, frozen_mask)
+        out = denoise_volume(frozen, frozen_mask)
         assert out.data.dtype == np.dtype(dtype)
         if dtype == "float64":
             assert np.array_equal(out.data, expected)

@@ -24,8 +24,10 @@ from scipy import ndimage
 
 from bench.reference.neuro_ref import run_reference
 from scilens import cli
-from scilens.jobs.neuro import TASK_VOXELS, volumes_per_task
+from scilens.neuro import pipeline
+from scilens.neuro.config import NeuroConfig
 from scilens.neuro.gradients import b0_volumes
+from scilens.neuro.stages import TASK_VOXELS, volumes_per_task
 from scilens.synth import dmri
 from tests.neuro.conftest import PHANTOM_SHAPE, PHANTOM_SNR, copy_subject
 from tests.neuro.dti_noise import fa_md_standard_errors
@@ -129,6 +131,25 @@ def test_bad_subjects_quarantined_good_ones_complete(spark, run_all):
     assert not list(run_all.glob(".denoised-parts*"))
     assert set(pd.read_parquet(run_all / "voxels.parquet", columns=["subject"]).subject) == {
         "small_64D", "small_101D", "phantom"}
+
+
+def test_the_subject_chain_runs_without_spark_and_writes_what_the_job_writes(run_all, neuro_inputs, tmp_path):
+    """The phantom through :mod:`scilens.neuro.pipeline` alone (no SparkSession used) equals its Spark run."""
+    subject = pipeline.read_subject(next(neuro_inputs["subjects"].glob("phantom.nii*")))
+    result = pipeline.run_subject(subject, NeuroConfig(b0_threshold=50, write_denoised=True), tmp_path)
+    assert {p.name for p in (tmp_path / "subjects" / "phantom").iterdir()} == {
+        "mask.nii.gz", "fa.nii.gz", "md.nii.gz", "denoised.nii.gz"}
+    mask = _image(tmp_path, "phantom", "mask")
+    assert np.array_equal(mask, _image(run_all, "phantom", "mask")) and np.array_equal(mask, result.segmentation.mask)
+    ours, job = _image(tmp_path, "phantom", "denoised"), _image(run_all, "phantom", "denoised")
+    assert ours.dtype == job.dtype == subject.data.dtype and np.array_equal(ours, result.denoised)
+    assert np.max(np.abs(ours - job.astype(np.float64)) / np.maximum(np.abs(job), 1)) <= 1e-4
+    for name in ("fa", "md"):
+        ours = _image(tmp_path, "phantom", name)
+        assert np.array_equal(ours, getattr(result.maps, name)), name
+        assert np.max(np.abs(ours - _image(run_all, "phantom", name))) <= 1e-5, name
+        assert np.array_equal(nib.load(str(tmp_path / "subjects" / "phantom" / f"{name}.nii.gz")).affine,
+                              nib.load(str(run_all / "subjects" / "phantom" / f"{name}.nii.gz")).affine)
 
 
 def test_one_subject_from_a_manifest_equals_the_multi_subject_run(spark, run_all, tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 
 from scilens.core.config import Config, field
 
-__all__ = ["DenoiseConfig", "DenoiseTask", "DenoisedVolume", "estimate_volume_sigma"]
+__all__ = ["DenoiseConfig", "DenoisedVolume", "denoise_volume", "estimate_volume_sigma"]
 
 
 @dataclass
@@ -63,30 +63,40 @@ def _writeable(array: np.ndarray) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-class DenoiseTask:
-    """Estimate a volume's noise sigma and denoise it inside a mask."""
+def denoise_volume(volume: np.ndarray, mask: np.ndarray, config: DenoiseConfig | None = None,
+                   num_threads: int | None = 1) -> DenoisedVolume:
+    """Estimate a volume's noise sigma and denoise it where ``mask`` is true (zero elsewhere).
 
-    ConfigClass = DenoiseConfig
+    Parameters
+    ----------
+    volume : ndarray
+        One 3-D volume; the result has its dtype.
+    mask : ndarray
+        Boolean brain mask of the same shape.
+    config : DenoiseConfig, optional
+        ``nlmeans`` parameters (default: the reference's).
+    num_threads : int or None
+        dipy's threads (None: every core). Spark tasks use one (see the module notes).
 
-    def __init__(self, config: DenoiseConfig | None = None):
-        self.config = config or DenoiseConfig()
+    Returns
+    -------
+    DenoisedVolume
 
-    def run(self, volume: np.ndarray, mask: np.ndarray) -> DenoisedVolume:
-        """Denoise ``volume`` (3-D) where ``mask`` is true; zero elsewhere; same dtype as ``volume``.
+    Notes
+    -----
+    ``volume`` and ``mask`` may be read-only (decoded tensors are read-only
+    views): dipy's Cython kernels take typed memoryviews, which refuse a
+    read-only buffer, and dipy hands them the array itself whenever it needs
+    no conversion (a float64 volume; a C-contiguous one), so such inputs are
+    copied here first. Other inputs dipy converts to new arrays anyway.
+    """
+    from dipy.denoise.nlmeans import nlmeans
 
-        ``volume`` and ``mask`` may be read-only (decoded tensors are read-only
-        views): dipy's Cython kernels take typed memoryviews, which refuse a
-        read-only buffer, and dipy hands them the array itself whenever it needs
-        no conversion (a float64 volume; a C-contiguous one), so such inputs are
-        copied here first. Other inputs dipy converts to new arrays anyway.
-        """
-        from dipy.denoise.nlmeans import nlmeans
-
-        if volume.shape != mask.shape:
-            raise ValueError(f"volume of shape {volume.shape} and mask of shape {mask.shape} differ")
-        volume, mask = _writeable(volume), _writeable(mask)
-        c = self.config
-        sigma = estimate_volume_sigma(volume)
-        data = nlmeans(volume, sigma=sigma, mask=mask, patch_radius=c.patch_radius,
-                       block_radius=c.block_radius, rician=c.rician, num_threads=1, method=c.method)
-        return DenoisedVolume(data=data, sigma=sigma)
+    if volume.shape != mask.shape:
+        raise ValueError(f"volume of shape {volume.shape} and mask of shape {mask.shape} differ")
+    volume, mask = _writeable(volume), _writeable(mask)
+    c = config or DenoiseConfig()
+    sigma = estimate_volume_sigma(volume)
+    data = nlmeans(volume, sigma=sigma, mask=mask, patch_radius=c.patch_radius,
+                   block_radius=c.block_radius, rician=c.rician, num_threads=num_threads, method=c.method)
+    return DenoisedVolume(data=data, sigma=sigma)

@@ -15,7 +15,7 @@ from dipy.core.gradients import GradientTable
 
 from scilens.core.config import Config, field
 
-__all__ = ["TensorFitConfig", "TensorFitTask", "VoxelTensors"]
+__all__ = ["TensorFitConfig", "VoxelTensors", "fit_tensors"]
 
 
 @dataclass
@@ -38,23 +38,29 @@ class VoxelTensors:
     """Tensor eigenvalues, largest first, shape (n, 3)."""
 
 
-class TensorFitTask:
-    """Fit the diffusion tensor to voxel signals."""
+def fit_tensors(signals: np.ndarray, gtab: GradientTable, config: TensorFitConfig | None = None) -> VoxelTensors:
+    """Fit the diffusion tensor to voxel signals.
 
-    ConfigClass = TensorFitConfig
+    Parameters
+    ----------
+    signals : ndarray, shape (n_voxels, n_volumes)
+        Volumes in gradient-table order.
+    gtab : GradientTable
+    config : TensorFitConfig, optional
+        The fit method (default: the reference's WLS).
 
-    def __init__(self, config: TensorFitConfig | None = None):
-        self.config = config or TensorFitConfig()
+    Returns
+    -------
+    VoxelTensors
+        FA, MD and eigenvalues of each voxel, in the order given.
+    """
+    from dipy.reconst.dti import TensorModel
 
-    def run(self, signals: np.ndarray, gtab: GradientTable) -> VoxelTensors:
-        """Fit ``signals`` (shape (n_voxels, n_volumes), volumes in gradient-table order)."""
-        from dipy.reconst.dti import TensorModel
-
-        if signals.ndim != 2 or signals.shape[1] != len(gtab.bvals):
-            raise ValueError(f"signals of shape {signals.shape} do not match a gradient table of "
-                             f"{len(gtab.bvals)} volumes")
-        if signals.shape[0] == 0:
-            empty = np.zeros(0)
-            return VoxelTensors(empty, empty, np.zeros((0, 3)))
-        fit = TensorModel(gtab, fit_method=self.config.fit_method).fit(signals)
-        return VoxelTensors(fa=np.asarray(fit.fa), md=np.asarray(fit.md), evals=np.asarray(fit.evals))
+    if signals.ndim != 2 or signals.shape[1] != len(gtab.bvals):
+        raise ValueError(f"signals of shape {signals.shape} do not match a gradient table of "
+                         f"{len(gtab.bvals)} volumes")
+    if signals.shape[0] == 0:
+        empty = np.zeros(0)
+        return VoxelTensors(empty, empty, np.zeros((0, 3)))
+    fit = TensorModel(gtab, fit_method=(config or TensorFitConfig()).fit_method).fit(signals)
+    return VoxelTensors(fa=np.asarray(fit.fa), md=np.asarray(fit.md), evals=np.asarray(fit.evals))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["subject_figure", "write_html"]
+__all__ = ["subject_figure", "write_html", "write_run_report"]
 
 
 def _show(slice2d: np.ndarray) -> np.ndarray:
@@ -85,3 +85,41 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} img{{max-width:72
     path = Path(path)
     path.write_text(page)
     return path
+
+
+def write_run_report(output: Path, subjects: Mapping[str, Any], summaries: Mapping[str, Mapping[str, Any]],
+                     rejected: Sequence[Mapping[str, Any]], steps: Sequence[tuple[str, float, Mapping[str, int]]]
+                     ) -> Path:
+    """Write each written subject's ``subjects/<subject>/report.png`` and the run's ``report.html``.
+
+    Parameters
+    ----------
+    output : Path
+        The run's output directory.
+    subjects : mapping
+        Subject name -> :class:`scilens.neuro.stages.SubjectInfo` (its previews and counts).
+    summaries : mapping
+        Subject name -> its maps' summary row (``fa_mean``, ``md_mean``, FA previews ``fa_<view>``).
+    rejected : sequence of mapping
+        Rejected records to list.
+    steps : sequence of (name, seconds, counts)
+        The run's steps so far.
+
+    Returns
+    -------
+    Path
+        ``report.html``.
+    """
+    from scilens.core import tensor
+    from scilens.neuro.pipeline import VIEWS, subject_dir
+
+    rows = []
+    for name in sorted(summaries):
+        info, summary = subjects[name], summaries[name]
+        fa = [tensor.decode(summary[f"fa_{view}"]) for view in VIEWS]
+        png = subject_figure(subject_dir(output, name) / "report.png", name, info.previews["mean_b0"],
+                             info.previews["mask"], fa)
+        rows.append({"subject": name, "volumes": info.shape[3], "b0": info.n_b0,
+                     "mask_voxels": info.n_mask_voxels, "fa_mean": summary["fa_mean"],
+                     "md_mean": summary["md_mean"], "png": str(png.relative_to(output))})
+    return write_html(output / "report.html", rows, rejected, steps)

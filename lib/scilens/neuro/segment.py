@@ -17,7 +17,7 @@ import numpy as np
 
 from scilens.core.config import Config, field
 
-__all__ = ["B0Sum", "SegmentConfig", "SegmentTask", "mean_dtype"]
+__all__ = ["B0Sum", "SegmentConfig", "brain_mask", "mean_dtype"]
 
 
 @dataclass
@@ -71,25 +71,31 @@ class B0Sum:
         return (self.total / self.count).astype(mean_dtype(self.dtype), copy=False)
 
 
-class SegmentTask:
-    """Brain mask of a mean b0 image by ``dipy.segment.mask.median_otsu``."""
+def brain_mask(mean_b0: np.ndarray, config: SegmentConfig | None = None) -> np.ndarray:
+    """Boolean brain mask of the 3-D ``mean_b0`` by ``dipy.segment.mask.median_otsu``.
 
-    ConfigClass = SegmentConfig
+    Parameters
+    ----------
+    mean_b0 : ndarray
+        The mean b0 image (3-D).
+    config : SegmentConfig, optional
+        ``median_otsu`` parameters (default: the reference's).
 
-    def __init__(self, config: SegmentConfig | None = None):
-        self.config = config or SegmentConfig()
+    Returns
+    -------
+    ndarray
+        Boolean mask on the image's grid.
 
-    def run(self, mean_b0: np.ndarray) -> np.ndarray:
-        """Boolean brain mask of the 3-D ``mean_b0``.
+    Notes
+    -----
+    ``autocrop`` stays off (its default) so the mask keeps the image grid;
+    it is not passed, because dipy 1.12 warns on the argument and 1.13
+    removes it.
+    """
+    from dipy.segment.mask import median_otsu
 
-        ``autocrop`` stays off (its default) so the mask keeps the image grid;
-        it is not passed, because dipy 1.12 warns on the argument and 1.13
-        removes it.
-        """
-        from dipy.segment.mask import median_otsu
-
-        if mean_b0.ndim != 3:
-            raise ValueError(f"mean b0 image must be 3-D, got shape {mean_b0.shape}")
-        c = self.config
-        _, mask = median_otsu(mean_b0, median_radius=c.median_radius, numpass=c.numpass, dilate=c.dilate)
-        return np.asarray(mask, dtype=bool)
+    if mean_b0.ndim != 3:
+        raise ValueError(f"mean b0 image must be 3-D, got shape {mean_b0.shape}")
+    c = config or SegmentConfig()
+    _, mask = median_otsu(mean_b0, median_radius=c.median_radius, numpass=c.numpass, dilate=c.dilate)
+    return np.asarray(mask, dtype=bool)

@@ -1,4 +1,4 @@
-"""The Spark stages of the dMRI pipeline: thin Arrow layers over the kernels of :mod:`scilens.neuro`.
+"""The Spark stages of the dMRI pipeline: thin Arrow layers over :mod:`scilens.neuro.pipeline`.
 
 Data flow (one row per volume in, maps and voxel rows out)::
 
@@ -12,12 +12,19 @@ What a task holds: one volume (b0 sums, denoising), one mean b0 image and
 mask (segmentation), one block of voxels with every volume (fit), one subject's
 3-D maps (assembly); never a subject's 4-D array. Steps that may fail for a
 subject emit ``_rejected`` rows naming it (:mod:`scilens.core.quarantine`).
+
+The job runs :func:`read`, :func:`segment`, :func:`denoise`, :func:`fit` and
+:func:`maps` in turn: each sizes its own Arrow batches (whole volumes travel
+one per batch, voxel blocks up to ``arrow_batch_mb``) and task counts
+(:func:`denoise_tasks`) around the actions it runs, and leaves the session's
+settings as it found them.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,69 +32,56 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from scilens.core import tensor
 from scilens.core.chunking import Block, block_grid
+from scilens.core.inputs import paths_frame
 from scilens.core.placement import PLACE_COLUMN, place_groups
-from scilens.core.quarantine import REJECTED_COLUMN, rejection, with_rejected_field
-from scilens.io.nifti import gradient_arrays, write_nifti, write_nifti_volumes
-from scilens.neuro.denoise import DenoiseConfig, DenoiseTask
-from scilens.neuro.dti import TensorFitConfig, TensorFitTask
+from scilens.core.quarantine import REJECTED_COLUMN, rejection, split_rejected, with_rejected_field
+from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes, cached_batch_rows
+from scilens.io import nifti
+from scilens.io.nifti import gradient_arrays
+from scilens.neuro import pipeline
+from scilens.neuro.config import NeuroConfig
+from scilens.neuro.denoise import DenoiseConfig, denoise_volume
+from scilens.neuro.dti import TensorFitConfig, VoxelTensors, fit_tensors
 from scilens.neuro.gradients import b0_volumes, make_gradient_table
-from scilens.neuro.segment import B0Sum, SegmentConfig, SegmentTask
+from scilens.neuro.pipeline import VIEWS, subject_dir
+from scilens.neuro.segment import B0Sum, SegmentConfig
 
 __all__ = [
     "FIT_SCHEMA",
     "PIECE_SCHEMA",
-    "SUBJECTS_DIR",
     "SUBJECT_SCHEMA",
+    "TASK_VOXELS",
     "VOXEL_SCHEMA",
     "SubjectInfo",
     "b0_partials",
+    "denoise",
     "denoise_pieces",
+    "denoise_tasks",
+    "fit",
     "fit_blocks",
-    "mid_slices",
+    "maps",
+    "read",
+    "segment",
     "segment_subjects",
-    "subject_dir",
+    "volumes_per_task",
     "voxel_rows",
     "write_denoised",
     "write_maps",
 ]
 
-VIEWS = ("sagittal", "coronal", "axial")
-
-SUBJECTS_DIR = "subjects"
-"""Per-subject outputs live in ``<output>/subjects/<subject>/``: a subject's name can then never be
-the name of a run-level output (``voxels.parquet``, ``report.html``, ``manifest.json``, ``_rejected``)."""
-
-
-def subject_dir(output: str | Path, subject: str) -> Path:
-    """``<output>/subjects/<subject>``, refusing a name that would lead anywhere else.
-
-    The job refuses such names when it lists subjects; this is the last guard
-    before anything is written (nothing may ever land outside the output).
-    """
-    parent = Path(output) / SUBJECTS_DIR
-    if (not subject or subject in (".", "..") or "/" in subject or "\\" in subject or "\0" in subject
-            or Path(subject).is_absolute()):
-        raise ValueError(f"subject name {subject!r} cannot name an output directory")
-    return parent / subject
-
-
 def _previews(name: str) -> list[T.StructField]:
     return [tensor.tensor_field(f"{name}_{view}") for view in VIEWS]
 
 
-def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
-    """The middle slice of a 3-D volume across each voxel axis (i, j, k): sagittal, coronal, axial."""
-    return [np.take(volume, volume.shape[axis] // 2, axis=axis) for axis in range(3)]
-
-
 def _preview_values(name: str, volume: np.ndarray) -> dict[str, Any]:
-    return {f"{name}_{view}": tensor.encode(s) for view, s in zip(VIEWS, mid_slices(volume))}
+    return {f"{name}_{view}": tensor.encode(s) for view, s in zip(VIEWS, pipeline.mid_slices(volume))}
 
 
 PARTIAL_SCHEMA = T.StructType([
@@ -202,31 +196,24 @@ def b0_partials(volumes: DataFrame, b0_threshold: float) -> DataFrame:
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        state: dict[str, dict[str, Any]] = {}
+        state: dict[str, tuple[dict[str, Any], pipeline.B0Partial]] = {}
         for batch in batches:
             bvals, bvecs = gradient_arrays(list(batch["bval"]), list(batch["bvec"]))
             is_b0 = b0_volumes(bvals, b0_threshold)
             for n, row in enumerate(batch.itertuples(index=False)):
                 volume = tensor.decode(row.data)
-                s = state.setdefault(row.subject, {
-                    "path": row.path, "n_volumes": int(row.n_volumes), "dtype": volume.dtype.str,
-                    "affine": row.affine, "volumes": [], "bvals": [], "bvecs": [], "sum": B0Sum(), "nonfinite": []})
-                s["volumes"].append(int(row.volume))
-                s["bvals"].append(bvals[n])
-                s["bvecs"].append(bvecs[n])
-                if volume.dtype.kind == "f" and not np.isfinite(volume).all():
-                    s["nonfinite"].append(int(row.volume))
-                elif is_b0[n]:
-                    s["sum"].add(volume)
-        for subject, s in state.items():
-            b0 = s["sum"]
+                head, part = state.setdefault(row.subject, (
+                    {"path": row.path, "n_volumes": int(row.n_volumes), "dtype": volume.dtype.str,
+                     "affine": row.affine}, pipeline.B0Partial()))
+                part.add(int(row.volume), volume, bvals[n], bvecs[n], bool(is_b0[n]))
+        for subject, (head, part) in state.items():
+            b0 = part.b0
             yield _frame([{
-                "subject": subject, "path": s["path"], "n_volumes": s["n_volumes"], "dtype": s["dtype"],
-                "affine": s["affine"], "volumes": tensor.encode(np.array(s["volumes"], dtype=np.int32)),
-                "bvals": tensor.encode(np.array(s["bvals"])),
-                "bvecs": tensor.encode(np.array(s["bvecs"]).reshape(-1, 3)),
+                "subject": subject, **head, "volumes": tensor.encode(np.array(part.volumes, dtype=np.int32)),
+                "bvals": tensor.encode(np.array(part.bvals)),
+                "bvecs": tensor.encode(np.array(part.bvecs).reshape(-1, 3)),
                 "b0_sum": None if b0.total is None else tensor.encode(b0.total), "n_b0": b0.count,
-                "nonfinite": tensor.encode(np.array(s["nonfinite"], dtype=np.int32)),
+                "nonfinite": tensor.encode(np.array(part.nonfinite, dtype=np.int32)),
             }], PARTIAL_SCHEMA)
 
     return volumes.mapInPandas(run, PARTIAL_SCHEMA)
@@ -246,7 +233,6 @@ def segment_subjects(partials: DataFrame, subjects: Sequence[str], b0_threshold:
     volume, its gradient table is invalid, or its mask is empty.
     """
     schema = with_rejected_field(SUBJECT_SCHEMA)
-    task = SegmentTask(config)
     output = str(output)
     gradient_files = dict(gradient_files or {})
 
@@ -254,47 +240,26 @@ def segment_subjects(partials: DataFrame, subjects: Sequence[str], b0_threshold:
         first = group.iloc[0]
         subject, path = str(first["subject"]), str(first["path"])
         try:
-            n_volumes = int(first["n_volumes"])
-            volumes = np.concatenate([tensor.decode(v) for v in group["volumes"]])
-            order = np.argsort(volumes, kind="stable")
-            if not np.array_equal(volumes[order], np.arange(n_volumes)):
-                raise ValueError(f"expected volumes 0..{n_volumes - 1}, got {len(volumes)} volumes")
-            bvals = np.concatenate([tensor.decode(v) for v in group["bvals"]])[order]
-            bvecs = np.concatenate([tensor.decode(v) for v in group["bvecs"]])[order]
-            nonfinite = np.sort(np.concatenate([tensor.decode(v) for v in group["nonfinite"]]))
-            if nonfinite.size:
-                shown = ", ".join(map(str, nonfinite[:10])) + (" ..." if nonfinite.size > 10 else "")
-                raise ValueError(f"volume(s) {shown} hold NaN or infinite values")
-            # Fails early, naming what is wrong and where.
-            make_gradient_table(bvals, bvecs, b0_threshold, *gradient_files.get(subject, (None, None)))
-            total = B0Sum(dtype=np.dtype(first["dtype"]))
-            for rec, count in zip(group["b0_sum"], group["n_b0"]):
-                if rec is not None and count:
-                    total.merge(B0Sum(tensor.decode(rec), int(count), np.dtype(first["dtype"])))
-            mean_b0 = total.mean()
-            mask = task.run(mean_b0)
-            if not mask.any():
-                raise ValueError("the brain mask is empty (median_otsu found no foreground)")
-            affine = tensor.decode(first["affine"])
-            write_nifti(subject_dir(output, subject) / "mask.nii.gz", mask.astype(np.uint8), affine)
+            n_volumes, dtype = int(first["n_volumes"]), np.dtype(first["dtype"])
+            parts = [pipeline.B0Partial(
+                list(tensor.decode(r.volumes)), list(tensor.decode(r.bvals)), list(tensor.decode(r.bvecs)),
+                B0Sum(None if r.b0_sum is None or not r.n_b0 else tensor.decode(r.b0_sum), int(r.n_b0), dtype),
+                list(tensor.decode(r.nonfinite))) for r in group.itertuples(index=False)]
+            seg = pipeline.segment(parts, n_volumes, b0_threshold, config,
+                                   gradient_files.get(subject, (None, None)))
+            pipeline.write_mask(output, subject, seg.mask, tensor.decode(first["affine"]))
             return _frame([{
                 "subject": subject, "path": path, "n_volumes": n_volumes, "dtype": first["dtype"],
-                "shape": [*mean_b0.shape, n_volumes], "affine": first["affine"],
-                "bvals": tensor.encode(bvals), "bvecs": tensor.encode(bvecs), "mask": tensor.encode(mask),
-                "n_b0": total.count, "n_mask_voxels": int(mask.sum()),
-                **_preview_values("mean_b0", mean_b0), **_preview_values("mask", mask.astype(np.uint8)),
+                "shape": [*seg.mean_b0.shape, n_volumes], "affine": first["affine"],
+                "bvals": tensor.encode(seg.bvals), "bvecs": tensor.encode(seg.bvecs), "mask": tensor.encode(seg.mask),
+                "n_b0": seg.n_b0, "n_mask_voxels": int(seg.mask.sum()),
+                **_preview_values("mean_b0", seg.mean_b0), **_preview_values("mask", seg.mask.astype(np.uint8)),
             }], schema)
         except Exception as exc:
             return _rejected_frame(schema, path, "segment", exc, subject)
 
     placed = place_groups(partials, ["subject"], [(name,) for name in subjects], n_partitions)
     return placed.groupBy(PLACE_COLUMN, "subject").applyInPandas(run, schema)
-
-
-def _nonempty_blocks(mask: np.ndarray, block_shape: Sequence[int]) -> list[tuple[int, Block, np.ndarray]]:
-    """(block id, block, block mask) of the blocks holding at least one masked voxel."""
-    return [(bid, block, mask[block.slices]) for bid, block in enumerate(block_grid(mask.shape, block_shape))
-            if mask[block.slices].any()]
 
 
 def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: DenoiseConfig,
@@ -325,7 +290,6 @@ def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: Denoise
         Rows of :data:`PIECE_SCHEMA` plus ``_rejected``.
     """
     schema = with_rejected_field(PIECE_SCHEMA)
-    task = DenoiseTask(config)
     block_shape = list(block_shape)
     planned = (volumes.select("subject", "path", "volume", "data")
                .where(F.col("subject").isin(sorted(masks.value)))
@@ -338,8 +302,8 @@ def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: Denoise
                 try:
                     mask = masks.value[row.subject]
                     if row.subject not in blocks:
-                        blocks[row.subject] = _nonempty_blocks(mask, block_shape)
-                    denoised = task.run(tensor.decode(row.data), mask).data
+                        blocks[row.subject] = pipeline.mask_blocks(mask, block_shape)
+                    denoised = denoise_volume(tensor.decode(row.data), mask, config).data
                     if denoised_parts is not None:
                         part = subject_dir(denoised_parts, row.subject) / f"{row.volume:05d}.npy"
                         part.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +327,6 @@ def fit_blocks(pieces: DataFrame, subjects: Mapping[str, SubjectInfo], b0_thresh
     a few kB) travels with the function.
     """
     schema = with_rejected_field(FIT_SCHEMA)
-    task = TensorFitTask(config)
     gradients = {name: (info.bvals, info.bvecs) for name, info in subjects.items()}
     paths = {name: info.path for name, info in subjects.items()}
     gtabs: dict[str, Any] = {}  # per task: each Python worker unpickles its own copy
@@ -383,7 +346,7 @@ def fit_blocks(pieces: DataFrame, subjects: Mapping[str, SubjectInfo], b0_thresh
                 raise ValueError(f"block {block} has {len(masks)} block masks, expected the one of volume 0")
             if subject not in gtabs:
                 gtabs[subject] = make_gradient_table(bvals, bvecs, b0_threshold)
-            fit = task.run(signals, gtabs[subject])
+            fit = fit_tensors(signals, gtabs[subject], config)
             mask = masks[0]
             return _frame([{"subject": subject, "block": block, "mask": tensor.encode(mask),
                             "fa": tensor.encode(fit.fa), "md": tensor.encode(fit.md),
@@ -406,6 +369,9 @@ def _block_lookup(shapes: Mapping[str, Sequence[int]], block_shape: Sequence[int
     return lookup
 
 
+_NO_EVALS = np.zeros((0, 3))
+
+
 def write_maps(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape: Sequence[int],
                output: str | Path) -> DataFrame:
     """Assemble each subject's FA and MD maps from its blocks and write them as NIfTI.
@@ -421,16 +387,15 @@ def write_maps(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
     def run(group: pd.DataFrame) -> pd.DataFrame:
         subject = str(group["subject"].iloc[0])
         block_of = _block_lookup(shapes, block_shape)
-        maps = {name: np.zeros(tuple(shapes[subject])[:3]) for name in ("fa", "md")}
-        for row in group.itertuples(index=False):
-            block, mask = block_of(subject, int(row.block)), tensor.decode(row.mask)
-            for name in maps:
-                maps[name][block.slices][mask] = tensor.decode(getattr(row, name))
-        for name, data in maps.items():
-            write_nifti(subject_dir(output, subject) / f"{name}.nii.gz", data, affines[subject])
-        fa, md = (np.concatenate([tensor.decode(v) for v in group[name]]) for name in ("fa", "md"))
-        return _frame([{"subject": subject, "n_voxels": len(fa), "fa_mean": float(fa.mean()),
-                        "md_mean": float(md.mean()), **_preview_values("fa", maps["fa"])}], MAPS_SCHEMA)
+        fa, md = ([tensor.decode(v) for v in group[name]] for name in ("fa", "md"))
+        maps = pipeline.assemble_maps(shapes[subject], ((block_of(subject, int(b)), tensor.decode(m),
+                                                         VoxelTensors(f, d, _NO_EVALS))
+                                                        for b, m, f, d in zip(group["block"], group["mask"], fa, md)),
+                                      with_evals=False)
+        pipeline.write_maps(output, subject, maps.fa, maps.md, affines[subject])
+        fa_all, md_all = np.concatenate(fa), np.concatenate(md)
+        return _frame([{"subject": subject, "n_voxels": len(fa_all), "fa_mean": float(fa_all.mean()),
+                        "md_mean": float(md_all.mean()), **_preview_values("fa", maps.fa)}], MAPS_SCHEMA)
 
     placed = place_groups(fits, ["subject"], [(name,) for name in shapes], len(shapes))
     return placed.groupBy(PLACE_COLUMN, "subject").applyInPandas(run, MAPS_SCHEMA)
@@ -474,10 +439,134 @@ def write_denoised(spark: Any, subjects: Mapping[str, SubjectInfo], parts: str |
                 shape, dtype, affine = info[subject]
                 folder = subject_dir(parts, subject)
                 files = (np.load(folder / f"{v:05d}.npy") for v in range(shape[3]))
-                write_nifti_volumes(subject_dir(output, subject) / "denoised.nii.gz", files, shape, dtype, affine)
+                pipeline.write_denoised(output, subject, files, shape, dtype, affine)
                 shutil.rmtree(folder)
                 yield pd.DataFrame({"subject": [subject]})
 
     names = sorted(subjects)
     rows = spark.sparkContext.parallelize([(s,) for s in names], numSlices=max(1, len(names)))
     return spark.createDataFrame(rows, "subject string").mapInPandas(run, "subject string").count()
+
+
+# ----------------------------------------------------------------------------- the job's stages, each sized here
+
+TASK_VOXELS = 2_000_000
+"""Voxels (volume voxels x volumes) worth a Spark task of their own: about a second of non-local means."""
+
+
+def volumes_per_task(subjects: Iterable[Any], parallelism: int) -> int:
+    """Default volumes per denoising task: one for large volumes, several small ones otherwise.
+
+    A task costs a few tens of milliseconds however small its work, so small
+    volumes (dipy's samples, low-resolution scans) are denoised several to a
+    task, but never so many that fewer than four tasks per core remain to
+    balance the load. A task always holds one volume at a time. ``subjects``
+    have a 4-D ``shape`` (e.g. :class:`SubjectInfo`).
+    """
+    subjects = list(subjects)
+    n_volumes = sum(s.shape[3] for s in subjects)
+    voxels = min(math.prod(s.shape[:3]) for s in subjects)
+    by_work = math.ceil(TASK_VOXELS / max(1, voxels))
+    by_balance = max(1, n_volumes // (4 * max(1, parallelism)))
+    return max(1, min(by_work, by_balance))
+
+
+def denoise_tasks(subjects: Iterable[SubjectInfo], parallelism: int, per_task: int | None = None) -> int:
+    """Denoising tasks for ``subjects``: ``per_task`` volumes each, or by default :func:`volumes_per_task`
+    rounded up to a whole number of waves over the cores (range partitioning evens the runs out)."""
+    subjects = list(subjects)
+    n_volumes = sum(s.shape[3] for s in subjects)
+    if per_task:
+        return math.ceil(n_volumes / per_task)
+    n_tasks = math.ceil(n_volumes / volumes_per_task(subjects, parallelism))
+    return min(n_volumes, math.ceil(n_tasks / parallelism) * parallelism)
+
+
+def _n_blocks(shape: Sequence[int], block_shape: Sequence[int]) -> int:
+    return math.prod(-(-n // b) for n, b in zip(shape[:3], block_shape))
+
+
+def read(spark: SparkSession, listed: Sequence[Mapping[str, str | None]]) -> tuple[DataFrame, DataFrame, int]:
+    """Read the listed subjects' volumes on the executors (:func:`scilens.io.nifti.read_volumes`).
+
+    Returns the volume rows (cached on local disk), the rejected files, and
+    the number of volumes read.
+    """
+    paths = paths_frame(spark, [s["path"] for s in listed],
+                        {key: [s[key] for s in listed] for key in ("subject", "bval_path", "bvec_path")})
+    # Volume rows (MBs each) travel one per Arrow batch and sit one per cached batch:
+    # memory per task is one volume.
+    with cached_batch_rows(spark, 1), arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
+        volumes, rejected = nifti.read_volumes(spark, paths)
+        return volumes, rejected, volumes.count()
+
+
+def segment(spark: SparkSession, volumes: DataFrame, listed: Sequence[Mapping[str, str | None]],
+            config: NeuroConfig, output: str | Path) -> tuple[dict[str, SubjectInfo], dict[str, np.ndarray],
+                                                              list[dict[str, Any]]]:
+    """Segment every subject (:func:`b0_partials`, :func:`segment_subjects`), writing their masks.
+
+    Returns, on the driver, the segmented subjects, their brain masks and
+    the rejected records (dicts of :data:`~scilens.core.quarantine.REJECTED_TYPE`).
+    """
+    gradient_files = {str(s["subject"]): (s["bval_path"], s["bvec_path"]) for s in listed}
+    n_tasks = min(len(listed), 4 * spark.sparkContext.defaultParallelism)
+    with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
+        partials = b0_partials(volumes, config.b0_threshold)
+        rows = segment_subjects(partials, list(gradient_files), config.b0_threshold, config.segment,
+                                output, n_tasks, gradient_files).collect()
+    bad = [r[REJECTED_COLUMN].asDict() for r in rows if r[REJECTED_COLUMN] is not None]
+    good = [r.asDict() for r in rows if r[REJECTED_COLUMN] is None]
+    return ({r["subject"]: SubjectInfo.from_row(r) for r in good},
+            {r["subject"]: tensor.decode(r["mask"]) for r in good}, bad)
+
+
+def denoise(spark: SparkSession, volumes: DataFrame, subjects: Mapping[str, SubjectInfo],
+            masks: Mapping[str, np.ndarray], config: NeuroConfig,
+            denoised_parts: str | None = None) -> tuple[DataFrame, DataFrame, dict[str, int]]:
+    """Denoise every volume of ``subjects`` (:func:`denoise_pieces`) into voxel-block pieces on local disk.
+
+    Returns the pieces, the rejected records (a frame) and the step's counts
+    (volumes, tasks, pieces).
+    """
+    parallelism = spark.sparkContext.defaultParallelism
+    n_volumes = sum(s.shape[3] for s in subjects.values())
+    n_tasks = denoise_tasks(subjects.values(), parallelism, config.volumes_per_task)
+    # Masks are 1 byte a voxel (0.3 % of an HCP subject): every denoising task gets them all.
+    shared = spark.sparkContext.broadcast(dict(masks))
+    with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
+        raw = denoise_pieces(volumes, shared, n_tasks, config.denoise, config.block_shape, denoised_parts)
+        # The denoised subjects, as large as the inputs: on local disk, not in the JVM heap.
+        pieces, rejected = split_rejected(raw, on={"subject": "record"}, storage=StorageLevel.DISK_ONLY)
+        counts = {"volumes": n_volumes, "tasks": n_tasks, "pieces": pieces.count()}
+    shared.unpersist()
+    return pieces, rejected, counts
+
+
+def fit(spark: SparkSession, pieces: DataFrame, subjects: Mapping[str, SubjectInfo],
+        config: NeuroConfig) -> tuple[DataFrame, DataFrame, dict[str, int]]:
+    """Fit the tensor per voxel block (:func:`fit_blocks`); batches of at most ``arrow_batch_mb`` of block rows.
+
+    Returns the fits, the rejected records (a frame) and the step's counts (blocks, partitions).
+    """
+    parallelism = spark.sparkContext.defaultParallelism
+    item = max(np.dtype(s.dtype).itemsize for s in subjects.values())
+    n_blocks = sum(_n_blocks(s.shape, config.block_shape) for s in subjects.values())
+    n_fit = config.fit_partitions or max(1, min(n_blocks, 4 * parallelism))
+    with arrow_batch_bytes(spark, math.prod(config.block_shape) * item, config.arrow_batch_mb * 2**20):
+        raw = fit_blocks(pieces, subjects, config.b0_threshold, config.fit, n_fit)
+        fits, rejected = split_rejected(raw, on={"subject": "record"})
+        return fits, rejected, {"blocks": fits.count(), "partitions": n_fit}
+
+
+def maps(spark: SparkSession, fits: DataFrame, subjects: Mapping[str, SubjectInfo], config: NeuroConfig,
+         output: Path) -> dict[str, dict[str, Any]]:
+    """Write every subject's FA/MD maps (:func:`write_maps`) and ``voxels.parquet`` (:func:`voxel_rows`).
+
+    Returns each written subject's summary row (``n_voxels``, ``fa_mean``, ``md_mean``, FA previews).
+    """
+    # A block row holds a block's masked voxels' fa, md, three eigenvalues and mask: at most 48 bytes a voxel.
+    with arrow_batch_bytes(spark, math.prod(config.block_shape) * 48, config.arrow_batch_mb * 2**20):
+        summaries = {r["subject"]: r.asDict() for r in write_maps(fits, subjects, config.block_shape, output).collect()}
+        voxel_rows(fits, subjects, config.block_shape).write.parquet(str(output / "voxels.parquet"))
+    return summaries
