@@ -29,16 +29,16 @@ from scilens.neuro.config import NeuroConfig
 __all__ = ["JOB", "NeuroConfig", "NeuroJob"]
 
 
-class NeuroJob(Job):
+class NeuroJob(Job[NeuroConfig]):
     name = "neuro"
     summary = ("Diffusion MRI per subject: brain mask (median_otsu), non-local means denoising, "
                "tensor fit -> mask/FA/MD NIfTI maps and a voxel table.")
     config_class = NeuroConfig
 
-    def run(self, ctx: JobContext) -> int:
+    def run(self, ctx: JobContext[NeuroConfig]) -> int:
         from scilens.neuro import pipeline, report, stages
 
-        config: NeuroConfig = ctx.config
+        config = ctx.config
         spark = ctx.spark
         out = ctx.output
         with ctx.step("list subjects") as step:
