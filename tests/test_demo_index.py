@@ -43,15 +43,17 @@ def test_index_links_every_job_relative_and_existing(tmp_path: Path) -> None:
     root = tmp_path / "demo output"
     astro_report = _touch(root / "astro" / "output" / "report" / "index.html")
     _touch(root / "astro" / "output" / "report" / "coadd.png")
+    _touch(root / "astro" / "survey" / "images" / "top.png")
+    outside = _touch(tmp_path / "outside.png")
     neuro_report = _touch(root / "neuro" / "output" / "report.html")
     neuro_png = _touch(root / "neuro" / "output" / "subjects" / "subject=a" / "report.png")
     _touch(root / "neuro" / "output" / "subjects" / "subject=a" / "deeper" / "other.png")
     odd = "a<b>&c"
     _touch(root / odd / "output" / "table.parquet")
     summaries = {
-        "astro": f"{astro_report}  co-add\n{root / 'astro' / 'output'}/  outputs",
+        "astro": f"{astro_report}  co-add\n{root / 'astro' / 'survey'}/  the survey: images/, truth.parquet",
         "neuro": f"{neuro_report}  subjects\n{neuro_png}  mean b0\n{root / 'neuro' / 'missing.png'}  gone",
-        odd: "",
+        odd: f"{outside}  not under the job's directory",
     }
 
     index = write_index(root, summaries)
@@ -67,7 +69,7 @@ def test_index_links_every_job_relative_and_existing(tmp_path: Path) -> None:
         assert (root / unquote(target)).exists(), target
     resolved = {(root / unquote(t)).resolve() for t in links.hrefs}
     assert {astro_report, neuro_report, root / "astro", root / "neuro", root / odd} <= resolved
-    # The named figure wins over a shallower search; astro's comes from disk, odd has none.
+    # A named figure wins; astro's is the one beside its report; the outside one is not linked.
     assert [(root / unquote(s)).resolve() for s in links.images] == [
         root / "astro" / "output" / "report" / "coadd.png", neuro_png]
-    assert "missing.png" not in "".join(links.images)
+    assert not any(name in t for t in links.hrefs + links.images for name in ("missing.png", "outside.png"))

@@ -16,15 +16,16 @@ from urllib.parse import quote
 
 INDEX_NAME = "index.html"
 
-_PATH = re.compile(r"(/[^\s]+)")
+# A path starts a word: "images/," inside a note is not one.
+_PATH = re.compile(r"(?<!\S)(/\S+)")
 
 
-def _named_paths(text: str) -> list[Path]:
-    """Absolute paths a demo named in its summary, in order, that exist."""
+def _named_paths(text: str, job_dir: Path) -> list[Path]:
+    """Paths under ``job_dir`` a demo named in its summary, in order, that exist."""
     found = []
     for token in _PATH.findall(text):
-        path = Path(token.rstrip("/:,;)"))
-        if path.exists() and path not in found:
+        path = Path(token.rstrip(":,;)") or "/")
+        if path.is_relative_to(job_dir) and path.exists() and path not in found:
             found.append(path)
     return found
 
@@ -41,11 +42,14 @@ def _shallowest(dirs: Iterable[Path], pattern: str, skip: Path | None = None) ->
     return None
 
 
-def _pick(named: list[Path], job_dir: Path, suffix: str, skip: Path | None) -> Path | None:
+def _pick(named: list[Path], job_dir: Path, suffix: str, skip: Path | None,
+          near: Path | None = None) -> Path | None:
     for path in named:
         if path.is_file() and path.suffix == suffix and path != skip:
             return path
-    return _shallowest([p for p in named if p.is_dir()] + [job_dir], f"*{suffix}", skip)
+    # Then beside the report (its pictures), the directories the demo named, the whole job.
+    places = ([near.parent] if near is not None else []) + [p for p in named if p.is_dir()] + [job_dir]
+    return _shallowest(places, f"*{suffix}", skip)
 
 
 def _href(path: Path, base: Path) -> str:
@@ -74,9 +78,9 @@ def write_index(root: Path, summaries: Mapping[str, str]) -> Path:
     rows = []
     for job, text in summaries.items():
         job_dir = root / job
-        named = _named_paths(text)
+        named = _named_paths(text, job_dir)
         report = _pick(named, job_dir, ".html", skip=index)
-        figure = _pick(named, job_dir, ".png", skip=None)
+        figure = _pick(named, job_dir, ".png", skip=None, near=report)
         name = html.escape(job)
         links = []
         if report is not None:
