@@ -26,7 +26,7 @@ $(STAMP_HOROVOD):
 	rm -f $(HVENV)/.installed-* && touch $@
 
 demo: install-current
-	$(PY) -m scilens.demo --output demo-output
+	$(PY) -m scilens.demos --output demo-output
 
 # ruff once, then the whole suite on each stack in turn; fails if either run fails. pytest exits 5 when it
 # collects no tests: a broken suite, so that fails loudly too. -rs lists every skip with its reason.

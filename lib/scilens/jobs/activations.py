@@ -16,7 +16,6 @@ Outputs (:mod:`scilens.diagnosis.activations`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -120,34 +119,3 @@ class ActivationsJob(Job[ActivationsConfig]):
 
 
 JOB = ActivationsJob
-DEMO_RANK = 52
-
-
-def demo(root: Path) -> str:
-    """Activations of a digits LeNet-5 for its MaxMargin 20 % sample and for all digits: storage compared.
-
-    Reuses the model and samples of the ``sample`` demo when ``make demo`` ran it just before.
-    """
-    from scilens.cli import main
-    from scilens.diagnosis.activations import ActivationStore
-    from scilens.jobs.sample import train_digits_model
-
-    previous = root.parent / "sample"
-    chosen = previous / "output" / "samples" / "technique=maxmargin" / "fraction=0.2"
-    if (previous / "model" / "model.keras").exists() and chosen.is_dir():
-        model, digits = previous / "model" / "model.keras", previous / "inputs" / "digits"
-    else:
-        model, digits = train_digits_model(root)
-        if main(["sample", "--input", str(digits), "--output", str(root / "sample"), "--set", f"model={model}",
-                 "--set", "fractions=[0.2]"]) != 0:
-            raise RuntimeError("activations demo: sampling failed")
-        chosen = root / "sample" / "samples" / "technique=maxmargin" / "fraction=0.2"
-    sample_out, full_out = root / "output_sample", root / "output_full"
-    for out, extra in ((sample_out, ["--set", f"ids_from={chosen}"]), (full_out, [])):
-        if main(["activations", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
-                 *extra]) != 0:
-            raise RuntimeError("activations demo failed")
-    small, full = ActivationStore.open(sample_out), ActivationStore.open(full_out)
-    return (f"{sample_out}  {len(small.layers)} layers of {small.rows} sampled digits: {small.bytes / 2**20:.1f} MiB\n"
-            f"{full_out}    the same for all {full.rows} digits: {full.bytes / 2**20:.1f} MiB "
-            f"({full.bytes / small.bytes:.1f}x)")

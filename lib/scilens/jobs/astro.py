@@ -13,14 +13,12 @@ the tract it overlaps, co-add each patch across visits with iterative
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from scilens.astro.pipeline import AstroConfig
 from scilens.core.job import Job, JobContext
 
-__all__ = ["JOB", "AstroConfig", "AstroJob", "demo"]
+__all__ = ["JOB", "AstroConfig", "AstroJob"]
 
 
 class AstroJob(Job[AstroConfig]):
@@ -116,26 +114,3 @@ def _largest_row_bytes(images: list, skymap) -> int:
 
 
 JOB = AstroJob
-DEMO_RANK = 20
-
-
-def demo(root: Path) -> str:
-    """Generate a small survey (6 visits of a 2x2 CCD mosaic) and run the pipeline on it, scored against truth."""
-    import json
-
-    from scilens.cli import main
-    from scilens.synth import sky
-
-    survey = root / "survey"
-    sky.write_survey(sky.survey_preset("tiny"), survey)
-    out = root / "output"
-    args = ["astro", "--input", str(survey / "images"), "--output", str(out), "--set", "skymap.preset=tiny",
-            "--set", f"report.truth={survey / 'truth.parquet'}"]
-    if main(args) != 0:
-        raise RuntimeError("astro demo failed")
-    steps = {s["name"]: s for s in json.loads((out / "manifest.json").read_text())["steps"]}
-    sources = steps["write catalog"]["counts"]["sources"]
-    return (f"{out / 'report' / 'index.html'}  co-add with detections and truth, completeness vs magnitude\n"
-            f"{out / 'catalog.parquet'}  {sources} sources (also catalog.fits)\n"
-            f"{out / 'coadds'}/  co-added patches (IMAGE, MASK, VARIANCE, COUNT planes)\n"
-            f"{survey}/  the generated survey: images/, truth.parquet, artifacts.parquet")

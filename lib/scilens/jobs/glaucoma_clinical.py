@@ -315,33 +315,3 @@ class GlaucomaClinicalJob(Job[GlaucomaClinicalConfig]):
 
 
 JOB = GlaucomaClinicalJob
-DEMO_RANK = 60
-
-
-def demo(root: Path) -> str:
-    """Cohort, clinical models and statistics on a small synthetic UK Biobank cohort."""
-    import dataclasses
-
-    from scilens.cli import main
-    from scilens.synth import ukb as synth
-
-    # 8,000 participants with glaucoma e^1.8 = 6x as common as in UK Biobank: ~250 glaucoma subjects
-    # in a minute or two; the full-size cohort (96,020 participants) is in bench/clinical.py.
-    model = synth.GlaucomaModel()
-    model = dataclasses.replace(model, alpha=model.alpha + 1.8, incidence=model.incidence * 10)
-    export = synth.write_cohort(root / "ukb", n_participants=8_000, seed=7, model=model)
-    cohort, clinical, stats = root / "cohort", root / "clinical", root / "stats"
-    common = ["--set", "spark.master=local[2]"]
-    if main(["glaucoma-cohort", "--input", str(export), "--output", str(cohort), *common,
-             "--set", "splits.test_eyes_per_class=50", "--set", "healthy_per_glaucoma=1.0"]) != 0:
-        raise RuntimeError("glaucoma-cohort demo failed")
-    if main(["glaucoma-clinical", "--input", str(cohort), "--output", str(clinical), *common,
-             "--set", "xgb.n_estimators=600"]) != 0:
-        raise RuntimeError("glaucoma-clinical demo failed")
-    if main(["glaucoma-stats", "--input", str(cohort), "--output", str(stats), *common]) != 0:
-        raise RuntimeError("glaucoma-stats demo failed")
-    return (f"{export}   synthetic UK Biobank export (truth.json beside it)\n"
-            f"{cohort / 'counts.md'}   cohort classes, exclusions, splits; eyes.parquet\n"
-            f"{clinical / 'report.html'}   BM1-BM3: ROC, AUC and PTG accuracy with CIs, SHAP\n"
-            f"{clinical / 'metrics.json'}   the numbers; MLflow runs in {root / 'mlflow.db'}\n"
-            f"{stats / 'report.html'}   ANCOVA and Dunn's tests (Tables 3.1-3.6)")

@@ -214,13 +214,3 @@ def _report(clinical_dir: Path | None, config: GlaucomaFinalConfig, results: dic
 
 
 JOB = GlaucomaFinalJob
-DEMO_RANK = 64
-
-
-def demo(root: Path) -> str:
-    """The final model on the demo chain's image probabilities and the cohort's BM3 features."""
-    from scilens.jobs import _glaucoma_demo
-
-    out = _glaucoma_demo.final(root)
-    return (f"{out / 'report.html'}   the clinical report with the imaging and final-model sections\n"
-            f"{out / 'metrics.json'}   final model and BM3 on the same eyes: AUC, CIs, PTG accuracy, SHAP top 10")

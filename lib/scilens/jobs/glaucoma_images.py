@@ -258,15 +258,3 @@ class GlaucomaImagesJob(Job[GlaucomaImagesConfig]):
 
 
 JOB = GlaucomaImagesJob
-DEMO_RANK = 61
-
-
-def demo(root: Path) -> str:
-    """Images for a sample of the glaucoma-clinical demo's cohort, preprocessed."""
-    from scilens.jobs import _glaucoma_demo
-
-    out = _glaucoma_demo.images(root)
-    return (f"{out / 'oct_scans.parquet'}   preprocessed OCT B-scans, one row per scan, labelled and split\n"
-            f"{out / 'fundus.parquet'}   preprocessed fundus photos\n"
-            f"{out / 'figures'}   examples before/after preprocessing (Fig. 3.11), excluded OCT volumes (Fig. 3.8)\n"
-            f"{out / '_rejected'}   excluded and unreadable images, with reasons")

@@ -320,15 +320,3 @@ def _saliency_figures(masks: DataFrame, folder: Path) -> int:
 
 
 JOB = GlaucomaInferJob
-DEMO_RANK = 63
-
-
-def demo(root: Path) -> str:
-    """Both demo models over the demo cohort's images; the OCT ensemble; saliency of four eyes."""
-    from scilens.jobs import _glaucoma_demo
-
-    out = _glaucoma_demo.infer(root)
-    return (f"{out / 'retina_vectors.parquet'}   per eye: the scan probabilities and the photo's\n"
-            f"{out / 'scan_auc.png'}   AUC per scan position (Fig. 3.4A)\n"
-            f"{out / 'oct_ensemble' / 'shap_by_scan.png'}   SHAP per scan of the per-retina ensemble (Fig. 3.4B-C)\n"
-            f"{out / 'saliency'}   integrated gradients and SmoothGrad overlays (masks in saliency.parquet)")

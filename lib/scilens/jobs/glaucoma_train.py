@@ -247,17 +247,3 @@ def _flat(prefix: str, values: dict) -> dict:
 
 
 JOB = GlaucomaTrainJob
-DEMO_RANK = 62
-
-
-def demo(root: Path) -> str:
-    """Tiny OCT and fundus models, one epoch each on two ranks of the stack's default backend, on the images
-    demo's output."""
-    from scilens.jobs import _glaucoma_demo
-
-    oct_out, cfp_out = _glaucoma_demo.train(root)
-    return (f"{oct_out / 'learning_curves.png'}   OCT DenseNet (tiny preset), 2 {default_backend()} ranks: loss, "
-            "validation AUC\n"
-            f"{oct_out / 'ranks.json'}   per-rank weight digests (identical: the ranks stayed in sync)\n"
-            f"{cfp_out / 'model.keras'}   fundus transfer model (MobileNetV2, random init, 2/3 frozen)\n"
-            f"{root / 'mlflow.db'}   MLflow runs with per-epoch metrics")

@@ -10,7 +10,6 @@ Outputs (each only if such inputs were found):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 
@@ -76,27 +75,3 @@ class IngestJob(Job[IngestConfig]):
 
 
 JOB = IngestJob
-DEMO_RANK = 0
-
-
-def demo(root: Path) -> str:
-    """Ingest dipy's real small_64D subject and a generated FITS image."""
-    import shutil
-
-    from dipy.data import get_fnames
-
-    from scilens.cli import main
-    from scilens.synth import sky
-
-    inputs = root / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    for path in get_fnames(name="small_64D"):
-        shutil.copy(path, inputs / Path(path).name)
-    image = sky.make_image(shape=(512, 512), n_sources=60, seed=7)
-    fits_io.write_image(inputs / "field_ccd0.fits", image.flux, image.variance, image.mask, image.wcs_header)
-    out = root / "output"
-    if main(["ingest", "--input", str(inputs), "--output", str(out)]) != 0:
-        raise RuntimeError("ingest demo failed")
-    return (f"{out / 'volumes.parquet'}   dMRI volumes of dipy's small_64D, one row per volume\n"
-            f"{out / 'images.parquet'}    a generated FITS image (flux, variance, mask, WCS)\n"
-            f"{out / 'manifest.json'}     inputs, config, versions, timings and counts of the run")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -215,36 +214,3 @@ class SampleJob(Job[SampleConfig]):
 
 
 JOB = SampleJob
-DEMO_RANK = 51
-
-
-def train_digits_model(root: Path) -> tuple[Path, Path]:
-    """Digits as image tables and a LeNet-5 trained on their train split by ``train-model``: (model, all digits)."""
-    from scilens.cli import main
-    from scilens.diagnosis import datasets
-
-    train = datasets.write_image_table(root / "inputs" / "digits_train", datasets.digits("train"))
-    everything = datasets.write_image_table(root / "inputs" / "digits", datasets.digits("all"))
-    if main(["train-model", "--input", str(train), "--output", str(root / "model"),
-             "--set", "training.epochs=5", "--set", "training.batch_size=32"]) != 0:
-        raise RuntimeError("training the digits model failed")
-    return root / "model" / "model.keras", everything
-
-
-def demo(root: Path) -> str:
-    """Sample a LeNet-5's latent space on scikit-learn's real digits with MaxMargin and two baselines."""
-    from scilens.cli import main
-
-    model, digits = train_digits_model(root)
-    out = root / "output"
-    if main(["sample", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
-             "--set", "techniques=[maxmargin,stratified_cm,uniform]", "--set", "fractions=[0.05,0.2]"]) != 0:
-        raise RuntimeError("sample demo failed")
-    summary = json.loads((out / "summary.json").read_text())
-    lines = [f"  {s['technique']:>13} {s['fraction']:.2f}: {s['size']:4d} items, {s['misclassified']} misclassified"
-             for s in summary["samples"]]
-    return "\n".join([
-        f"{out / 'embeddings.parquet'}  fc2 embedding, logits, prediction of 1,797 digits "
-        f"(model accuracy {summary['model_accuracy']:.3f})",
-        f"{out / 'samples'}  technique=<t>/fraction=<f>/:", *lines,
-        f"{out / 'report.html'}  latent space and sample composition"])

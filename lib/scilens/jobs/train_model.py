@@ -91,20 +91,3 @@ class TrainModelJob(Job[TrainModelConfig]):
 
 
 JOB = TrainModelJob
-DEMO_RANK = 50
-
-
-def demo(root: Path) -> str:
-    """Train LeNet-5 on scikit-learn's real digits (a few seconds)."""
-    from scilens.cli import main
-    from scilens.diagnosis import datasets
-
-    train = datasets.write_image_table(root / "inputs" / "digits_train", datasets.digits("train"))
-    test = datasets.write_image_table(root / "inputs" / "digits_test", datasets.digits("test"))
-    out = root / "output"
-    if main(["train-model", "--input", str(train), "--output", str(out), "--set", "training.epochs=5",
-             "--set", "training.batch_size=32", "--set", f"test={test}"]) != 0:
-        raise RuntimeError("train-model demo failed")
-    accuracy = json.loads((out / "history.json").read_text()).get("test_accuracy", float("nan"))
-    return (f"{out / 'model.keras'}   LeNet-5 (batch norm) trained on 1,258 digits; test accuracy {accuracy:.3f}\n"
-            f"{out / 'training.png'}  loss and accuracy per epoch")

@@ -1,6 +1,7 @@
-"""The glaucoma imaging demo chain: cohort -> images -> OCT and fundus models -> inference -> final model.
+"""Demos of the glaucoma jobs: cohort, clinical models and statistics, then the imaging chain
+(images -> OCT and fundus models -> inference -> final model).
 
-Each imaging job's ``demo(root)`` runs its link of the chain on the outputs of the link
+Each imaging job's demo runs its link of the chain on the outputs of the link
 before, found beside it under ``make demo``'s output directory, and runs that link first
 when it is missing (``python -m scilens.demo --only glaucoma-final`` runs the whole chain).
 The cohort and BM1-BM3 come from the ``glaucoma-clinical`` demo. Sizes are small so every
@@ -37,9 +38,7 @@ def clinical(root: Path) -> tuple[Path, Path]:
     """(cohort, clinical) outputs of the glaucoma-clinical demo beside ``root``."""
     base = root.parent / "glaucoma-clinical"
     if not (base / "clinical" / "report.json").exists():
-        from scilens.jobs import glaucoma_clinical
-
-        glaucoma_clinical.demo(base)
+        clinical_demo(base)
     return base / "cohort", base / "clinical"
 
 
@@ -105,3 +104,69 @@ def final(root: Path) -> Path:
 
 def _sets(settings: list[str]) -> list[str]:
     return [a for s in settings for a in ("--set", s)]
+
+
+def clinical_demo(root: Path) -> str:
+    """Cohort, clinical models and statistics on a small synthetic UK Biobank cohort."""
+    import dataclasses
+
+    from scilens.synth import ukb as synth
+
+    # 8,000 participants with glaucoma e^1.8 = 6x as common as in UK Biobank: ~250 glaucoma subjects
+    # in a minute or two; the full-size cohort (96,020 participants) is in bench/clinical.py.
+    model = synth.GlaucomaModel()
+    model = dataclasses.replace(model, alpha=model.alpha + 1.8, incidence=model.incidence * 10)
+    export = synth.write_cohort(root / "ukb", n_participants=8_000, seed=7, model=model)
+    cohort, clinical, stats = root / "cohort", root / "clinical", root / "stats"
+    common = ["--set", "spark.master=local[2]"]
+    if main(["glaucoma-cohort", "--input", str(export), "--output", str(cohort), *common,
+             "--set", "splits.test_eyes_per_class=50", "--set", "healthy_per_glaucoma=1.0"]) != 0:
+        raise RuntimeError("glaucoma-cohort demo failed")
+    if main(["glaucoma-clinical", "--input", str(cohort), "--output", str(clinical), *common,
+             "--set", "xgb.n_estimators=600"]) != 0:
+        raise RuntimeError("glaucoma-clinical demo failed")
+    if main(["glaucoma-stats", "--input", str(cohort), "--output", str(stats), *common]) != 0:
+        raise RuntimeError("glaucoma-stats demo failed")
+    return (f"{export}   synthetic UK Biobank export (truth.json beside it)\n"
+            f"{cohort / 'counts.md'}   cohort classes, exclusions, splits; eyes.parquet\n"
+            f"{clinical / 'report.html'}   BM1-BM3: ROC, AUC and PTG accuracy with CIs, SHAP\n"
+            f"{clinical / 'metrics.json'}   the numbers; MLflow runs in {root / 'mlflow.db'}\n"
+            f"{stats / 'report.html'}   ANCOVA and Dunn's tests (Tables 3.1-3.6)")
+
+
+def images_demo(root: Path) -> str:
+    """Images for a sample of the glaucoma-clinical demo's cohort, preprocessed."""
+    out = images(root)
+    return (f"{out / 'oct_scans.parquet'}   preprocessed OCT B-scans, one row per scan, labelled and split\n"
+            f"{out / 'fundus.parquet'}   preprocessed fundus photos\n"
+            f"{out / 'figures'}   examples before/after preprocessing (Fig. 3.11), excluded OCT volumes (Fig. 3.8)\n"
+            f"{out / '_rejected'}   excluded and unreadable images, with reasons")
+
+
+def train_demo(root: Path) -> str:
+    """Tiny OCT and fundus models, one epoch each on two ranks of the stack's default backend, on the images
+    demo's output."""
+    from scilens.vision.train_common import default_backend
+
+    oct_out, cfp_out = train(root)
+    return (f"{oct_out / 'learning_curves.png'}   OCT DenseNet (tiny preset), 2 {default_backend()} ranks: loss, "
+            "validation AUC\n"
+            f"{oct_out / 'ranks.json'}   per-rank weight digests (identical: the ranks stayed in sync)\n"
+            f"{cfp_out / 'model.keras'}   fundus transfer model (MobileNetV2, random init, 2/3 frozen)\n"
+            f"{root / 'mlflow.db'}   MLflow runs with per-epoch metrics")
+
+
+def infer_demo(root: Path) -> str:
+    """Both demo models over the demo cohort's images; the OCT ensemble; saliency of four eyes."""
+    out = infer(root)
+    return (f"{out / 'retina_vectors.parquet'}   per eye: the scan probabilities and the photo's\n"
+            f"{out / 'scan_auc.png'}   AUC per scan position (Fig. 3.4A)\n"
+            f"{out / 'oct_ensemble' / 'shap_by_scan.png'}   SHAP per scan of the per-retina ensemble (Fig. 3.4B-C)\n"
+            f"{out / 'saliency'}   integrated gradients and SmoothGrad overlays (masks in saliency.parquet)")
+
+
+def final_demo(root: Path) -> str:
+    """The final model on the demo chain's image probabilities and the cohort's BM3 features."""
+    out = final(root)
+    return (f"{out / 'report.html'}   the clinical report with the imaging and final-model sections\n"
+            f"{out / 'metrics.json'}   final model and BM3 on the same eyes: AUC, CIs, PTG accuracy, SHAP top 10")

@@ -1,0 +1,32 @@
+"""Every job's demo and the demo runner (``python -m scilens.demos``, what ``make demo`` runs).
+
+A demo ``fn(root: pathlib.Path) -> str`` prepares small inputs under ``root``, runs its job
+through :func:`scilens.cli.main` and returns lines telling the user where to look. Demos sit
+above the jobs (they call the CLI), so no job module imports this package. :data:`DEMOS` lists
+them in the order ``make demo`` runs them: the glaucoma and diagnosis chains reuse the outputs
+of the demo before them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from scilens.demos import astro, diagnosis, glaucoma, ingest, neuro
+
+Demo = Callable[[Path], str]
+
+DEMOS: dict[str, Demo] = {
+    "ingest": ingest.demo,
+    "neuro": neuro.demo,
+    "astro": astro.demo,
+    "train-model": diagnosis.train_model,
+    "sample": diagnosis.sample,
+    "activations": diagnosis.activations,
+    "glaucoma-clinical": glaucoma.clinical_demo,
+    "glaucoma-images": glaucoma.images_demo,
+    "glaucoma-train": glaucoma.train_demo,
+    "glaucoma-infer": glaucoma.infer_demo,
+    "glaucoma-final": glaucoma.final_demo,
+}
+"""Job name -> its demo, in run order (was each job module's ``DEMO_RANK``: 0, 10, 20, 50-52, 60-64)."""
