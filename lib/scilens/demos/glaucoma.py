@@ -3,7 +3,7 @@
 
 Each imaging job's demo runs its link of the chain on the outputs of the link
 before, found beside it under ``make demo``'s output directory, and runs that link first
-when it is missing (``python -m scilens.demo --only glaucoma-final`` runs the whole chain).
+when it is missing (``python -m scilens.demos --only glaucoma-final`` runs the whole chain).
 The cohort and BM1-BM3 come from the ``glaucoma-clinical`` demo. Sizes are small so every
 link takes well under two minutes: a few hundred eyes, 16 B-scans of 64 x 80 pixels per
 eye, 96-pixel photos, tiny models for one epoch.
