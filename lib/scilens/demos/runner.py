@@ -16,22 +16,20 @@ from scilens.demos import DEMOS
 from scilens.demos.index import write_index
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m scilens.demos") -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the demos (all, or ``--only`` some) and write the index page.
 
     Parameters
     ----------
     argv
         Command-line arguments; ``sys.argv[1:]`` when None.
-    prog
-        Program name shown in ``--help``.
 
     Returns
     -------
     int
         The exit status, 0.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scilens.demos", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="demo-output", help="directory for inputs and results")
     parser.add_argument("--only", nargs="*", help="run only these jobs' demos")
     args = parser.parse_args(argv)
