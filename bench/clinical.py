@@ -42,9 +42,9 @@ def _split(eyes: pd.DataFrame) -> pd.DataFrame:
 def training(spark, sizes: list[int], rounds: int, repeat: int) -> list[dict]:
     from pyspark.sql import functions as F
 
-    from scilens.clinical import features, metrics
-    from scilens.clinical import models as gbt
     from scilens.core.session import arrow_batch_bytes
+    from scilens.glaucoma import features, metrics
+    from scilens.glaucoma import models as gbt
     from scilens.synth import ukb as synth
 
     params = gbt.XGBParams(n_estimators=rounds, num_workers=2)
@@ -82,7 +82,7 @@ def training(spark, sizes: list[int], rounds: int, repeat: int) -> list[dict]:
 
 def cohort(participants: int) -> tuple[list[dict], list[dict]]:
     from scilens.cli import main
-    from scilens.clinical import cohort as rules
+    from scilens.glaucoma import cohort as rules
     from scilens.io import ukb
     from scilens.synth import ukb as synth
 

@@ -72,9 +72,9 @@ def _dataset(spark: Any, root: Path, case: dict[str, Any], backend: str) -> dict
     from pyspark.sql import types as T
 
     from scilens.core import tensor
+    from scilens.glaucoma.preprocess import OctPreprocessConfig, OctPreprocessStep
     from scilens.synth import retina
     from scilens.vision import parquet_data, petastorm_data
-    from scilens.vision.retina_preprocess import OctPreprocessConfig, OctPreprocessStep
 
     size, n_eyes, n_scans = case["size"], case["eyes"], case["scans"]
     step = OctPreprocessStep(OctPreprocessConfig(image_size=size))
@@ -102,8 +102,8 @@ def _dataset(spark: Any, root: Path, case: dict[str, Any], backend: str) -> dict
 
 def _run(spark: Any, case: dict[str, Any], infos: dict[str, Any], backend: str, ranks: int, threads: int,
          out: Path) -> dict[str, Any]:
+    from scilens.vision.augment import AugmentConfig
     from scilens.vision.densenet import DenseNetConfig
-    from scilens.vision.retina_preprocess import AugmentConfig
     from scilens.vision.train_common import DistributedTrainingConfig, TrainSpec
 
     if backend == "horovod":

@@ -1,8 +1,8 @@
 """``scilens glaucoma-clinical``: baseline models BM1-BM3 on the cohort's eyes, with CIs, SHAP and PTG accuracy.
 
 Input: the output directory of ``scilens glaucoma-cohort`` (or its ``eyes.parquet``). For each
-model of ``models`` (feature lists in :mod:`scilens.clinical.features`): XGBoost on Spark
-(:func:`scilens.clinical.models.fit_xgb`, early stopping on the validation split), test AUC and
+model of ``models`` (feature lists in :mod:`scilens.glaucoma.features`): XGBoost on Spark
+(:func:`scilens.glaucoma.models.fit_xgb`, early stopping on the validation split), test AUC and
 accuracy with bootstrap 95% CIs, ROC curve, TreeSHAP contributions (mean |SHAP| top features,
 dependence plots), accuracy on the progress-to-glaucoma eyes with its CI, and for
 ``interaction_model`` SHAP interaction values of ``interaction_with`` with ``interactions``.
@@ -14,7 +14,7 @@ Outputs under ``--output``:
   split, label, model, feature, value, shap), ``interactions.parquet``;
 * ``models/<model>.json`` (XGBoost models), ``plots/*.png``, ``report.html`` + ``report.json``.
 
-Runs are logged to MLflow (:mod:`scilens.clinical.tracking`).
+Runs are logged to MLflow (:mod:`scilens.glaucoma.tracking`).
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from scilens.clinical import features as feature_lists
-from scilens.clinical import metrics, plots
-from scilens.clinical import models as gbt
-from scilens.clinical.cohort import eyes_table
-from scilens.clinical.report import Report
-from scilens.clinical.tracking import MlflowConfig, log_run
 from scilens.core.config import ConfigError, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext
 from scilens.core.session import arrow_batch_bytes
+from scilens.glaucoma import features as feature_lists
+from scilens.glaucoma import metrics, plots
+from scilens.glaucoma import models as gbt
+from scilens.glaucoma.cohort import eyes_table
+from scilens.glaucoma.report import Report
+from scilens.glaucoma.tracking import MlflowConfig, log_run
 
 SPLIT_NAMES = ("train", "validation", "test", "ptg")
 REQUIRED_COLUMNS = ("eid", "eye", "label", "split")
@@ -51,7 +51,7 @@ _EYE_BATCH_BUDGET = 8 * 2**20
 class GlaucomaClinicalConfig(JobConfig):
     """Config of ``scilens glaucoma-clinical``."""
 
-    models: list[str] = field(["BM1", "BM2", "BM3"], "Baseline models to fit (scilens.clinical.features).",
+    models: list[str] = field(["BM1", "BM2", "BM3"], "Baseline models to fit (scilens.glaucoma.features).",
                               choices=tuple(feature_lists.BASELINE_MODELS))
     xgb: gbt.XGBParams = field(gbt.XGBParams(), "Gradient-boosted trees (paper hyper-parameters).")
     bootstrap: metrics.BootstrapConfig = field(metrics.BootstrapConfig(), "Bootstrap confidence intervals.")

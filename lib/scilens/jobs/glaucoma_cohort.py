@@ -6,10 +6,10 @@ Outputs under ``--output``:
 * ``eyes.parquet`` -- one row per selected eye: ``eid`` (long), ``eye`` (``right``/``left``),
   ``label`` (``glaucoma``/``healthy``/``ptg``), ``split`` (``train``/``validation``/``test``/``ptg``;
   both eyes of a subject in one split), ``visit`` (the UK Biobank instance used) and the features
-  of :data:`scilens.clinical.features.EYE_FEATURES`;
+  of :data:`scilens.glaucoma.features.EYE_FEATURES`;
 * ``ptg_post.parquet`` -- the PTG eyes again, at the visit of diagnosis (same columns, ``split`` =
   ``ptg_post``), for the group statistics;
-* ``exclusions.parquet`` -- ``eid``, ``reason`` (:data:`scilens.clinical.cohort.REASONS`);
+* ``exclusions.parquet`` -- ``eid``, ``reason`` (:data:`scilens.glaucoma.cohort.REASONS`);
 * ``counts.csv`` / ``counts.md`` -- subjects and eyes per class and split, and exclusions per reason;
 * ``_rejected/`` -- participants whose records could not be read (text for a number, unknown code).
 """
@@ -25,12 +25,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from scilens.clinical import cohort as cohort_rules
-from scilens.clinical.features import EYE_FEATURES
-from scilens.clinical.report import markdown_table
-from scilens.clinical.splits import SplitConfig, assign_splits
 from scilens.core.config import field
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
+from scilens.glaucoma import cohort as cohort_rules
+from scilens.glaucoma.features import EYE_FEATURES
+from scilens.glaucoma.report import markdown_table
+from scilens.glaucoma.splits import SplitConfig, assign_splits
 from scilens.io import ukb
 
 EYE_COLUMNS = ["eid", "eye", "label", "split", "visit", *EYE_FEATURES]

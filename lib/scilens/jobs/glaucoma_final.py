@@ -9,7 +9,7 @@ The final model (dissertation Ch. 3 §3.2, "Final model") is XGBoost on Spark wi
 hyper-parameters over the ``n_scans`` OCT probabilities, the fundus probability and the
 ``baseline`` (BM3) features, trained on ``train`` with early stopping on ``validation``. The
 same baseline model is refitted on the same eyes, so the two are compared on one test set.
-Metrics come from the clinical code (:mod:`scilens.clinical`): test AUC and accuracy with
+Metrics come from the clinical code (:mod:`scilens.glaucoma`): test AUC and accuracy with
 bootstrap 95% CIs (subjects resampled), the threshold (Youden on validation), PTG accuracy, the
 top-10 features by mean |SHAP| (TreeSHAP).
 
@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from scilens.clinical import features as feature_lists
-from scilens.clinical.metrics import BootstrapConfig
-from scilens.clinical.models import XGBParams
-from scilens.clinical.tracking import MlflowConfig
 from scilens.core.config import ConfigError, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
+from scilens.glaucoma import features as feature_lists
+from scilens.glaucoma.metrics import BootstrapConfig
+from scilens.glaucoma.models import XGBParams
+from scilens.glaucoma.tracking import MlflowConfig
 
 SCAN_PREFIX = "p_oct_scan_"
 CFP_FEATURE = "p_cfp"
@@ -73,9 +73,9 @@ class GlaucomaFinalJob(Job[GlaucomaFinalConfig]):
     config_class = GlaucomaFinalConfig
 
     def run(self, ctx: JobContext[GlaucomaFinalConfig]) -> int:
-        from scilens.clinical import models as gbt
-        from scilens.clinical import plots
-        from scilens.clinical.cohort import eyes_table
+        from scilens.glaucoma import models as gbt
+        from scilens.glaucoma import plots
+        from scilens.glaucoma.cohort import eyes_table
         from scilens.jobs.glaucoma_clinical import check_eyes, evaluate_model, score_eyes
 
         config = ctx.config
@@ -135,7 +135,7 @@ class GlaucomaFinalJob(Job[GlaucomaFinalConfig]):
             step.counts["figures"] = len(figures)
         if config.mlflow.enabled:
             with ctx.step("mlflow"):
-                from scilens.clinical.tracking import log_run
+                from scilens.glaucoma.tracking import log_run
 
                 keep = ("auc", "ci_low", "ci_high", "accuracy", "ptg_accuracy", "threshold", "rounds")
                 log_run(config.mlflow, ctx.output.parent, f"{ctx.job}-final",
@@ -178,7 +178,7 @@ def _figures(plots, results: dict[str, dict], clinical: dict[str, dict]) -> dict
 
 def _report(clinical_dir: Path | None, config: GlaucomaFinalConfig, results: dict, clinical: dict, imaging: dict,
             figures: dict[str, bytes], infer_dir: Path):
-    from scilens.clinical.report import Report
+    from scilens.glaucoma.report import Report
 
     report = Report.load(clinical_dir) if clinical_dir is not None else Report("Glaucoma screening")
     rows = []

@@ -4,7 +4,7 @@ Input: a directory (or glob) of OCT volumes (``.tif``) and fundus photos
 (``.png``) named as :mod:`scilens.io.retina` says; ``cohort``: the
 ``eyes.parquet`` of ``scilens glaucoma-cohort`` (labels and splits). Each file
 is read on an executor and preprocessed as the paper did
-(:mod:`scilens.vision.retina_preprocess`).
+(:mod:`scilens.glaucoma.preprocess`).
 
 Outputs:
 
@@ -39,8 +39,8 @@ from scilens.core.config import ConfigError, field
 from scilens.core.inputs import InputError, paths_frame
 from scilens.core.job import Job, JobConfig, JobContext
 from scilens.core.quarantine import REJECTED_TYPE, guard_rows, split_rejected, with_rejected_field
+from scilens.glaucoma.preprocess import FundusPreprocessConfig, OctPreprocessConfig
 from scilens.io import retina as retina_io
-from scilens.vision.retina_preprocess import FundusPreprocessConfig, OctPreprocessConfig
 
 LABELS = ("glaucoma", "healthy", "ptg")
 
@@ -83,7 +83,7 @@ class GlaucomaImagesConfig(JobConfig):
 
 def cohort_path(cohort: str) -> Path:
     """The ``eyes.parquet`` a ``cohort`` setting names (the table or the glaucoma-cohort output holding it)."""
-    from scilens.clinical.cohort import eyes_table
+    from scilens.glaucoma.cohort import eyes_table
 
     if not cohort:
         raise ConfigError("cohort: required; give the eyes.parquet of scilens glaucoma-cohort")
@@ -125,7 +125,7 @@ def _reject_unknown_eyes(good: DataFrame, eyes: DataFrame, cohort: str, step: st
 
 def read_oct_scans(ctx: JobContext, paths: list[str], config: GlaucomaImagesConfig) -> tuple[DataFrame, DataFrame]:
     """Read, check and preprocess OCT volumes on the executors: (scan rows, rejected files)."""
-    from scilens.vision.retina_preprocess import OctPreprocessStep
+    from scilens.glaucoma.preprocess import OctPreprocessStep
 
     step_config, n_scans = config.oct, config.n_scans
     shape = (config.scan_height, config.scan_width) if config.scan_height else None
@@ -159,7 +159,7 @@ def read_oct_scans(ctx: JobContext, paths: list[str], config: GlaucomaImagesConf
 
 def read_fundus(ctx: JobContext, paths: list[str], config: GlaucomaImagesConfig) -> tuple[DataFrame, DataFrame]:
     """Read and preprocess fundus photos on the executors: (photo rows, rejected files)."""
-    from scilens.vision.retina_preprocess import FundusPreprocessStep
+    from scilens.glaucoma.preprocess import FundusPreprocessStep
 
     step_config = config.cfp
     columns = FUNDUS_SCHEMA.fieldNames()
@@ -185,7 +185,7 @@ def read_fundus(ctx: JobContext, paths: list[str], config: GlaucomaImagesConfig)
 def _figures(ctx: JobContext, config: GlaucomaImagesConfig, oct_rows: DataFrame | None,
              fundus_rows: DataFrame | None, rejected_oct: DataFrame | None) -> list[str]:
     """Example figures (a handful of images, so read on the driver)."""
-    from scilens.vision import retina_figures
+    from scilens.glaucoma import figures as retina_figures
 
     figures = ctx.output / "figures"
     written = []

@@ -36,13 +36,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from scilens.clinical.metrics import BootstrapConfig
-from scilens.clinical.models import XGBParams
 from scilens.core import tensor
 from scilens.core.config import Config, ConfigError, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
 from scilens.core.quarantine import REJECTED_TYPE
+from scilens.glaucoma.metrics import BootstrapConfig
+from scilens.glaucoma.models import XGBParams
 from scilens.vision.saliency import SaliencyConfig
 
 KEYS = ["eid", "eye", "visit", "label", "split"]
@@ -134,8 +134,8 @@ def retina_vectors(oct_predictions: DataFrame | None, cfp_predictions: DataFrame
 
 
 def auc_with_ci(frame: pd.DataFrame, score: str, bootstrap: BootstrapConfig) -> dict[str, float]:
-    """AUC of ``frame[score]`` for glaucoma vs healthy rows, with its bootstrap CI (scilens.clinical.metrics)."""
-    from scilens.clinical import metrics
+    """AUC of ``frame[score]`` for glaucoma vs healthy rows, with its bootstrap CI (scilens.glaucoma.metrics)."""
+    from scilens.glaucoma import metrics
 
     interval = metrics.auc_ci((frame["label"] == "glaucoma").to_numpy(int), frame[score].to_numpy(float),
                               frame["eid"].to_numpy(), bootstrap)
@@ -202,8 +202,8 @@ class GlaucomaInferJob(Job[GlaucomaInferConfig]):
     config_class = GlaucomaInferConfig
 
     def run(self, ctx: JobContext[GlaucomaInferConfig]) -> int:
-        from scilens.clinical.models import fit_xgb, predict
-        from scilens.vision import retina_figures
+        from scilens.glaucoma import figures as retina_figures
+        from scilens.glaucoma.models import fit_xgb, predict
 
         config = ctx.config
         if not config.oct_model and not config.cfp_model:
@@ -303,7 +303,7 @@ class GlaucomaInferJob(Job[GlaucomaInferConfig]):
 
 def _saliency_figures(masks: DataFrame, folder: Path) -> int:
     """One PNG per eye: each of its images with every method's mask overlaid."""
-    from scilens.vision import retina_figures
+    from scilens.glaucoma import figures as retina_figures
 
     rows = masks.drop("completeness_gap").toPandas()
     count = 0

@@ -25,13 +25,13 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from scilens.clinical import plots
-from scilens.clinical import stats as group_stats
-from scilens.clinical.cohort import eyes_table
-from scilens.clinical.report import Report, markdown_table
 from scilens.core.config import ConfigError, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext
+from scilens.glaucoma import plots
+from scilens.glaucoma import stats as group_stats
+from scilens.glaucoma.cohort import eyes_table
+from scilens.glaucoma.report import Report, markdown_table
 
 GROUPS = ("healthy", "glaucoma", "ptg", "ptg_post")
 PAIRS = [("healthy", "glaucoma"), ("healthy", "ptg"), ("glaucoma", "ptg"), ("healthy", "ptg_post"),

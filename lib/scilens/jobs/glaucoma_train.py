@@ -25,7 +25,7 @@ Outputs:
 * ``history.csv`` and ``learning_curves.png`` -- per-epoch loss, validation loss and AUC, images/s;
 * ``ranks.json`` -- the backend and every rank's final weight digest (identical when the ranks stayed in sync);
 * ``mlflow_run.txt`` -- the MLflow run (parameters, per-epoch metrics, the model), by default in
-  ``<output parent>/mlflow.db`` (:mod:`scilens.clinical.tracking`);
+  ``<output parent>/mlflow.db`` (:mod:`scilens.glaucoma.tracking`);
 * ``petastorm/`` (backend horovod) or ``parquet/`` (tf-distribute) -- the datasets (unless
   ``petastorm.dataset_dir`` puts them elsewhere for reuse).
 """
@@ -39,10 +39,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from scilens.clinical.tracking import MlflowConfig
 from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobConfig, JobContext, JobFailed
+from scilens.glaucoma.tracking import MlflowConfig
 from scilens.vision.densenet import DenseNetConfig
 from scilens.vision.train_common import BACKENDS, DistributedTrainingConfig, default_backend
 from scilens.vision.transfer import TransferConfig
@@ -128,7 +128,7 @@ class GlaucomaTrainJob(Job[GlaucomaTrainConfig]):
     config_class = GlaucomaTrainConfig
 
     def run(self, ctx: JobContext[GlaucomaTrainConfig]) -> int:
-        from scilens.vision import retina_figures
+        from scilens.glaucoma import figures as retina_figures
         from scilens.vision.train_common import TrainSpec
 
         config = ctx.config
@@ -216,14 +216,14 @@ class GlaucomaTrainJob(Job[GlaucomaTrainConfig]):
 
 def log_epochs(ctx: JobContext, config: MlflowConfig, run_name: str, params: dict, history: list[dict],
                artifacts: list[Path]) -> str:
-    """One MLflow run (scilens.clinical.tracking): parameters, the best epoch's metrics, artifacts, and every
+    """One MLflow run (scilens.glaucoma.tracking): parameters, the best epoch's metrics, artifacts, and every
     epoch's metrics as the history of each metric."""
     import time
 
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from scilens.clinical.tracking import log_run, tracking_uri
+    from scilens.glaucoma.tracking import log_run, tracking_uri
 
     best = max(history, key=lambda h: h["val_auc"] if h["val_auc"] == h["val_auc"] else -1.0)
     summary = {f"best_{k}": v for k, v in best.items()}

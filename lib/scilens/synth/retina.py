@@ -17,7 +17,7 @@ glaucoma signal is the one the clinic looks for:
   of the dissertation). Every volume has small scan-to-scan motion that
   translation corrects; a few (``misaligned_fraction``) get a large axial jump
   or a blink (lost signal) that it cannot, which the exclusion rule of
-  :mod:`scilens.vision.retina_preprocess` must catch.
+  :mod:`scilens.glaucoma.preprocess` must catch.
 * **CFP**: an RGB photo whose background colour, vignetting and macula follow
   the radial colour profile of the one real fundus photo available here,
   ``skimage.data.retina()``, with an optic disc and cup (cup-to-disc ratio

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from scilens.core.config import Config, field
-from scilens.vision.retina_preprocess import AugmentConfig
+from scilens.vision.augment import AugmentConfig
 
 __all__ = [
     "BACKENDS",
@@ -138,7 +138,7 @@ def augment_transform(training: DistributedTrainingConfig, rank: int) -> Callabl
     """The numpy ``float32 image (0-255) -> float32 image`` augmentation of one rank, None when disabled."""
     if not training.augment.enabled:
         return None
-    from scilens.vision.retina_preprocess import augment
+    from scilens.vision.augment import augment
 
     rng = np.random.default_rng([training.seed, rank])
 

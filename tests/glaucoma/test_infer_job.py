@@ -10,7 +10,7 @@ import pytest
 
 from scilens.core import tensor
 from scilens.vision import inference
-from tests.imaging.conftest import N_SCANS
+from tests.glaucoma.conftest import N_SCANS
 
 
 def test_spark_predictions_equal_the_model_in_one_process(spark, glaucoma_inference, retina_images, oct_training):

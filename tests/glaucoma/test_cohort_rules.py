@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 
 from scilens import cli
-from scilens.clinical import cohort
-from scilens.clinical.splits import SplitConfig, SplitError, assign_splits
+from scilens.glaucoma import cohort
+from scilens.glaucoma.splits import SplitConfig, SplitError, assign_splits
 from scilens.io import ukb
-from tests.clinical.conftest import PARTICIPANTS
+from tests.glaucoma.conftest import PARTICIPANTS
 
 
 @pytest.fixture(scope="module")
 def hand_visits(tmp_path_factory) -> pd.DataFrame:
-    from tests.clinical.conftest import hand_built_export
+    from tests.glaucoma.conftest import hand_built_export
 
     path = tmp_path_factory.mktemp("hand") / "export.csv"
     hand_built_export().to_csv(path, index=False)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from scilens.core import tensor
-from scilens.vision.retina_preprocess import OctPreprocessConfig, OctPreprocessStep
-from tests.imaging.conftest import IMAGE_SIZE, N_SCANS
+from scilens.glaucoma.preprocess import OctPreprocessConfig, OctPreprocessStep
+from tests.glaucoma.conftest import IMAGE_SIZE, N_SCANS
 
 
 def test_good_volumes_become_labelled_scans(spark, retina_cohort, retina_images):

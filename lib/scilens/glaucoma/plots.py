@@ -1,7 +1,7 @@
 """Figures of the glaucoma study (dissertation Figs. 3.1-3.3, 3.7), as PNG bytes.
 
 Each function draws one figure with matplotlib (Agg) and returns the PNG; the caller writes it
-or puts it in the report (:mod:`scilens.clinical.report`).
+or puts it in the report (:mod:`scilens.glaucoma.report`).
 """
 
 from __future__ import annotations

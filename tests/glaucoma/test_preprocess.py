@@ -1,4 +1,4 @@
-"""OCT motion correction and exclusion, CFP normalisation and cropping, augmentation."""
+"""OCT motion correction and exclusion, CFP normalisation and cropping."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scilens.glaucoma import preprocess as rp
 from scilens.synth import retina
-from scilens.vision import retina_preprocess as rp
 
 
 def test_exclusion_rule_catches_exactly_the_misaligned_volumes():
@@ -98,18 +98,3 @@ def test_local_average_subtraction_removes_slow_lighting():
     # (vessels and disc keep their contrast scaled by the local brightness).
     assert np.abs(lit.astype(float) - photo)[inner].mean() > 15
     assert np.abs(a.astype(float) - b)[inner].mean() < 6
-
-
-def test_augmentation_is_identity_when_switched_off_and_keeps_the_image_otherwise():
-    image = retina.oct_volume("left", 0.0, np.random.default_rng(1), 1, 48, 48)[0].astype(np.float32) / 255
-    rng = np.random.default_rng(0)
-    assert rp.augment(image, rng, rp.AugmentConfig(enabled=False)) is image
-    still = rp.AugmentConfig(rotation_deg=0, scale=0, shift=0, elastic_alpha=0, gain=0, bias=0, gamma=0)
-    assert np.allclose(rp.augment(image, rng, still), image, atol=1e-6)
-    out = rp.augment(image, np.random.default_rng(1), rp.AugmentConfig())
-    assert out.shape == image.shape and out.dtype == image.dtype and 0 <= out.min() and out.max() <= 1
-    assert not np.allclose(out, image)
-    # Small transforms: the augmented scan still correlates with the original.
-    assert np.corrcoef(out.ravel(), image.ravel())[0, 1] > 0.5
-    again = rp.augment(image, np.random.default_rng(1), rp.AugmentConfig())
-    assert np.array_equal(out, again)

@@ -8,7 +8,7 @@ import pytest
 import scikit_posthocs
 from scipy import stats as sps
 
-from scilens.clinical import metrics, stats
+from scilens.glaucoma import metrics, stats
 
 
 def test_auc_equals_scikit_learn():

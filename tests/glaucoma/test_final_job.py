@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from scilens.clinical.report import Report
+from scilens.glaucoma.report import Report
 
 
 def test_final_model_beats_or_matches_bm3_on_the_same_eyes(glaucoma_final):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from scilens import cli
 from scilens.synth import ukb as synth
-from tests.clinical.conftest import TEST_MODEL
+from tests.glaucoma.conftest import TEST_MODEL
 
 SECRET = "SECRET-PARTICIPANT-TEXT-7f3a"
 SECRET_CODE = "918273645"  # a number, so it reaches the code check rather than the number check
@@ -70,7 +70,7 @@ def test_a_malformed_line_is_rejected_by_eid_without_printing_it(spark, tmp_path
     """A line with more or fewer fields than the header: before, FAILFAST aborted the read and Spark's
     error printed the whole line (every value of the participant), several times."""
     from scilens.io import ukb
-    from tests.clinical.conftest import hand_built_export
+    from tests.glaucoma.conftest import hand_built_export
 
     clean, path = tmp_path / "clean.csv", tmp_path / "export.csv"  # two paths: Spark caches the first read
     hand_built_export().to_csv(clean, index=False)

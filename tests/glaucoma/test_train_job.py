@@ -13,7 +13,7 @@ import pytest
 from scilens import cli
 from scilens.core import tensor
 from scilens.vision import parquet_data, petastorm_data
-from tests.imaging.conftest import IMAGE_SIZE, OCT_TRAINING, TRAINING_BACKENDS
+from tests.glaucoma.conftest import IMAGE_SIZE, OCT_TRAINING, TRAINING_BACKENDS
 
 
 @pytest.fixture(params=TRAINING_BACKENDS)

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from scilens.clinical import features, metrics, models
+from scilens.glaucoma import features, metrics, models
 from tests.cluster import standalone_cluster, submit
 
 pytestmark = pytest.mark.integration

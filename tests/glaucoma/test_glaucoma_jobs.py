@@ -10,8 +10,8 @@ import pytest
 import xgboost
 
 from scilens import cli
-from scilens.clinical import features, metrics, models
-from scilens.clinical.report import Report
+from scilens.glaucoma import features, metrics, models
+from scilens.glaucoma.report import Report
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scilens.glaucoma.preprocess import OctPreprocessConfig, OctPreprocessStep
 from scilens.synth import retina
 from scilens.vision import densenet, saliency
-from scilens.vision.retina_preprocess import OctPreprocessConfig, OctPreprocessStep
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from scilens.clinical import cohort
+from scilens.glaucoma import cohort
 from scilens.io import ukb
 from scilens.synth import ukb as synth
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scilens.glaucoma.preprocess import find_optic_disc
 from scilens.io import retina as retina_io
 from scilens.synth import retina
-from scilens.vision.retina_preprocess import find_optic_disc
 
 
 def _ilm_rows(scan: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from scilens.core.inputs import InputError
 from scilens.core.session import set_arrow_batch_bytes
 from scilens.io import ukb
-from tests.clinical.conftest import hand_built_export
+from tests.glaucoma.conftest import hand_built_export
 
 
 @pytest.fixture(scope="module")

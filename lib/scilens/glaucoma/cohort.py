@@ -40,9 +40,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from scilens.clinical.features import EYE_FEATURES, eye_features
 from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
+from scilens.glaucoma.features import EYE_FEATURES, eye_features
 
 __all__ = ["COHORT_SCHEMA", "LABELS", "REASONS", "CohortRules", "Decision", "classify_participant", "eyes_table",
            "sample_controls", "select_cohort", "select_rows"]
