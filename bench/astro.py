@@ -82,7 +82,7 @@ def bench_config(quick: bool):
     from scilens.astro.pipeline import AstroConfig
     from scilens.core.config import load_config
 
-    return load_config(AstroConfig, ROOT / "conf" / "astro_pipeline.yaml",
+    return load_config(AstroConfig, ROOT / "conf" / "astro.yaml",
                        [*(TINY_SKYMAP if quick else ["skymap.preset=dissertation"]), "report.enabled=false"])
 
 
@@ -120,7 +120,7 @@ def run_reference(inputs: str, output: str, quick: bool) -> dict:
 def run_scilens(inputs: str, output: str, quick: bool, cores: int) -> dict:
     from scilens import cli
 
-    args = ["astro", "--input", inputs, "--output", output, "--config", str(ROOT / "conf" / "astro_pipeline.yaml"),
+    args = ["astro", "--input", inputs, "--output", output, "--config", str(ROOT / "conf" / "astro.yaml"),
             "--set", f"spark.master=local[{cores}]", "--set", "report.enabled=false",
             "--set", "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}"]
     for item in TINY_SKYMAP if quick else []:

@@ -27,13 +27,12 @@ while [ $# -gt 0 ]; do
 done
 job=${1:?usage: $0 [--master URL] [--deploy-mode client|cluster] [--env-archive ARCHIVE] <job> [job args...]}; shift
 case "$MODE" in client|cluster) ;; *) echo "--deploy-mode must be client or cluster, not '$MODE'" >&2; exit 2 ;; esac
-# The entry point is a script given by path, jobs/<job>.py, or the jobs/*.py file that runs job <job>.
+# The entry point is a script given by path, or jobs/<job>.py (entry points are named after their jobs).
 if [[ "$job" == *.py ]] && [ -f "$job" ]; then
   entry=$job
 else
   entry="$ROOT/jobs/${job//-/_}.py"
-  [ -f "$entry" ] || entry=$(grep -l "main(\[\"$job\"" "$ROOT"/jobs/*.py 2>/dev/null | head -n 1)
-  [ -n "$entry" ] && [ -f "$entry" ] || { echo "no entry point in jobs/ for job '$job'" >&2; exit 2; }
+  [ -f "$entry" ] || { echo "no entry point in jobs/ for job '$job'" >&2; exit 2; }
 fi
 
 if [ -n "$ARCHIVE" ]; then

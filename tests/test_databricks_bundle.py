@@ -325,7 +325,7 @@ def test_clusters_are_dedicated_on_a_listed_runtime(target):
             assert runtime_file(cluster["spark_version"]).is_file(), where
             assert cluster["spark_version"] == CURRENT, f"{where}: the bundle is for the current stack"
             assert all(isinstance(v, str) for v in cluster.get("spark_conf", {}).values()), where
-    image_jobs = [jobs(resolved)[k] for k in ("ingest", "neuro_pipeline")]
+    image_jobs = [jobs(resolved)[k] for k in ("ingest", "neuro")]
     for job in image_jobs:  # read when the JVM starts: scilens cannot add it to a running cluster
         for _, cluster in _clusters(job):
             assert cluster["spark_conf"]["spark.serializer.objectStreamReset"] == "1"

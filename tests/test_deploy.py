@@ -15,10 +15,18 @@ from scilens.core.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def job_entry_points() -> dict[str, str]:
-    """jobs/<stem>.py -> the scilens job it runs (also read by the Databricks bundle test)."""
+DEPRECATED = "Deprecated alias of ``jobs/"
+
+
+def job_entry_points(deprecated: bool = False) -> dict[str, str]:
+    """jobs/<stem>.py -> the scilens job it runs (also read by the Databricks bundle test).
+
+    Deprecated aliases (old entry-point names kept for one release) are listed only when asked for.
+    """
     entries = {}
     for path in sorted((ROOT / "jobs").glob("*.py")):
+        if path.read_text().startswith(f'"""{DEPRECATED}') != deprecated:
+            continue
         match = re.search(r'main\(\["([\w-]+)"', path.read_text())
         assert match, f"{path} does not call scilens.cli.main with a job name"
         entries[path.stem] = match.group(1)
@@ -28,6 +36,17 @@ def job_entry_points() -> dict[str, str]:
 def test_every_job_has_one_entry_point():
     runs = list(job_entry_points().values())
     assert sorted(runs) == sorted(cli.JOBS)
+
+
+def test_entry_points_are_named_after_their_jobs_and_old_names_say_they_are_deprecated():
+    for stem, name in job_entry_points().items():
+        assert stem == name.replace("-", "_"), f"jobs/{stem}.py runs {name}"
+    aliases = job_entry_points(deprecated=True)
+    assert aliases, "the old entry-point names stay one release"
+    for stem, name in aliases.items():
+        text = (ROOT / "jobs" / f"{stem}.py").read_text()
+        new = name.replace("-", "_")
+        assert f"{DEPRECATED}{new}.py``" in text and f"use jobs/{new}.py" in text, f"jobs/{stem}.py"
 
 
 def test_shipped_configs():

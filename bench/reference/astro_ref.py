@@ -1,6 +1,6 @@
 """Single-process reference of the astronomy pipeline: the same kernels as ``scilens astro``, in a plain loop.
 
-    python -m bench.reference.astro_ref --input DIR --output DIR [--config conf/astro_pipeline.yaml]
+    python -m bench.reference.astro_ref --input DIR --output DIR [--config conf/astro.yaml]
 
 Reads every FITS image under the input, pre-processes and warps each onto
 its patches, co-adds every patch and detects its sources, and writes the

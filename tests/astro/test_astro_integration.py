@@ -24,7 +24,7 @@ def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, 
     out = tmp_path / "cluster"
     with standalone_cluster(tmp_path / "cluster-state") as master:
         done = submit(master, "astro", "--input", str(inputs), "--output", str(out), "--config",
-                      "conf/astro_pipeline.yaml", *[a for s in TINY_SKYMAP for a in ("--set", s)])
+                      "conf/astro.yaml", *[a for s in TINY_SKYMAP for a in ("--set", s)])
         assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spark_master"] == master  # it really ran there

@@ -18,7 +18,7 @@ def test_sample_on_standalone_cluster_equals_local(spark, trained_digits, digits
     out = tmp_path / "cluster"
     with standalone_cluster(tmp_path / "cluster-state") as master:
         done = submit(master, "sample", "--input", str(digits_with_bad_rows), "--output", str(out),
-                      "--config", "conf/latent_sample.yaml", "--set", f"model={trained_digits.model_path}",
+                      "--config", "conf/sample.yaml", "--set", f"model={trained_digits.model_path}",
                       "--set", "techniques=[maxmargin,stratified_cm,uniform,eb_tree]",
                       "--set", "fractions=[0.05,0.2]")
         assert done.returncode == 0, done.stderr[-3000:]

@@ -27,7 +27,7 @@ def test_neuro_on_standalone_cluster_equals_reference(tmp_path):
     out = tmp_path / "out"
     with standalone_cluster(tmp_path / "cluster-state") as master:
         done = submit(master, "neuro", "--input", str(inputs), "--output", str(out),
-                      "--config", "conf/neuro_pipeline.yaml", "--set", "write_denoised=true")
+                      "--config", "conf/neuro.yaml", "--set", "write_denoised=true")
         assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spark_master"] == master  # it really ran there

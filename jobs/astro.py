@@ -1,0 +1,8 @@
+"""spark-submit entry point: ``spark-submit jobs/astro.py --input PATH --output DIR [...]``."""
+
+import sys
+
+from scilens.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["astro", *sys.argv[1:]]))
