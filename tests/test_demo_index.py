@@ -50,13 +50,13 @@ def test_index_links_every_job_relative_and_existing(tmp_path: Path) -> None:
     _touch(root / "neuro" / "output" / "subjects" / "subject=a" / "deeper" / "other.png")
     odd = "a<b>&c"
     _touch(root / odd / "output" / "table.parquet")
-    summaries = {
-        "astro": f"{astro_report}  co-add\n{root / 'astro' / 'survey'}/  the survey: images/, truth.parquet",
-        "neuro": f"{neuro_report}  subjects\n{neuro_png}  mean b0\n{root / 'neuro' / 'missing.png'}  gone",
-        odd: f"{outside}  not under the job's directory",
+    shown = {
+        "astro": [(astro_report, "co-add"), (root / "astro" / "survey", "the survey: images/, truth.parquet")],
+        "neuro": [(neuro_report, "subjects"), (neuro_png, "mean b0"), (root / "neuro" / "missing.png", "gone")],
+        odd: [(outside, "not under the job's directory")],
     }
 
-    index = write_index(root, summaries)
+    index = write_index(root, shown)
 
     assert index == root / "index.html"
     page = index.read_text()
@@ -73,3 +73,5 @@ def test_index_links_every_job_relative_and_existing(tmp_path: Path) -> None:
     assert [(root / unquote(s)).resolve() for s in links.images] == [
         root / "astro" / "output" / "report" / "coadd.png", neuro_png]
     assert not any(name in t for t in links.hrefs + links.images for name in ("missing.png", "outside.png"))
+    # Every item is listed with what it is; a missing one says so.
+    assert "mean b0" in page and "missing.png (missing): gone" in page and "not under the job&#x27;s" in page

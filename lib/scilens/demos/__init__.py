@@ -1,7 +1,8 @@
 """Every job's demo and the demo runner (``python -m scilens.demos``, what ``make demo`` runs).
 
-A demo ``fn(root: pathlib.Path) -> str`` prepares small inputs under ``root``, runs its job
-through :func:`scilens.cli.main` and returns lines telling the user where to look. Demos sit
+A demo ``fn(root: pathlib.Path) -> list[Shown]`` prepares small inputs under ``root``, runs its
+job through :func:`scilens.cli.main` and returns what the user should look at, as (path, what it
+is) pairs (:data:`scilens.demos.index.Shown`), its report and key figure first. Demos sit
 above the jobs (they call the CLI), so no job module imports this package. :data:`DEMOS` lists
 them in the order ``make demo`` runs them: the glaucoma and diagnosis chains reuse the outputs
 of the demo before them.
@@ -13,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scilens.demos import astro, diagnosis, glaucoma, ingest, neuro
+from scilens.demos.index import Shown
 
-Demo = Callable[[Path], str]
+Demo = Callable[[Path], list[Shown]]
 
 DEMOS: dict[str, Demo] = {
     "ingest": ingest.demo,

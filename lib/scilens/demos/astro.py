@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scilens.demos.index import Shown
 
-def demo(root: Path) -> str:
+
+def demo(root: Path) -> list[Shown]:
     """Generate a small survey (6 visits of a 2x2 CCD mosaic) and run the pipeline on it, scored against truth."""
     from scilens.cli import main
     from scilens.synth import sky
@@ -20,7 +22,7 @@ def demo(root: Path) -> str:
         raise RuntimeError("astro demo failed")
     steps = {s["name"]: s for s in json.loads((out / "manifest.json").read_text())["steps"]}
     sources = steps["write catalog"]["counts"]["sources"]
-    return (f"{out / 'report' / 'index.html'}  co-add with detections and truth, completeness vs magnitude\n"
-            f"{out / 'catalog.parquet'}  {sources} sources (also catalog.fits)\n"
-            f"{out / 'coadds'}/  co-added patches (IMAGE, MASK, VARIANCE, COUNT planes)\n"
-            f"{survey}/  the generated survey: images/, truth.parquet, artifacts.parquet")
+    return [(out / "report" / "index.html", "co-add with detections and truth, completeness vs magnitude"),
+            (out / "catalog.parquet", f"{sources} sources (also catalog.fits)"),
+            (out / "coadds", "co-added patches (IMAGE, MASK, VARIANCE, COUNT planes)"),
+            (survey, "the generated survey: images/, truth.parquet, artifacts.parquet")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scilens.demos.index import Shown
+
 
 def train_digits_model(root: Path) -> tuple[Path, Path]:
     """Digits as image tables and a LeNet-5 trained on their train split by ``train-model``: (model, all digits)."""
@@ -19,7 +21,7 @@ def train_digits_model(root: Path) -> tuple[Path, Path]:
     return root / "model" / "model.keras", everything
 
 
-def train_model(root: Path) -> str:
+def train_model(root: Path) -> list[Shown]:
     """Train LeNet-5 on scikit-learn's real digits (a few seconds)."""
     from scilens.cli import main
     from scilens.diagnosis import datasets
@@ -31,11 +33,11 @@ def train_model(root: Path) -> str:
              "--set", "training.batch_size=32", "--set", f"test={test}"]) != 0:
         raise RuntimeError("train-model demo failed")
     accuracy = json.loads((out / "history.json").read_text()).get("test_accuracy", float("nan"))
-    return (f"{out / 'model.keras'}   LeNet-5 (batch norm) trained on 1,258 digits; test accuracy {accuracy:.3f}\n"
-            f"{out / 'training.png'}  loss and accuracy per epoch")
+    return [(out / "model.keras", f"LeNet-5 (batch norm) trained on 1,258 digits; test accuracy {accuracy:.3f}"),
+            (out / "training.png", "loss and accuracy per epoch")]
 
 
-def sample(root: Path) -> str:
+def sample(root: Path) -> list[Shown]:
     """Sample a LeNet-5's latent space on scikit-learn's real digits with MaxMargin and two baselines."""
     from scilens.cli import main
 
@@ -45,16 +47,14 @@ def sample(root: Path) -> str:
              "--set", "techniques=[maxmargin,stratified_cm,uniform]", "--set", "fractions=[0.05,0.2]"]) != 0:
         raise RuntimeError("sample demo failed")
     summary = json.loads((out / "summary.json").read_text())
-    lines = [f"  {s['technique']:>13} {s['fraction']:.2f}: {s['size']:4d} items, {s['misclassified']} misclassified"
-             for s in summary["samples"]]
-    return "\n".join([
-        f"{out / 'embeddings.parquet'}  fc2 embedding, logits, prediction of 1,797 digits "
-        f"(model accuracy {summary['model_accuracy']:.3f})",
-        f"{out / 'samples'}  technique=<t>/fraction=<f>/:", *lines,
-        f"{out / 'report.html'}  latent space and sample composition"])
+    samples = [(out / "samples" / f"technique={s['technique']}" / f"fraction={s['fraction']}",
+                f"{s['size']} items, {s['misclassified']} misclassified") for s in summary["samples"]]
+    return [(out / "report.html", "latent space and sample composition"),
+            (out / "embeddings.parquet", "fc2 embedding, logits, prediction of 1,797 digits "
+             f"(model accuracy {summary['model_accuracy']:.3f})"), *samples]
 
 
-def activations(root: Path) -> str:
+def activations(root: Path) -> list[Shown]:
     """Activations of a digits LeNet-5 for its MaxMargin 20 % sample and for all digits: storage compared.
 
     Reuses the model and samples of the ``sample`` demo when ``make demo`` ran it just before.
@@ -78,6 +78,6 @@ def activations(root: Path) -> str:
                  *extra]) != 0:
             raise RuntimeError("activations demo failed")
     small, full = ActivationStore.open(sample_out), ActivationStore.open(full_out)
-    return (f"{sample_out}  {len(small.layers)} layers of {small.rows} sampled digits: {small.bytes / 2**20:.1f} MiB\n"
-            f"{full_out}    the same for all {full.rows} digits: {full.bytes / 2**20:.1f} MiB "
-            f"({full.bytes / small.bytes:.1f}x)")
+    return [(sample_out, f"{len(small.layers)} layers of {small.rows} sampled digits: {small.bytes / 2**20:.1f} MiB"),
+            (full_out, f"the same for all {full.rows} digits: {full.bytes / 2**20:.1f} MiB "
+             f"({full.bytes / small.bytes:.1f}x)")]

@@ -1,5 +1,7 @@
-"""Demos of the glaucoma jobs: cohort, clinical models and statistics, then the imaging chain
-(images -> OCT and fundus models -> inference -> final model).
+"""Demos of the glaucoma jobs.
+
+Cohort, clinical models and statistics, then the imaging chain (images -> OCT and fundus
+models -> inference -> final model).
 
 Each imaging job's demo runs its link of the chain on the outputs of the link
 before, found beside it under ``make demo``'s output directory, and runs that link first
@@ -14,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scilens.cli import main
+from scilens.demos.index import Shown
 
 N_SCANS = 16
 SIZE = 32
@@ -106,7 +109,7 @@ def _sets(settings: list[str]) -> list[str]:
     return [a for s in settings for a in ("--set", s)]
 
 
-def clinical_demo(root: Path) -> str:
+def clinical_demo(root: Path) -> list[Shown]:
     """Cohort, clinical models and statistics on a small synthetic UK Biobank cohort."""
     import dataclasses
 
@@ -127,46 +130,48 @@ def clinical_demo(root: Path) -> str:
         raise RuntimeError("glaucoma-clinical demo failed")
     if main(["glaucoma-stats", "--input", str(cohort), "--output", str(stats), *common]) != 0:
         raise RuntimeError("glaucoma-stats demo failed")
-    return (f"{export}   synthetic UK Biobank export (truth.json beside it)\n"
-            f"{cohort / 'counts.md'}   cohort classes, exclusions, splits; eyes.parquet\n"
-            f"{clinical / 'report.html'}   BM1-BM3: ROC, AUC and PTG accuracy with CIs, SHAP\n"
-            f"{clinical / 'metrics.json'}   the numbers; MLflow runs in {root / 'mlflow.db'}\n"
-            f"{stats / 'report.html'}   ANCOVA and Dunn's tests (Tables 3.1-3.6)")
+    return [(clinical / "report.html", "BM1-BM3: ROC, AUC and PTG accuracy with CIs, SHAP"),
+            (clinical / "metrics.json", f"the numbers; MLflow runs in {root / 'mlflow.db'}"),
+            (stats / "report.html", "ANCOVA and Dunn's tests (Tables 3.1-3.6)"),
+            (cohort / "counts.md", "cohort classes, exclusions, splits; eyes.parquet"),
+            (export, "synthetic UK Biobank export (truth.json beside it)")]
 
 
-def images_demo(root: Path) -> str:
+def images_demo(root: Path) -> list[Shown]:
     """Images for a sample of the glaucoma-clinical demo's cohort, preprocessed."""
     out = images(root)
-    return (f"{out / 'oct_scans.parquet'}   preprocessed OCT B-scans, one row per scan, labelled and split\n"
-            f"{out / 'fundus.parquet'}   preprocessed fundus photos\n"
-            f"{out / 'figures'}   examples before/after preprocessing (Fig. 3.11), excluded OCT volumes (Fig. 3.8)\n"
-            f"{out / '_rejected'}   excluded and unreadable images, with reasons")
+    return [(out / "oct_scans.parquet", "preprocessed OCT B-scans, one row per scan, labelled and split"),
+            (out / "fundus.parquet", "preprocessed fundus photos"),
+            (out / "figures", "examples before/after preprocessing (Fig. 3.11), excluded OCT volumes (Fig. 3.8)"),
+            (out / "_rejected", "excluded and unreadable images, with reasons")]
 
 
-def train_demo(root: Path) -> str:
-    """Tiny OCT and fundus models, one epoch each on two ranks of the stack's default backend, on the images
-    demo's output."""
+def train_demo(root: Path) -> list[Shown]:
+    """Tiny OCT and fundus models, one epoch each on two ranks of the stack's default backend.
+
+    They train on the images demo's output.
+    """
     from scilens.vision.train_common import default_backend
 
     oct_out, cfp_out = train(root)
-    return (f"{oct_out / 'learning_curves.png'}   OCT DenseNet (tiny preset), 2 {default_backend()} ranks: loss, "
-            "validation AUC\n"
-            f"{oct_out / 'ranks.json'}   per-rank weight digests (identical: the ranks stayed in sync)\n"
-            f"{cfp_out / 'model.keras'}   fundus transfer model (MobileNetV2, random init, 2/3 frozen)\n"
-            f"{root / 'mlflow.db'}   MLflow runs with per-epoch metrics")
+    return [(oct_out / "learning_curves.png",
+             f"OCT DenseNet (tiny preset), 2 {default_backend()} ranks: loss, validation AUC"),
+            (oct_out / "ranks.json", "per-rank weight digests (identical: the ranks stayed in sync)"),
+            (cfp_out / "model.keras", "fundus transfer model (MobileNetV2, random init, 2/3 frozen)"),
+            (root / "mlflow.db", "MLflow runs with per-epoch metrics")]
 
 
-def infer_demo(root: Path) -> str:
+def infer_demo(root: Path) -> list[Shown]:
     """Both demo models over the demo cohort's images; the OCT ensemble; saliency of four eyes."""
     out = infer(root)
-    return (f"{out / 'retina_vectors.parquet'}   per eye: the scan probabilities and the photo's\n"
-            f"{out / 'scan_auc.png'}   AUC per scan position (Fig. 3.4A)\n"
-            f"{out / 'oct_ensemble' / 'shap_by_scan.png'}   SHAP per scan of the per-retina ensemble (Fig. 3.4B-C)\n"
-            f"{out / 'saliency'}   integrated gradients and SmoothGrad overlays (masks in saliency.parquet)")
+    return [(out / "scan_auc.png", "AUC per scan position (Fig. 3.4A)"),
+            (out / "retina_vectors.parquet", "per eye: the scan probabilities and the photo's"),
+            (out / "oct_ensemble" / "shap_by_scan.png", "SHAP per scan of the per-retina ensemble (Fig. 3.4B-C)"),
+            (out / "saliency", "integrated gradients and SmoothGrad overlays (masks in saliency.parquet)")]
 
 
-def final_demo(root: Path) -> str:
+def final_demo(root: Path) -> list[Shown]:
     """The final model on the demo chain's image probabilities and the cohort's BM3 features."""
     out = final(root)
-    return (f"{out / 'report.html'}   the clinical report with the imaging and final-model sections\n"
-            f"{out / 'metrics.json'}   final model and BM3 on the same eyes: AUC, CIs, PTG accuracy, SHAP top 10")
+    return [(out / "report.html", "the clinical report with the imaging and final-model sections"),
+            (out / "metrics.json", "final model and BM3 on the same eyes: AUC, CIs, PTG accuracy, SHAP top 10")]

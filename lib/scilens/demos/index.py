@@ -1,33 +1,42 @@
 """``<output>/index.html``: the one page to open after ``make demo``.
 
-Per job it links the HTML report, shows the key figure and links the output directory, all by
-paths relative to the page so the directory can be copied or served as it is. What to link comes
-from the lines the demo returned (the paths it named, first) and then from what is on disk.
+Per job it links the HTML report, shows the key figure and lists what the demo wrote, each a link
+with what it is, all by paths relative to the page so the directory can be copied or served as it
+is. A demo returns what it wants shown as :data:`Shown` pairs, the report and key figure among the
+first; a job without them in its list gets the shallowest report and figure found on disk.
 """
 
 from __future__ import annotations
 
 import html
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 INDEX_NAME = "index.html"
 
-# A path starts a word: "images/," inside a note is not one.
-_PATH = re.compile(r"(?<!\S)(/\S+)")
+Shown = tuple[Path, str]
+"""One thing a demo wrote, for the user: its path and what it is."""
 
 
-def _named_paths(text: str, job_dir: Path) -> list[Path]:
-    """Paths under ``job_dir`` a demo named in its summary, in order, that exist."""
-    found = []
-    for token in _PATH.findall(text):
-        path = Path(token.rstrip(":,;)") or "/")
-        if path.is_relative_to(job_dir) and path.exists() and path not in found:
-            found.append(path)
-    return found
+def as_text(shown: Sequence[Shown]) -> str:
+    """The demo's list as aligned text lines, ``path  what``, for the terminal.
+
+    Parameters
+    ----------
+    shown
+        What the demo wrote, in the order to show it.
+
+    Returns
+    -------
+    str
+        One line per item.
+    """
+    if not shown:
+        return ""
+    width = max(len(str(path)) for path, _ in shown)
+    return "\n".join(f"{path!s:<{width}}  {what}" for path, what in shown)
 
 
 def _shallowest(dirs: Iterable[Path], pattern: str, skip: Path | None = None) -> Path | None:
@@ -42,13 +51,13 @@ def _shallowest(dirs: Iterable[Path], pattern: str, skip: Path | None = None) ->
     return None
 
 
-def _pick(named: list[Path], job_dir: Path, suffix: str, skip: Path | None,
+def _pick(shown: list[Path], job_dir: Path, suffix: str, skip: Path | None,
           near: Path | None = None) -> Path | None:
-    for path in named:
+    for path in shown:
         if path.is_file() and path.suffix == suffix and path != skip:
             return path
-    # Then beside the report (its pictures), the directories the demo named, the whole job.
-    places = ([near.parent] if near is not None else []) + [p for p in named if p.is_dir()] + [job_dir]
+    # Then beside the report (its pictures), the directories the demo showed, the whole job.
+    places = ([near.parent] if near is not None else []) + [p for p in shown if p.is_dir()] + [job_dir]
     return _shallowest(places, f"*{suffix}", skip)
 
 
@@ -56,17 +65,23 @@ def _href(path: Path, base: Path) -> str:
     return quote(Path(os.path.relpath(path, base)).as_posix() + ("/" if path.is_dir() else ""))
 
 
-def write_index(root: Path, summaries: Mapping[str, str]) -> Path:
-    """Write ``root/index.html`` linking every job's report, key figure and output directory.
+def _item(path: Path, what: str, root: Path) -> str:
+    label = html.escape(path.name + ("/" if path.is_dir() else ""))
+    where = f'<a href="{_href(path, root)}">{label}</a>' if path.exists() else f"{label} (missing)"
+    return f"<li>{where}: {html.escape(what)}</li>"
+
+
+def write_index(root: Path, shown: Mapping[str, Sequence[Shown]]) -> Path:
+    """Write ``root/index.html`` linking every job's report, key figure and outputs.
 
     Parameters
     ----------
     root
         The demo output directory; job ``name``'s outputs are under ``root/name``.
-    summaries
-        Job name -> the text its demo returned (absolute paths, one per line, with notes), in
-        the order to list them; an empty text for a job run earlier leaves the links to what is
-        on disk.
+    shown
+        Job name -> what its demo wrote (path, what it is), in the order to list the jobs; an
+        empty list for a job run earlier leaves the links to what is on disk. Paths outside the
+        job's directory are listed as text, never linked.
 
     Returns
     -------
@@ -76,11 +91,12 @@ def write_index(root: Path, summaries: Mapping[str, str]) -> Path:
     root = Path(root).absolute()
     index = root / INDEX_NAME
     rows = []
-    for job, text in summaries.items():
+    for job, items in shown.items():
         job_dir = root / job
-        named = _named_paths(text, job_dir)
-        report = _pick(named, job_dir, ".html", skip=index)
-        figure = _pick(named, job_dir, ".png", skip=None, near=report)
+        inside = [(Path(p).absolute(), what) for p, what in items]
+        paths = [p for p, _ in inside if p.is_relative_to(job_dir) and p.exists()]
+        report = _pick(paths, job_dir, ".html", skip=index)
+        figure = _pick(paths, job_dir, ".png", skip=None, near=report)
         name = html.escape(job)
         links = []
         if report is not None:
@@ -92,15 +108,17 @@ def write_index(root: Path, summaries: Mapping[str, str]) -> Path:
         if figure is not None:
             parts.append(f'<a href="{_href(figure, root)}"><img src="{_href(figure, root)}" '
                          f'alt="{name}: {html.escape(figure.name)}"></a>')
-        if text.strip():
-            parts.append(f"<pre>{html.escape(text)}</pre>")
+        if inside:
+            parts.append("<ul>" + "".join(
+                _item(p, what, root) if p.is_relative_to(job_dir) else
+                f"<li>{html.escape(str(p))}: {html.escape(what)}</li>" for p, what in inside) + "</ul>")
         parts.append("</section>")
         rows.append("\n".join(parts))
-    toc = "".join(f'<li><a href="#{html.escape(quote(job))}">{html.escape(job)}</a></li>' for job in summaries)
+    toc = "".join(f'<li><a href="#{html.escape(quote(job))}">{html.escape(job)}</a></li>' for job in shown)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>scilens demo</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:auto}}img{{max-width:100%;max-height:28em}}
-pre{{background:#f4f4f4;padding:.5em;overflow-x:auto}}</style></head>
+li{{margin:.2em 0}}</style></head>
 <body><h1>scilens demo</h1><p>Every job's report, key figure and outputs.</p><ul>{toc}</ul>
 {chr(10).join(rows)}
 </body></html>

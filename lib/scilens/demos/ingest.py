@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from scilens.demos.index import Shown
 from scilens.io import fits as fits_io
 
 
-def demo(root: Path) -> str:
+def demo(root: Path) -> list[Shown]:
     """Ingest dipy's real small_64D subject and a generated FITS image."""
     from dipy.data import get_fnames
 
@@ -24,6 +25,6 @@ def demo(root: Path) -> str:
     out = root / "output"
     if main(["ingest", "--input", str(inputs), "--output", str(out)]) != 0:
         raise RuntimeError("ingest demo failed")
-    return (f"{out / 'volumes.parquet'}   dMRI volumes of dipy's small_64D, one row per volume\n"
-            f"{out / 'images.parquet'}    a generated FITS image (flux, variance, mask, WCS)\n"
-            f"{out / 'manifest.json'}     inputs, config, versions, timings and counts of the run")
+    return [(out / "volumes.parquet", "dMRI volumes of dipy's small_64D, one row per volume"),
+            (out / "images.parquet", "a generated FITS image (flux, variance, mask, WCS)"),
+            (out / "manifest.json", "inputs, config, versions, timings and counts of the run")]

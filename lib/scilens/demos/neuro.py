@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from scilens.demos.index import Shown
 
-def demo(root: Path) -> str:
+
+def demo(root: Path) -> list[Shown]:
     """Run the pipeline on dipy's real small_64D subject and a small generated phantom."""
     from dipy.data import get_fnames
 
@@ -27,10 +29,8 @@ def demo(root: Path) -> str:
         raise RuntimeError("neuro demo failed")
     from scilens.neuro.pipeline import subject_dir
 
-    where = [(out / "report.html", "subjects, rejected inputs, step timings, mid-slice pictures"),
-             (subject_dir(out, "small_64D") / "report.png", "dipy's real small_64D: mean b0, brain mask, FA"),
-             (subject_dir(out, "phantom") / "report.png", "a 48x48x32 phantom at SNR 30: bundles in four directions"),
-             (subject_dir(out, "phantom") / "fa.nii.gz", f"FA; the truth is {truth / 'phantom_fa_true.nii.gz'}"),
-             (out / "voxels.parquet", "one row per brain voxel: subject, i, j, k, fa, md, eigenvalues")]
-    width = max(len(str(path)) for path, _ in where)
-    return "\n".join(f"{path!s:<{width}}  {what}" for path, what in where)
+    return [(out / "report.html", "subjects, rejected inputs, step timings, mid-slice pictures"),
+            (subject_dir(out, "small_64D") / "report.png", "dipy's real small_64D: mean b0, brain mask, FA"),
+            (subject_dir(out, "phantom") / "report.png", "a 48x48x32 phantom at SNR 30: bundles in four directions"),
+            (subject_dir(out, "phantom") / "fa.nii.gz", f"FA; the truth is {truth / 'phantom_fa_true.nii.gz'}"),
+            (out / "voxels.parquet", "one row per brain voxel: subject, i, j, k, fa, md, eigenvalues")]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from scilens.demos import DEMOS
-from scilens.demos.index import write_index
+from scilens.demos.index import Shown, as_text, write_index
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,22 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.output).absolute()
     report = []
-    summaries: dict[str, str] = {}
+    shown: dict[str, list[Shown]] = {}
     for name, demo in DEMOS.items():
         if args.only and name not in args.only:
             # A demo run earlier into the same directory still gets its links.
             if (root / name).is_dir():
-                summaries[name] = ""
+                shown[name] = []
             continue
         start = time.perf_counter()
         print(f"\n=== demo: {name} ===", flush=True)
-        where = demo(root / name)
-        summaries[name] = where
+        shown[name] = demo(root / name)
         report.append(f"[{name}] ({time.perf_counter() - start:.0f} s)\n" +
-                      "\n".join(f"  {line}" for line in where.splitlines()))
+                      "\n".join(f"  {line}" for line in as_text(shown[name]).splitlines()))
     print("\nscilens demo finished. Look at:\n" + "\n".join(report))
     print("\nRead a table with: .venv/bin/python -c \"import pandas as pd; print(pd.read_parquet('PATH'))\"")
-    index = write_index(root, summaries)
+    index = write_index(root, shown)
     print("\nEvery job's report, figure and outputs on one page:")
     print(index)
     return 0
