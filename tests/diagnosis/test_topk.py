@@ -1,0 +1,224 @@
+"""DeepEverest index and exact top-k queries (issue 15): against brute force over the full activations."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scilens.diagnosis.topk import ActivationIndex, MatrixSource
+from scilens.diagnosis.topk_index import (
+    activation_digest,
+    bits_per_item,
+    build_layer_index,
+    mai_size,
+    pack_partition_ids,
+    read_layer_index,
+    unpack_partition_ids,
+    write_index,
+)
+
+
+def _dense(n_items: int, n_neurons: int, seed: int) -> np.ndarray:
+    """A linear layer over correlated inputs: continuous, signed, few ties."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_items, 8)) @ rng.normal(size=(8, 32)) + 0.3 * rng.normal(size=(n_items, 32))
+    return (x @ rng.normal(size=(32, n_neurons))).astype(np.float32)
+
+
+def _relu_tied(n_items: int, n_neurons: int, seed: int) -> np.ndarray:
+    """ReLU of centred features, rounded to quarters: half exact zeros and many tied positives."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_items, 16)) @ rng.normal(size=(16, n_neurons)) / 4.0
+    z -= np.median(z, axis=0)
+    return (np.round(np.maximum(z, 0.0) * 4.0) / 4.0).astype(np.float32)
+
+
+def _build(tmp_path, layers, ids=None, partitions=64, ratio=0.05):
+    indexes = [
+        build_layer_index(a, layer=name, n_partitions=partitions, ratio=ratio, ids=ids) for name, a in layers.items()
+    ]
+    write_index(tmp_path, indexes, source={"kind": "matrix", "digest": activation_digest(layers, ids)})
+    return ActivationIndex.open(tmp_path, MatrixSource(layers, ids)), indexes
+
+
+@pytest.fixture(scope="module")
+def two_layers(tmp_path_factory):
+    """Two layers of different sizes (200 and 400 neurons), one with half zeros and ties, ids not 0..N-1."""
+    n = 1500
+    rng = np.random.default_rng(7)
+    ids = rng.choice(10**9, size=n, replace=False).astype(np.int64)
+    layers = {"dense": _dense(n, 200, 1), "relu": _relu_tied(n, 400, 2)}
+    index, built = _build(tmp_path_factory.mktemp("topk"), layers, ids=ids, partitions=16, ratio=0.05)
+    return layers, ids, index, built
+
+
+def _agg(vals: np.ndarray, agg: str) -> np.ndarray:
+    if agg == "max":
+        return vals.max(axis=1)
+    total = np.zeros(len(vals))
+    for c in range(vals.shape[1]):
+        total = total + vals[:, c]
+    return total / vals.shape[1] if agg == "mean" else total
+
+
+def _brute_highest(acts, ids, group, k, agg):
+    score = _agg(acts[:, group].astype(np.float64), agg)
+    order = np.lexsort((ids, -score))[:k]
+    return ids[order], score[order]
+
+
+def _brute_nearest(acts, ids, group, item_id, k):
+    vals = acts[:, group].astype(np.float64)
+    q = vals[np.flatnonzero(ids == item_id)[0]]
+    total = np.zeros(len(vals))
+    for c in range(vals.shape[1]):
+        d = vals[:, c] - q[c]
+        total = total + d * d
+    dist = np.sqrt(total)
+    order = np.lexsort((ids, dist))[:k]
+    return ids[order], dist[order]
+
+
+def _queries(seed, n_queries, n_neurons, n_items):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_queries):
+        group = rng.choice(n_neurons, size=int(rng.integers(1, 11)), replace=False).tolist()
+        yield group, int(rng.integers(1, 21)), int(rng.integers(n_items))
+
+
+@pytest.mark.parametrize("layer", ["dense", "relu"])
+def test_highest_equals_brute_force(two_layers, layer):
+    layers, ids, index, _ = two_layers
+    acts = layers[layer]
+    for q, (group, k, _) in enumerate(_queries(11, 120, acts.shape[1], len(ids))):
+        agg = ("sum", "mean", "max")[q % 3]
+        got = index.highest(layer, group, k, agg=agg)
+        want_ids, want_score = _brute_highest(acts, ids, group, k, agg)
+        assert got["id"].tolist() == want_ids.tolist(), (layer, group, k, agg)
+        np.testing.assert_allclose(got["score"].to_numpy(), want_score, rtol=1e-6, atol=1e-6)
+        assert 0 < index.last_stats.rows_fetched + k  # stats exist for every query
+        assert index.last_stats.rows_fetched <= len(ids)
+
+
+@pytest.mark.parametrize("layer", ["dense", "relu"])
+def test_nearest_equals_brute_force(two_layers, layer):
+    layers, ids, index, _ = two_layers
+    acts = layers[layer]
+    sorted_ids = np.sort(ids)
+    for group, k, item in _queries(12, 100, acts.shape[1], len(ids)):
+        item_id = int(sorted_ids[item])
+        got = index.nearest(layer, group, item_id, k)
+        want_ids, want_dist = _brute_nearest(acts, ids, group, item_id, k)
+        assert got["id"].tolist() == want_ids.tolist(), (layer, group, k, item_id)
+        np.testing.assert_allclose(got["score"].to_numpy(), want_dist, rtol=1e-6, atol=1e-6)
+        assert index.last_stats.rows_fetched >= 1 and index.last_stats.source == "matrix"
+
+
+def test_ties_break_by_id(tmp_path):
+    # 12 items, 3 neurons; items 3, 5, 9 tie on every neuron: order must be by id both ways.
+    acts = np.zeros((12, 3), dtype=np.float32)
+    acts[[9, 3, 5]] = 2.0
+    acts[0] = 1.0
+    index, _ = _build(tmp_path, {"l": acts}, partitions=4, ratio=0.1)
+    assert index.highest("l", [0, 2], 4)["id"].tolist() == [3, 5, 9, 0]
+    assert index.nearest("l", [1], 5, 3)["id"].tolist() == [3, 5, 9]
+    # all-zero items tie at the bottom: the k=6 result takes the lowest ids among them.
+    assert index.highest("l", [1], 6)["id"].tolist() == [3, 5, 9, 0, 1, 2]
+
+
+def test_index_is_what_it_says(two_layers):
+    layers, ids, index, built = two_layers
+    n = len(ids)
+    order_ids = np.sort(ids)
+    for li in built:
+        acts = layers[li.layer][np.argsort(ids)]  # rows in id order, as in the index
+        m = mai_size(n, 0.05)
+        assert li.mai_pos.shape == (acts.shape[1], m) == (acts.shape[1], math.ceil(0.05 * n))
+        for j in range(acts.shape[1]):
+            top = np.lexsort((order_ids, -acts[:, j]))[:m]
+            assert li.mai_pos[j].tolist() == top.tolist()
+            assert np.array_equal(li.mai_act[j], acts[top, j])
+            pid = li.partition_ids(j)
+            assert set(np.flatnonzero(pid == 0).tolist()) == set(top.tolist())
+            assert (li.lo[j, pid] <= acts[:, j]).all() and (acts[:, j] <= li.hi[j, pid]).all()
+            sizes = np.bincount(pid, minlength=16)[1:]
+            assert sizes.sum() == n - m and sizes.max() - sizes.min() <= 1  # equi-depth
+            assert (li.hi[j, 1:] <= li.lo[j, :-1]).all()  # partitions descend (ties may touch)
+    root = Path(index.path)
+    meta = json.loads((root / "index.json").read_text())
+    assert meta["N"] == n and meta["P"] == 16 and meta["bits"] == 4 and meta["ratio"] == 0.05
+    assert meta["layers"]["dense"]["shape"] == [200] and meta["layers"]["relu"]["neurons"] == 400
+    for layer, info in meta["layers"].items():
+        for table, size in info["bytes"].items():
+            assert size == (root / layer / f"{table}.parquet").stat().st_size
+    assert meta["ids_bytes"] == (root / "ids.parquet").stat().st_size
+    back = read_layer_index(index.path, "relu")
+    want = built[1]
+    assert np.array_equal(back.ids, want.ids) and np.array_equal(back.mai_pos, want.mai_pos)
+    assert back.packed == want.packed and np.array_equal(back.hi, want.hi, equal_nan=True)
+
+
+@pytest.mark.parametrize("partitions", [2, 3, 10, 64, 256, 300])
+def test_pack_roundtrip(partitions):
+    rng = np.random.default_rng(partitions)
+    bits = bits_per_item(partitions)
+    assert bits == math.ceil(math.log2(partitions))
+    pids = rng.integers(partitions, size=1001).astype(np.uint16)
+    packed = pack_partition_ids(pids, bits)
+    assert len(packed) == math.ceil(1001 * bits / 8)
+    assert np.array_equal(unpack_partition_ids(packed, 1001, bits), pids)
+
+
+def test_bad_input_refused(two_layers, tmp_path):
+    layers, ids, index, _ = two_layers
+    with pytest.raises(ValueError, match="neuron 200 out of range for layer 'dense'"):
+        index.highest("dense", [3, 200], 5)
+    with pytest.raises(ValueError, match="neuron -1 out of range"):
+        index.nearest("dense", [-1], int(ids[0]), 5)
+    with pytest.raises(ValueError, match="unknown layer 'conv9'"):
+        index.highest("conv9", [0], 5)
+    with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.N=1500, got 1501"):
+        index.highest("relu", [0], 1501)
+    with pytest.raises(ValueError, match="got 0"):
+        index.nearest("relu", [0], int(ids[0]), 0)
+    missing = int(np.setdiff1d(np.arange(10), ids)[0])
+    with pytest.raises(ValueError, match=f"item id {missing} is not in the index"):
+        index.nearest("relu", [0], missing, 5)
+    with pytest.raises(ValueError, match="neuron 4 repeated"):
+        index.highest("relu", [4, 4], 5)
+    with pytest.raises(ValueError, match="unknown aggregate 'median'"):
+        index.highest("relu", [4], 5, agg="median")
+    with pytest.raises(ValueError, match="unknown metric 'cosine'"):
+        index.nearest("relu", [4], int(ids[0]), 5, metric="cosine")
+    changed = {name: a.copy() for name, a in layers.items()}
+    changed["relu"][17, 3] += 1.0
+    with pytest.raises(ValueError, match="digest mismatch"):
+        ActivationIndex.open(index.path, MatrixSource(changed, ids))
+    broken = layers["dense"][:50].copy()
+    broken[31, 7] = np.nan
+    with pytest.raises(ValueError, match=r"layer 'fc1': NaN activation for item id 31 at neuron 7"):
+        build_layer_index(broken, layer="fc1")
+
+
+def test_rows_fetched_well_below_n(tmp_path):
+    """Random-feature ReLU layer over correlated inputs, P=64, ratio=0.05: median fraction of N fetched."""
+    rng = np.random.default_rng(3)
+    n = 10_000
+    x = rng.normal(size=(n, 12)) @ rng.normal(size=(12, 64)) + 0.5 * rng.normal(size=(n, 64))
+    acts = np.maximum(x @ rng.normal(size=(64, 256)) / 8.0 + 0.2 * rng.normal(size=256), 0.0).astype(np.float32)
+    index, _ = _build(tmp_path, {"fc": acts}, partitions=64, ratio=0.05)
+    fractions = {"highest": [], "nearest": []}
+    for q in range(80):
+        group = rng.choice(256, size=int(rng.integers(1, 6)), replace=False).tolist()
+        k = int((5, 10, 20)[q % 3])
+        index.highest("fc", group, k)
+        fractions["highest"].append(index.last_stats.rows_fetched / n)
+        index.nearest("fc", group, int(rng.integers(n)), k)
+        fractions["nearest"].append(index.last_stats.rows_fetched / n)
+    medians = {kind: float(np.median(f)) for kind, f in fractions.items()}
+    print(f"median fraction of N={n} fetched (groups <= 5, k <= 20, P=64, ratio=0.05): {medians}")
+    assert medians["highest"] <= 0.25 and medians["nearest"] <= 0.25, medians
