@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from scilens.diagnosis.topk import ActivationIndex, MatrixSource
 from scilens.diagnosis.topk_index import (
+    LayerIndex,
     activation_digest,
     bits_per_item,
     build_layer_index,
@@ -45,15 +47,31 @@ def _build(tmp_path, layers, ids=None, partitions=64, ratio=0.05):
     return ActivationIndex.open(tmp_path, MatrixSource(layers, ids)), indexes
 
 
+@dataclass
+class Case:
+    """One built index: its layers' activations, item ids, the opened index and the in-memory build."""
+
+    layers: dict[str, np.ndarray]
+    ids: np.ndarray
+    index: ActivationIndex
+    built: list[LayerIndex]
+    partitions: int
+    ratio: float
+
+
 @pytest.fixture(scope="module")
-def two_layers(tmp_path_factory):
-    """Two layers of different sizes (200 and 400 neurons), one with half zeros and ties, ids not 0..N-1."""
-    n = 1500
-    rng = np.random.default_rng(7)
-    ids = rng.choice(10**9, size=n, replace=False).astype(np.int64)
-    layers = {"dense": _dense(n, 200, 1), "relu": _relu_tied(n, 400, 2)}
-    index, built = _build(tmp_path_factory.mktemp("topk"), layers, ids=ids, partitions=16, ratio=0.05)
-    return layers, ids, index, built
+def cases(tmp_path_factory) -> dict[str, Case]:
+    """Two indexes of different sizes: "dense" (N=1500, 200 + 10 neurons, P=16, ratio 0.05, ids 0..N-1) and
+    "relu" (N=2300, 400 neurons, half zeros and many ties, P=10, ratio 0.1, rows shuffled, ids not 0..N-1)."""
+    out = {}
+    layers = {"dense": _dense(1500, 200, 1), "logits": _dense(1500, 10, 4)}
+    index, built = _build(tmp_path_factory.mktemp("dense"), layers, partitions=16, ratio=0.05)
+    out["dense"] = Case(layers, np.arange(1500), index, built, 16, 0.05)
+    ids = np.random.default_rng(7).choice(10**9, size=2300, replace=False).astype(np.int64)
+    layers = {"relu": _relu_tied(2300, 400, 2)}
+    index, built = _build(tmp_path_factory.mktemp("relu"), layers, ids=ids, partitions=10, ratio=0.1)
+    out["relu"] = Case(layers, ids, index, built, 10, 0.1)
+    return out
 
 
 def _agg(vals: np.ndarray, agg: str) -> np.ndarray:
@@ -91,9 +109,9 @@ def _queries(seed, n_queries, n_neurons, n_items):
 
 
 @pytest.mark.parametrize("layer", ["dense", "relu"])
-def test_highest_equals_brute_force(two_layers, layer):
-    layers, ids, index, _ = two_layers
-    acts = layers[layer]
+def test_highest_equals_brute_force(cases, layer):
+    case = cases[layer]
+    acts, ids, index = case.layers[layer], case.ids, case.index
     for q, (group, k, _) in enumerate(_queries(11, 120, acts.shape[1], len(ids))):
         agg = ("sum", "mean", "max")[q % 3]
         got = index.highest(layer, group, k, agg=agg)
@@ -105,9 +123,9 @@ def test_highest_equals_brute_force(two_layers, layer):
 
 
 @pytest.mark.parametrize("layer", ["dense", "relu"])
-def test_nearest_equals_brute_force(two_layers, layer):
-    layers, ids, index, _ = two_layers
-    acts = layers[layer]
+def test_nearest_equals_brute_force(cases, layer):
+    case = cases[layer]
+    acts, ids, index = case.layers[layer], case.ids, case.index
     sorted_ids = np.sort(ids)
     for group, k, item in _queries(12, 100, acts.shape[1], len(ids)):
         item_id = int(sorted_ids[item])
@@ -130,14 +148,16 @@ def test_ties_break_by_id(tmp_path):
     assert index.highest("l", [1], 6)["id"].tolist() == [3, 5, 9, 0, 1, 2]
 
 
-def test_index_is_what_it_says(two_layers):
-    layers, ids, index, built = two_layers
-    n = len(ids)
-    order_ids = np.sort(ids)
-    for li in built:
-        acts = layers[li.layer][np.argsort(ids)]  # rows in id order, as in the index
-        m = mai_size(n, 0.05)
-        assert li.mai_pos.shape == (acts.shape[1], m) == (acts.shape[1], math.ceil(0.05 * n))
+@pytest.mark.parametrize("name", ["dense", "relu"])
+def test_index_is_what_it_says(cases, name):
+    case = cases[name]
+    n, p = len(case.ids), case.partitions
+    order_ids = np.sort(case.ids)
+    m = mai_size(n, case.ratio)
+    assert m == math.ceil(case.ratio * n)
+    for li in case.built:
+        acts = case.layers[li.layer][np.argsort(case.ids)]  # rows in id order, as in the index
+        assert li.mai_pos.shape == (acts.shape[1], m)
         for j in range(acts.shape[1]):
             top = np.lexsort((order_ids, -acts[:, j]))[:m]
             assert li.mai_pos[j].tolist() == top.tolist()
@@ -145,21 +165,28 @@ def test_index_is_what_it_says(two_layers):
             pid = li.partition_ids(j)
             assert set(np.flatnonzero(pid == 0).tolist()) == set(top.tolist())
             assert (li.lo[j, pid] <= acts[:, j]).all() and (acts[:, j] <= li.hi[j, pid]).all()
-            sizes = np.bincount(pid, minlength=16)[1:]
-            assert sizes.sum() == n - m and sizes.max() - sizes.min() <= 1  # equi-depth
+            sizes = np.bincount(pid, minlength=p)[1:]
+            assert len(sizes) == p - 1 and sizes.sum() == n - m and sizes.max() - sizes.min() <= 1  # equi-depth
             assert (li.hi[j, 1:] <= li.lo[j, :-1]).all()  # partitions descend (ties may touch)
-    root = Path(index.path)
+    root = Path(case.index.path)
     meta = json.loads((root / "index.json").read_text())
-    assert meta["N"] == n and meta["P"] == 16 and meta["bits"] == 4 and meta["ratio"] == 0.05
-    assert meta["layers"]["dense"]["shape"] == [200] and meta["layers"]["relu"]["neurons"] == 400
+    assert (meta["N"], meta["P"], meta["bits"], meta["ratio"]) == (n, p, math.ceil(math.log2(p)), case.ratio)
+    assert {name: info["shape"] for name, info in meta["layers"].items()} == {
+        name: [a.shape[1]] for name, a in case.layers.items()
+    }
     for layer, info in meta["layers"].items():
+        assert set(info["bytes"]) == {"mai", "npi", "bounds"}
         for table, size in info["bytes"].items():
             assert size == (root / layer / f"{table}.parquet").stat().st_size
+        # the packed table is N x bits per neuron (plus Parquet's overhead), the point of the NPI
+        assert info["bytes"]["npi"] >= info["neurons"] * n * meta["bits"] // 8
     assert meta["ids_bytes"] == (root / "ids.parquet").stat().st_size
-    back = read_layer_index(index.path, "relu")
-    want = built[1]
-    assert np.array_equal(back.ids, want.ids) and np.array_equal(back.mai_pos, want.mai_pos)
-    assert back.packed == want.packed and np.array_equal(back.hi, want.hi, equal_nan=True)
+    for want in case.built:
+        back = read_layer_index(root, want.layer)
+        assert np.array_equal(back.ids, want.ids) and np.array_equal(back.mai_pos, want.mai_pos)
+        assert np.array_equal(back.mai_act, want.mai_act) and np.array_equal(back.count, want.count)
+        assert back.packed == want.packed and np.array_equal(back.hi, want.hi, equal_nan=True)
+        assert np.array_equal(back.lo, want.lo, equal_nan=True)
 
 
 @pytest.mark.parametrize("partitions", [2, 3, 10, 64, 256, 300])
@@ -173,16 +200,16 @@ def test_pack_roundtrip(partitions):
     assert np.array_equal(unpack_partition_ids(packed, 1001, bits), pids)
 
 
-def test_bad_input_refused(two_layers, tmp_path):
-    layers, ids, index, _ = two_layers
-    with pytest.raises(ValueError, match="neuron 200 out of range for layer 'dense'"):
-        index.highest("dense", [3, 200], 5)
+def test_bad_input_refused(cases):
+    layers, ids, index = cases["relu"].layers, cases["relu"].ids, cases["relu"].index
+    with pytest.raises(ValueError, match="neuron 400 out of range for layer 'relu'"):
+        index.highest("relu", [3, 400], 5)
     with pytest.raises(ValueError, match="neuron -1 out of range"):
-        index.nearest("dense", [-1], int(ids[0]), 5)
+        index.nearest("relu", [-1], int(ids[0]), 5)
     with pytest.raises(ValueError, match="unknown layer 'conv9'"):
         index.highest("conv9", [0], 5)
-    with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.N=1500, got 1501"):
-        index.highest("relu", [0], 1501)
+    with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.N=2300, got 2301"):
+        index.highest("relu", [0], 2301)
     with pytest.raises(ValueError, match="got 0"):
         index.nearest("relu", [0], int(ids[0]), 0)
     missing = int(np.setdiff1d(np.arange(10), ids)[0])
@@ -198,7 +225,7 @@ def test_bad_input_refused(two_layers, tmp_path):
     changed["relu"][17, 3] += 1.0
     with pytest.raises(ValueError, match="digest mismatch"):
         ActivationIndex.open(index.path, MatrixSource(changed, ids))
-    broken = layers["dense"][:50].copy()
+    broken = cases["dense"].layers["dense"][:50].copy()
     broken[31, 7] = np.nan
     with pytest.raises(ValueError, match=r"layer 'fc1': NaN activation for item id 31 at neuron 7"):
         build_layer_index(broken, layer="fc1")
