@@ -49,23 +49,27 @@ import pyarrow.parquet as pq
 
 __all__ = [
     "INDEX_FORMAT",
+    "TABLES",
     "LayerIndex",
     "activation_digest",
     "bits_per_item",
     "build_layer_index",
+    "layer_meta",
     "mai_size",
     "pack_partition_ids",
     "partition_of_rank",
     "read_index_meta",
     "read_item_ids",
     "read_layer_index",
+    "table_bytes",
     "unpack_partition_ids",
     "write_index",
+    "write_index_meta",
     "write_layer_index",
 ]
 
 INDEX_FORMAT = "scilens-activation-index/1"
-_TABLES = ("mai", "npi", "bounds")
+TABLES = ("mai", "npi", "bounds")
 
 
 def mai_size(n_items: int, ratio: float) -> int:
@@ -314,6 +318,8 @@ def build_layer_index(
     a, item_ids = _prepare(acts, ids)
     _check_finite(a, item_ids, layer, first_neuron)
     n_items, n_neurons = a.shape
+    if shape is not None and int(np.prod(shape)) != n_neurons:
+        raise ValueError(f"layer {layer!r}: shape {tuple(shape)} does not hold {n_neurons} neurons")
     m = mai_size(n_items, ratio)
     # Rows are in id order, so a stable sort on -activation gives activation desc, id asc.
     order = np.argsort(-a, axis=0, kind="stable")
@@ -432,7 +438,7 @@ def write_layer_index(output: str | os.PathLike[str], index: LayerIndex) -> dict
     for name, table in _layer_tables(index).items():
         path = folder / f"{name}.parquet"
         pq.write_table(table, path)
-        sizes[name] = path.stat().st_size
+        sizes[name] = table_bytes(path)
     return sizes
 
 
@@ -475,20 +481,91 @@ def write_index(
     layers = {}
     for index in indexes:
         sizes = write_layer_index(out, index)
-        layers[index.layer] = {
-            "shape": list(index.shape),
-            "neurons": int(index.neurons.shape[0]),
-            "mai_size": int(index.mai_pos.shape[1]),
-            "bytes": sizes,
-        }
+        layers[index.layer] = layer_meta(index.shape, int(index.mai_pos.shape[1]), sizes)
+    return write_index_meta(
+        out, n_items=first.n_items, n_partitions=first.n_partitions, ratio=first.ratio, layers=layers, source=source
+    )
+
+
+def layer_meta(shape: Sequence[int], n_mai: int, sizes: Mapping[str, int]) -> dict[str, Any]:
+    """One layer's entry of ``index.json``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The layer's per-item shape.
+    n_mai : int
+        MAI length per neuron.
+    sizes : mapping of str to int
+        Bytes per table.
+
+    Returns
+    -------
+    dict
+        ``shape``, ``neurons``, ``mai_size`` and ``bytes``.
+    """
+    return {"shape": list(shape), "neurons": int(np.prod(shape)), "mai_size": int(n_mai), "bytes": dict(sizes)}
+
+
+def table_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes of a Parquet table: a file, or a directory's data files (Spark's ``_SUCCESS``/``.crc`` excluded).
+
+    Parameters
+    ----------
+    path : path-like
+        The table.
+
+    Returns
+    -------
+    int
+        Its size in bytes.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_")))
+
+
+def write_index_meta(
+    output: str | os.PathLike[str],
+    *,
+    n_items: int,
+    n_partitions: int,
+    ratio: float,
+    layers: Mapping[str, Any],
+    source: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``index.json`` once every table is written (its presence marks a complete index).
+
+    Parameters
+    ----------
+    output : path-like
+        The index directory (holding ``ids.parquet`` and the layers' tables).
+    n_items : int
+        ``N``.
+    n_partitions : int
+        ``P``.
+    ratio : float
+        MAI ratio.
+    layers : mapping
+        Layer name to :func:`layer_meta`.
+    source : mapping
+        What the index was built from, with its ``digest``.
+
+    Returns
+    -------
+    dict
+        The metadata written.
+    """
+    out = Path(output)
     meta = {
         "format": INDEX_FORMAT,
-        "N": first.n_items,
-        "P": first.n_partitions,
-        "ratio": first.ratio,
-        "bits": first.bits,
-        "layers": layers,
-        "ids_bytes": (out / "ids.parquet").stat().st_size,
+        "N": int(n_items),
+        "P": int(n_partitions),
+        "ratio": float(ratio),
+        "bits": bits_per_item(n_partitions),
+        "layers": dict(layers),
+        "ids_bytes": table_bytes(out / "ids.parquet"),
         "source": dict(source),
     }
     (out / "index.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -530,7 +607,8 @@ def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
     numpy.ndarray
         (N,) int64.
     """
-    return pq.read_table(Path(path) / "ids.parquet").column("id").to_numpy().astype(np.int64)
+    # A Spark-written table is a directory of parts in no guaranteed order.
+    return np.sort(pq.read_table(Path(path) / "ids.parquet").column("id").to_numpy().astype(np.int64))
 
 
 def read_layer_index(
