@@ -136,6 +136,24 @@ def test_nearest_equals_brute_force(cases, layer):
         assert index.last_stats.rows_fetched >= 1 and index.last_stats.source == "matrix"
 
 
+def test_exact_when_the_mai_holds_one_item(tmp_path):
+    """ratio so small that m = 1 and P = 4 wide partitions: almost every bound comes from partitions."""
+    rng = np.random.default_rng(21)
+    layers = {"a": _relu_tied(400, 30, 8), "b": _dense(400, 12, 9)}
+    index, built = _build(tmp_path, layers, partitions=4, ratio=0.001)
+    assert built[0].mai_pos.shape == (30, 1)
+    ids = np.arange(400)
+    for q in range(60):
+        layer = "ab"[q % 2]
+        acts = layers[layer]
+        group = rng.choice(acts.shape[1], size=int(rng.integers(1, 8)), replace=False).tolist()
+        k, agg, item = int(rng.integers(1, 21)), ("sum", "mean", "max")[q % 3], int(rng.integers(400))
+        got = index.highest(layer, group, k, agg=agg)
+        assert got["id"].tolist() == _brute_highest(acts, ids, group, k, agg)[0].tolist(), (layer, group, k, agg)
+        got = index.nearest(layer, group, item, k)
+        assert got["id"].tolist() == _brute_nearest(acts, ids, group, item, k)[0].tolist(), (layer, group, k, item)
+
+
 def test_ties_break_by_id(tmp_path):
     # 12 items, 3 neurons; items 3, 5, 9 tie on every neuron: order must be by id both ways.
     acts = np.zeros((12, 3), dtype=np.float32)
@@ -215,6 +233,10 @@ def test_bad_input_refused(cases):
     missing = int(np.setdiff1d(np.arange(10), ids)[0])
     with pytest.raises(ValueError, match=f"item id {missing} is not in the index"):
         index.nearest("relu", [0], missing, 5)
+    with pytest.raises(ValueError, match="item id must be an integer, got '12'"):
+        index.nearest("relu", [0], "12", 5)
+    with pytest.raises(ValueError, match="neurons must be a non-empty list of integers"):
+        index.highest("relu", [], 5)
     with pytest.raises(ValueError, match="neuron 4 repeated"):
         index.highest("relu", [4, 4], 5)
     with pytest.raises(ValueError, match="unknown aggregate 'median'"):

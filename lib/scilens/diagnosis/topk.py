@@ -269,6 +269,8 @@ class ActivationIndex:
         return group.astype(np.int64)
 
     def _position(self, item_id: int) -> int:
+        if isinstance(item_id, bool) or not isinstance(item_id, int | np.integer):
+            raise ValueError(f"item id must be an integer, got {item_id!r}")
         pos = int(np.searchsorted(self.ids, item_id))
         if pos >= self.n_items or self.ids[pos] != item_id:
             raise ValueError(f"item id {item_id!r} is not in the index ({self.n_items} items)")
