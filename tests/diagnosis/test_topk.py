@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from scilens.diagnosis.topk import ActivationIndex, MatrixSource
+from scilens.diagnosis.topk import ActivationIndex, MatrixSource, ParquetSource
 from scilens.diagnosis.topk_index import (
     LayerIndex,
     activation_digest,
@@ -152,6 +154,34 @@ def test_exact_when_the_mai_holds_one_item(tmp_path):
         assert got["id"].tolist() == _brute_highest(acts, ids, group, k, agg)[0].tolist(), (layer, group, k, agg)
         got = index.nearest(layer, group, item, k)
         assert got["id"].tolist() == _brute_nearest(acts, ids, group, item, k)[0].tolist(), (layer, group, k, item)
+
+
+def test_parquet_store_gives_the_matrix_answers(cases, tmp_path):
+    """The same queries fetching from a Parquet table laid out as the activation store (id, list<float>)."""
+    case = cases["relu"]
+    acts = case.layers["relu"]
+    shuffle = np.random.default_rng(4).permutation(len(case.ids))
+    table = pa.table(
+        {
+            "id": pa.array(case.ids[shuffle], pa.int64()),
+            "relu": pa.array(list(acts[shuffle]), pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(table, tmp_path / "activations.parquet", row_group_size=300)
+    store = ActivationIndex.open(
+        case.index.path, ParquetSource(tmp_path / "activations.parquet", case.index.meta["source"]["digest"])
+    )
+    sorted_ids = np.sort(case.ids)
+    for group, k, item in _queries(13, 15, acts.shape[1], len(case.ids)):
+        assert store.highest("relu", group, k).equals(case.index.highest("relu", group, k))
+        fetched = case.index.last_stats.rows_fetched
+        assert store.last_stats.rows_fetched == fetched and store.last_stats.source == "store"
+        item_id = int(sorted_ids[item])
+        assert store.nearest("relu", group, item_id, k).equals(case.index.nearest("relu", group, item_id, k))
+    fetch = ParquetSource(tmp_path / "activations.parquet", "x").fetcher("relu")
+    assert np.array_equal(fetch(case.ids[[5, 2, 9]]), acts[[5, 2, 9]])
+    with pytest.raises(ValueError, match="the store lacks 1 of the item ids"):
+        fetch(np.array([case.ids[0], -5]))
 
 
 def test_ties_break_by_id(tmp_path):

@@ -56,7 +56,15 @@ from scilens.diagnosis.topk_index import (
     read_layer_index,
 )
 
-__all__ = ["AGGREGATES", "ActivationIndex", "ActivationSource", "Fetch", "MatrixSource", "QueryStats"]
+__all__ = [
+    "AGGREGATES",
+    "ActivationIndex",
+    "ActivationSource",
+    "Fetch",
+    "MatrixSource",
+    "ParquetSource",
+    "QueryStats",
+]
 
 Fetch = Callable[[np.ndarray], np.ndarray]
 AGGREGATES = ("sum", "mean", "max")
@@ -128,6 +136,74 @@ class MatrixSource:
 
         def fetch(wanted: np.ndarray) -> np.ndarray:
             return matrix[np.searchsorted(ids, wanted)]
+
+        return fetch
+
+
+class ParquetSource:
+    """Activations read from a Parquet table (the activation store's ``activations.parquet``), by id.
+
+    Each fetch reads only the id column and the rows asked for (a filtered
+    pyarrow dataset scan: row groups whose id statistics exclude the ids are
+    skipped) and the one layer column.
+
+    Parameters
+    ----------
+    table : path-like
+        A Parquet file or directory with an integer ``id_column`` and one
+        ``list<float>`` column per layer, flattened per item.
+    digest : str
+        The digest recorded for these activations when the store was written
+        (computing one here would read the whole store, which the index exists to avoid).
+    id_column : str, default "id"
+        The item id column.
+    """
+
+    kind = "store"
+
+    def __init__(self, table: str | os.PathLike[str], digest: str, id_column: str = "id") -> None:
+        import pyarrow.dataset as ds
+
+        self._dataset = ds.dataset(os.fspath(table), format="parquet")
+        self._digest = digest
+        self._id = id_column
+
+    @property
+    def digest(self) -> str:
+        """Return the digest given for the store."""
+        return self._digest
+
+    def fetcher(self, layer: str) -> Fetch:
+        """Return the row lookup for ``layer``.
+
+        Parameters
+        ----------
+        layer : str
+            Layer column.
+
+        Returns
+        -------
+        Fetch
+            ids -> (len(ids), n_neurons) float32, in the order asked.
+        """
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        def fetch(wanted: np.ndarray) -> np.ndarray:
+            wanted = np.asarray(wanted, dtype=np.int64)
+            table = self._dataset.to_table(
+                columns=[self._id, layer], filter=ds.field(self._id).isin(pa.array(wanted, pa.int64()))
+            )
+            got = table.column(self._id).to_numpy().astype(np.int64)
+            order = np.argsort(got)
+            at = np.searchsorted(got[order], wanted)
+            if got.size != len(np.unique(wanted)) or not np.array_equal(
+                got[order][np.minimum(at, got.size - 1)], wanted
+            ):
+                raise ValueError(f"the store lacks {len(np.unique(wanted)) - got.size} of the item ids asked for")
+            column = table.column(layer).combine_chunks()
+            values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+            return values.reshape(len(column), -1)[order[at]]
 
         return fetch
 
