@@ -31,10 +31,18 @@ and the score are the same float expression with every operand moved the
 same way, and rounding is monotone. Items whose bound is worse than the
 k-th best *guaranteed* score (from the opposite bounds) are never visited.
 
-Activations are fetched through a small interface: a callable from an int64
-id array to the ``(len(ids), n_neurons)`` activations of the layer, so the
-same query runs over an in-memory matrix (:class:`MatrixSource`), a Parquet
-activation store or re-inference of the model on the candidates only.
+Activations are fetched through a small interface (:class:`ActivationSource`:
+a digest, and per layer a callable from an int64 id array to the
+``(len(ids), n_neurons)`` activations), so the same query runs over an
+in-memory matrix (:class:`MatrixSource`), a Parquet activation store
+(:class:`ParquetSource`) or, to come, re-inference of the model on the
+candidates only. The source's digest must equal the one recorded at build
+time: the MAI's exact values stand in for fetched ones.
+
+A layer's index tables are read whole at its first query and kept;
+:attr:`ActivationIndex.last_stats` counts the index bytes a selective reader
+needs for the group (its MAI rows, packed partition ids and bounds), since
+that is the cost once tables are read per neuron.
 """
 
 from __future__ import annotations
