@@ -72,19 +72,19 @@ def _dataset(spark: Any, root: Path, case: dict[str, Any], backend: str) -> dict
     from pyspark.sql import types as T
 
     from scilens.core import tensor
-    from scilens.glaucoma.preprocess import OctPreprocessConfig, OctPreprocessStep
+    from scilens.glaucoma.preprocess import OctPreprocessConfig, preprocess_oct
     from scilens.synth import retina
     from scilens.vision import parquet_data, petastorm_data
 
     size, n_eyes, n_scans = case["size"], case["eyes"], case["scans"]
-    step = OctPreprocessStep(OctPreprocessConfig(image_size=size))
+    oct_config = OctPreprocessConfig(image_size=size)
     synth = retina.RetinaSynthConfig(n_scans=n_scans, oct_height=max(64, size), oct_width=max(80, size * 5 // 4),
                                      misaligned_fraction=0.0)
     rows = []
     for i in range(n_eyes):
         eye, label = ("left", "right")[i % 2], ("glaucoma", "healthy")[(i // 2) % 2]
         volume, _, _ = retina.render_eye(i, eye, label, synth)
-        for j, scan in enumerate(step.run(volume, eye)[0]):
+        for j, scan in enumerate(preprocess_oct(volume, eye, oct_config)[0]):
             rows.append({"eid": i, "eye": eye, "visit": 0, "scan": j, "target": int(label == "glaucoma"),
                          "image": tensor.encode(scan)})
     schema = T.StructType([T.StructField("eid", T.LongType()), T.StructField("eye", T.StringType()),

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from scilens.core import tensor
-from scilens.glaucoma.preprocess import OctPreprocessConfig, OctPreprocessStep
+from scilens.glaucoma.preprocess import OctPreprocessConfig, preprocess_oct
 from tests.glaucoma.conftest import IMAGE_SIZE, N_SCANS
 
 
@@ -23,7 +23,7 @@ def test_good_volumes_become_labelled_scans(spark, retina_cohort, retina_images)
     row = scans.where("scan = 3").orderBy("eid", "eye").limit(1).collect()[0]
     from scilens.io.retina import read_oct
 
-    expected, _ = OctPreprocessStep(OctPreprocessConfig(image_size=IMAGE_SIZE)).run(read_oct(row.path), row.eye)
+    expected, _ = preprocess_oct(read_oct(row.path), row.eye, OctPreprocessConfig(image_size=IMAGE_SIZE))
     assert np.array_equal(tensor.decode(row.image), expected[3])
     photos = spark.read.parquet(str(retina_images / "fundus.parquet"))
     assert photos.count() == len(good)  # every good eye has its photo; the misnamed file is rejected

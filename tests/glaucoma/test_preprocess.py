@@ -49,9 +49,9 @@ def test_registration_recovers_and_undoes_known_shifts():
 
 
 def test_oct_step_flips_crops_resizes_and_rejects_what_it_cannot_align():
-    step = rp.OctPreprocessStep(rp.OctPreprocessConfig(image_size=32))
+    config = rp.OctPreprocessConfig(image_size=32)
     left = retina.oct_volume("left", 0.0, np.random.default_rng(5), 4, 64, 80)
-    scans, alignment = step.run(left, "left")
+    scans, alignment = rp.preprocess_oct(left, "left", config)
     assert scans.shape == (4, 32, 32) and scans.dtype == np.uint8 and alignment.ok
     # The RNFL thickens towards the optic nerve, so the retinal surface rises on the nasal side: on the
     # left of a left eye's scans, on the right of a right eye's, and on the left of both once right eyes
@@ -61,22 +61,22 @@ def test_oct_step_flips_crops_resizes_and_rejects_what_it_cannot_align():
         ilm = np.argmax(smooth > 0.5 * np.percentile(smooth, 99), axis=1)  # (scan, column)
         return float(ilm[:, 16:].mean() - ilm[:, :16].mean())  # > 0: surface higher on the left
 
-    unflipped = rp.OctPreprocessStep(rp.OctPreprocessConfig(image_size=32, flip_eye="none"))
+    unflipped = rp.OctPreprocessConfig(image_size=32, flip_eye="none")
     for seed in range(3):
         left = retina.oct_volume("left", 0.0, np.random.default_rng(seed), 4, 64, 80)
         right = retina.oct_volume("right", 0.0, np.random.default_rng(seed), 4, 64, 80)
-        assert nasal_rise(step.run(left, "left")[0]) > 0
-        assert nasal_rise(step.run(right, "right")[0]) > 0
-        assert nasal_rise(unflipped.run(right, "right")[0]) < 0
+        assert nasal_rise(rp.preprocess_oct(left, "left", config)[0]) > 0
+        assert nasal_rise(rp.preprocess_oct(right, "right", config)[0]) > 0
+        assert nasal_rise(rp.preprocess_oct(right, "right", unflipped)[0]) < 0
     with pytest.raises(rp.OctAlignmentError, match="cannot be aligned by translation"):
-        step.run(retina.oct_volume("left", 0.0, np.random.default_rng(5), 8, 64, 80, "blink"), "left")
+        rp.preprocess_oct(retina.oct_volume("left", 0.0, np.random.default_rng(5), 8, 64, 80, "blink"), "left", config)
 
 
 def test_fundus_step_crops_around_the_disc_on_one_side_for_both_eyes():
-    step = rp.FundusPreprocessStep(rp.FundusPreprocessConfig(image_size=48, crop_fraction=0.4))
+    config = rp.FundusPreprocessConfig(image_size=48, crop_fraction=0.4)
     for eye in ("left", "right"):
         photo, row, col = retina.fundus_photo(eye, 0.6, np.random.default_rng(2), 160)
-        crop, disc = step.run(photo, eye)
+        crop, disc = rp.preprocess_fundus(photo, eye, config)
         assert crop.shape == (48, 48, 3) and crop.dtype == np.uint8
         # The paper flips left photos: every disc ends up on the right of the photo, found where it was drawn.
         assert disc[1] > 80

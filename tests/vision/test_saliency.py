@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scilens.glaucoma.preprocess import OctPreprocessConfig, OctPreprocessStep
+from scilens.glaucoma.preprocess import OctPreprocessConfig, preprocess_oct
 from scilens.synth import retina
 from scilens.vision import densenet, saliency
 
@@ -14,7 +14,7 @@ from scilens.vision import densenet, saliency
 def model_and_scan():
     model = densenet.build_densenet((32, 32, 1), densenet.DenseNetConfig(preset="tiny", seed=3))
     volume = retina.oct_volume("left", 0.5, np.random.default_rng(0), 2, 64, 80)
-    scan = OctPreprocessStep(OctPreprocessConfig(image_size=32)).run(volume, "left")[0][0]
+    scan = preprocess_oct(volume, "left", OctPreprocessConfig(image_size=32))[0][0]
     return model, scan[..., None].astype(np.float64)
 
 

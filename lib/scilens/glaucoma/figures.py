@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["excluded_oct", "fundus_examples", "learning_curves", "oct_examples", "saliency_overlays",
-           "scan_auc", "scan_shap"]
+__all__ = ["excluded_oct", "eye_saliency_figures", "fundus_examples", "learning_curves", "oct_examples",
+           "saliency_overlays", "scan_auc", "scan_shap"]
 
 
 def _pyplot():
@@ -180,3 +181,34 @@ def saliency_overlays(panels: Sequence[tuple[str, np.ndarray, dict[str, np.ndarr
             ax.set_xticks([])
             ax.set_yticks([])
     return _save(fig, path)
+
+
+def eye_saliency_figures(masks: pd.DataFrame, folder: str | Path) -> int:
+    """One PNG per eye, ``<eid>_<eye>.png``: each of its images with every method's mask overlaid.
+
+    Parameters
+    ----------
+    masks : DataFrame
+        Rows of ``saliency.parquet`` (``eid``, ``eye``, ``label``, ``modality``, ``scan``, ``method``,
+        ``probability``, ``image`` and ``mask`` tensors).
+    folder : str or Path
+        Where the figures go.
+
+    Returns
+    -------
+    int
+        Figures written.
+    """
+    from scilens.core import tensor
+
+    count = 0
+    for (eid, eye), group in masks.groupby(["eid", "eye"]):
+        panels = []
+        for (modality, scan), part in group.groupby(["modality", "scan"]):
+            image = tensor.decode(part.iloc[0]["image"])
+            title = (f"{eid} {eye} ({part.iloc[0]['label']}) {modality.upper()}"
+                     + (f" scan {scan}" if modality == "oct" else "") + f", p={part.iloc[0]['probability']:.2f}")
+            panels.append((title, image, {r.method: tensor.decode(r.mask) for r in part.itertuples()}))
+        saliency_overlays(panels, Path(folder) / f"{eid}_{eye}.png")
+        count += 1
+    return count

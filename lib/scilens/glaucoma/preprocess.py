@@ -1,6 +1,6 @@
 """Retinal image preprocessing as the glaucoma study did it (dissertation Ch. 3 §3.2).
 
-OCT (:class:`OctPreprocessStep`)
+OCT (:func:`preprocess_oct`)
     Register neighbouring B-scans by translation; exclude a volume that
     translation cannot align (a neighbour shift beyond ``max_axial_shift``,
     or neighbours that still disagree after registration, as after a blink:
@@ -8,7 +8,7 @@ OCT (:class:`OctPreprocessStep`)
     named by ``flip_eye`` left-right so the optic nerve is on one side for
     every scan; crop each scan to 1:1 about its centre; resize to
     ``image_size`` (224 in the paper).
-CFP (:class:`FundusPreprocessStep`)
+CFP (:func:`preprocess_fundus`)
     Flip the eye named by ``flip_eye``; find the optic disc (the brightest
     region); subtract the local average colour (Gaussian-blurred image, the
     usual fundus normalisation) to even out lighting; crop a square around the
@@ -31,13 +31,13 @@ __all__ = [
     "Alignment",
     "AlignmentConfig",
     "FundusPreprocessConfig",
-    "FundusPreprocessStep",
     "OctAlignmentError",
     "OctPreprocessConfig",
-    "OctPreprocessStep",
     "align_volume",
     "center_crop_square",
     "find_optic_disc",
+    "preprocess_fundus",
+    "preprocess_oct",
     "register_scans",
     "resize_uint8",
     "subtract_local_average",
@@ -86,6 +86,7 @@ class Alignment:
 
     @property
     def ok(self) -> bool:
+        """Whether translation aligns the volume."""
         return not self.reason
 
 
@@ -109,8 +110,10 @@ def _overlap_correlation(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> floa
 
 
 def _spectra(images: list[np.ndarray]) -> tuple[list[np.ndarray], tuple[int, int]]:
-    """Zero-padded FFTs of the zero-mean images: padding to twice the size makes the circular
-    correlation of two spectra the linear one."""
+    """Zero-padded FFTs of the zero-mean images.
+
+    Padding to twice the size makes the circular correlation of two spectra the linear one.
+    """
     from scipy import fft
 
     h, w = images[0].shape
@@ -216,30 +219,40 @@ class OctPreprocessConfig(Config):
     alignment: AlignmentConfig = field(AlignmentConfig(), "Motion correction and exclusion.")
 
 
-class OctPreprocessStep:
-    """Align, flip, crop and resize an OCT volume; see the module doc."""
+def preprocess_oct(volume: np.ndarray, eye: str,
+                   config: OctPreprocessConfig | None = None) -> tuple[np.ndarray, Alignment]:
+    """Align, flip, crop and resize an OCT volume; see the module doc.
 
-    config_class = OctPreprocessConfig
+    Parameters
+    ----------
+    volume : ndarray (n_scans, height, width)
+        The B-scans of one volume, uint8.
+    eye : str
+        ``left`` or ``right``; the eye named by ``config.flip_eye`` is flipped left-right.
+    config : OctPreprocessConfig, optional
+        The paper's settings when omitted.
 
-    def __init__(self, config: OctPreprocessConfig | None = None):
-        self.config = config or OctPreprocessConfig()
+    Returns
+    -------
+    scans : ndarray (n_scans, size, size)
+        The preprocessed scans, uint8.
+    alignment : Alignment
+        The registration that aligned them.
 
-    def run(self, volume: np.ndarray, eye: str) -> tuple[np.ndarray, Alignment]:
-        """Preprocessed scans ``(n_scans, size, size)`` uint8 and the alignment.
-
-        Raises
-        ------
-        OctAlignmentError
-            The volume cannot be aligned by translation.
-        """
-        alignment = register_scans(volume, self.config.alignment)
-        if not alignment.ok:
-            raise OctAlignmentError(f"cannot be aligned by translation: {alignment.reason}")
-        aligned = align_volume(volume, alignment)
-        if eye == self.config.flip_eye:
-            aligned = aligned[:, :, ::-1]
-        scans = np.stack([resize_uint8(center_crop_square(scan), self.config.image_size) for scan in aligned])
-        return scans, alignment
+    Raises
+    ------
+    OctAlignmentError
+        The volume cannot be aligned by translation.
+    """
+    config = config or OctPreprocessConfig()
+    alignment = register_scans(volume, config.alignment)
+    if not alignment.ok:
+        raise OctAlignmentError(f"cannot be aligned by translation: {alignment.reason}")
+    aligned = align_volume(volume, alignment)
+    if eye == config.flip_eye:
+        aligned = aligned[:, :, ::-1]
+    scans = np.stack([resize_uint8(center_crop_square(scan), config.image_size) for scan in aligned])
+    return scans, alignment
 
 
 def _luminance(photo: np.ndarray) -> np.ndarray:
@@ -302,25 +315,36 @@ class FundusPreprocessConfig(Config):
                                        "the photo width.", min=0.001, max=1.0)
 
 
-class FundusPreprocessStep:
-    """Flip, find the disc, subtract the local average colour, crop around the disc and resize."""
+def preprocess_fundus(photo: np.ndarray, eye: str,
+                      config: FundusPreprocessConfig | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Flip, find the disc, subtract the local average colour, crop around the disc and resize.
 
-    config_class = FundusPreprocessConfig
+    Parameters
+    ----------
+    photo : ndarray (height, width, 3)
+        A colour fundus photo, uint8.
+    eye : str
+        ``left`` or ``right``; the eye named by ``config.flip_eye`` is flipped left-right.
+    config : FundusPreprocessConfig, optional
+        The paper's settings when omitted.
 
-    def __init__(self, config: FundusPreprocessConfig | None = None):
-        self.config = config or FundusPreprocessConfig()
-
-    def run(self, photo: np.ndarray, eye: str) -> tuple[np.ndarray, tuple[float, float]]:
-        """The model input ``(size, size, 3)`` uint8 and the disc centre (row, col) in the flipped photo."""
-        if photo.ndim != 3 or photo.shape[2] != 3:
-            raise ValueError(f"a fundus photo is (height, width, 3), got {photo.shape}")
-        if eye == self.config.flip_eye:
-            photo = photo[:, ::-1]
-        disc = find_optic_disc(photo)
-        flat = subtract_local_average(photo, self.config.local_average_sigma)
-        side = max(8, round(self.config.crop_fraction * photo.shape[1]))
-        half = side // 2
-        padded = np.pad(flat, ((half, half), (half, half), (0, 0)), constant_values=128)
-        top, left = round(disc[0]), round(disc[1])
-        crop = padded[top:top + side, left:left + side]
-        return resize_uint8(crop, self.config.image_size), disc
+    Returns
+    -------
+    image : ndarray (size, size, 3)
+        The model input, uint8.
+    disc : tuple of float
+        The optic-disc centre (row, col) in the flipped photo.
+    """
+    config = config or FundusPreprocessConfig()
+    if photo.ndim != 3 or photo.shape[2] != 3:
+        raise ValueError(f"a fundus photo is (height, width, 3), got {photo.shape}")
+    if eye == config.flip_eye:
+        photo = photo[:, ::-1]
+    disc = find_optic_disc(photo)
+    flat = subtract_local_average(photo, config.local_average_sigma)
+    side = max(8, round(config.crop_fraction * photo.shape[1]))
+    half = side // 2
+    padded = np.pad(flat, ((half, half), (half, half), (0, 0)), constant_values=128)
+    top, left = round(disc[0]), round(disc[1])
+    crop = padded[top:top + side, left:left + side]
+    return resize_uint8(crop, config.image_size), disc
