@@ -115,9 +115,13 @@ def distributions(groups: Mapping[str, np.ndarray], variable: str, unit: str) ->
     return _png(fig)
 
 
+_CI_KEYS = {"auc": ("ci_low", "ci_high"), "ptg_accuracy": ("ptg_ci_low", "ptg_ci_high")}
+"""Keys of the interval of ``auc`` and ``ptg_accuracy`` in a model's metrics."""
+
+
 def _ci(result: Mapping, name: str) -> tuple[float, float, float]:
     """(estimate, CI low, CI high) of ``auc`` or ``ptg_accuracy`` in a model's metrics."""
-    low, high = ("ci_low", "ci_high") if name == "auc" else (f"{name}_ci_low", f"{name}_ci_high")
+    low, high = _CI_KEYS[name]
     return result[name], result[low], result[high]
 
 
