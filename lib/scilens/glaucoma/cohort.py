@@ -24,7 +24,9 @@ left without eyes is excluded. PTG eyes also get a row at the diagnosis visit (`
 for the group statistics.
 
 :func:`select_rows` applies all this to a batch of participants (pure pandas);
-:func:`select_cohort` maps it over a Spark visit table.
+:func:`select_cohort` maps it over a Spark visit table. :func:`draw_controls`,
+:func:`split_eyes`, :func:`exclusions_table` and :func:`counts_table` make the
+``glaucoma-cohort`` outputs from the selected rows.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -44,8 +46,9 @@ from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.glaucoma.features import EYE_FEATURES, eye_features
 
-__all__ = ["COHORT_SCHEMA", "LABELS", "REASONS", "CohortRules", "Decision", "classify_participant", "eyes_table",
-           "sample_controls", "select_cohort", "select_rows"]
+__all__ = ["COHORT_SCHEMA", "EYE_COLUMNS", "LABELS", "REASONS", "CohortRules", "Decision", "classify_participant",
+           "counts_table", "draw_controls", "exclusions_table", "eyes_table", "kept_eye_rows", "ptg_post_rows",
+           "sample_controls", "select_cohort", "select_rows", "split_eyes"]
 
 LABELS = ("glaucoma", "healthy", "ptg")
 
@@ -106,12 +109,13 @@ def classify_participant(visits: Sequence[Visit], hospital_diagnosis: bool, rule
     answered = sorted((v for v in visits if v.problems), key=lambda v: v.visit)
     if not answered:
         return Decision(None, "no_eye_answer")
-    if any(code in (-1, -3) for v in answered for code in v.problems):
+    answers = [v.problems or () for v in answered]  # every one non-empty: answered keeps only those
+    if any(code in (-1, -3) for problems in answers for code in problems):
         return Decision(None, "no_answer_code")
     others = set(rules.other_conditions)
-    if any(code in others for v in answered for code in v.problems):
+    if any(code in others for problems in answers for code in problems):
         return Decision(None, "other_condition")
-    glaucoma = [GLAUCOMA_CODE in v.problems for v in answered]
+    glaucoma = [GLAUCOMA_CODE in problems for problems in answers]
     first = answered[0]
     if glaucoma[0]:
         if not all(glaucoma):
@@ -156,14 +160,20 @@ COHORT_SCHEMA = T.StructType([
 """Rows of :func:`select_rows`: one per selected eye (``eye``), per PTG eye at diagnosis
 (``ptg_post``) and per excluded participant (``excluded``, with ``reason``)."""
 
+EYE_COLUMNS = ["eid", "eye", "label", "split", "visit", *EYE_FEATURES]
+"""Columns of ``eyes.parquet`` and ``ptg_post.parquet``, in order."""
 
-def _tuple(value) -> tuple[int, ...] | None:
+_SPLIT_SCHEMA = T.StructType([T.StructField("eid", T.LongType()), T.StructField("eye", T.StringType()),
+                              T.StructField("split", T.StringType())])
+
+
+def _tuple(value: Any) -> tuple[int, ...] | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return tuple(int(v) for v in value)
 
 
-def _optional_int(value) -> int | None:
+def _optional_int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
@@ -188,10 +198,10 @@ def select_rows(visits: pd.DataFrame, rules: CohortRules) -> pd.DataFrame:
         row_of[(int(eid), int(visit))] = i
         members.setdefault(int(eid), []).append(i)
     picks: list[tuple[int, int, str, str, str]] = []  # (eid, visit row, eye, label, kind)
-    excluded: list[tuple[int, str]] = []
+    excluded: list[tuple[int, str | None]] = []
     for eid, rows in members.items():
         decision = classify_participant([records[i] for i in rows], bool(hospital[rows].any()), rules)
-        if decision.label is None:
+        if decision.label is None or decision.visit is None:  # a class always comes with the visit used
             excluded.append((eid, decision.reason))
             continue
         for eye in decision.eyes:
@@ -200,8 +210,8 @@ def select_rows(visits: pd.DataFrame, rules: CohortRules) -> pd.DataFrame:
                 picks.append((eid, row_of[(eid, decision.diagnosis_visit)], eye, decision.label, "ptg_post"))
     frames = []
     if picks:
-        eids, rows, eyes, labels, kinds = zip(*picks)
-        chosen = visits.iloc[list(rows)].reset_index(drop=True)
+        eids, picked_rows, eyes, labels, kinds = zip(*picks)
+        chosen = visits.iloc[list(picked_rows)].reset_index(drop=True)
         eye_series = pd.Series(eyes)
         frame = pd.DataFrame({"eid": np.asarray(eids, dtype=np.int64), "kind": kinds, "eye": eyes, "label": labels,
                               "visit": chosen["visit"].astype("int32"), "reason": None})
@@ -245,3 +255,92 @@ def eyes_table(path: str | Path) -> Path:
     if not found.exists() or (found.is_dir() and not (found / "_SUCCESS").exists()):
         raise InputError(f"{path}: no eyes.parquet there (run scilens glaucoma-cohort first)")
     return found
+
+
+def draw_controls(eligible: pd.DataFrame, n_glaucoma: int, per_glaucoma: float | None,
+                  seed: int) -> tuple[set[int], list[int], np.ndarray]:
+    """Draw the healthy controls: ``per_glaucoma`` healthy subjects per glaucoma subject, at random.
+
+    Parameters
+    ----------
+    eligible
+        One row per selected eye: ``eid``, ``label``.
+    n_glaucoma
+        Glaucoma subjects.
+    per_glaucoma
+        Healthy subjects drawn per glaucoma subject; None keeps every healthy subject.
+    seed
+        Seed of the draw (:func:`sample_controls`).
+
+    Returns
+    -------
+    drawn : set of int
+        The healthy subjects kept.
+    not_drawn : list of int
+        The healthy subjects left out, sorted.
+    kept : numpy.ndarray
+        Every subject kept (all glaucoma and PTG subjects, the drawn healthy ones).
+    """
+    healthy = eligible.loc[eligible["label"] == "healthy", "eid"].unique()
+    if per_glaucoma is None:
+        drawn = set(healthy.tolist())
+    else:
+        drawn = sample_controls(healthy, round(per_glaucoma * n_glaucoma), seed)
+    not_drawn = sorted(set(healthy.tolist()) - drawn)
+    kept = eligible[(eligible["label"] != "healthy") | eligible["eid"].isin(drawn)]["eid"].unique()
+    return drawn, not_drawn, kept
+
+
+def kept_eye_rows(spark: SparkSession, rows: DataFrame, kept: np.ndarray) -> DataFrame:
+    """The eye rows (``kind`` = ``eye``) of :func:`select_cohort` whose subject is in ``kept``."""
+    kept_frame = spark.createDataFrame(pd.DataFrame({"eid": kept.astype("int64")}))
+    return rows.where(F.col("kind") == "eye").join(F.broadcast(kept_frame), "eid")
+
+
+def split_eyes(spark: SparkSession, eye_rows: DataFrame, split_keys: pd.DataFrame) -> DataFrame:
+    """The rows of ``eyes.parquet``: ``eye_rows`` with their ``split`` (``split_keys``), :data:`EYE_COLUMNS`."""
+    split_frame = spark.createDataFrame(split_keys[["eid", "eye", "split"]], _SPLIT_SCHEMA)
+    return eye_rows.join(F.broadcast(split_frame), ["eid", "eye"]).select(*EYE_COLUMNS).orderBy("eid", "eye")
+
+
+def ptg_post_rows(rows: DataFrame) -> DataFrame:
+    """The rows of ``ptg_post.parquet``: PTG eyes at the diagnosis visit, ``split`` = ``ptg_post``."""
+    return (rows.where(F.col("kind") == "ptg_post").withColumn("split", F.lit("ptg_post"))
+            .select(*EYE_COLUMNS).orderBy("eid", "eye"))
+
+
+def exclusions_table(keys: pd.DataFrame, not_drawn: Sequence[int]) -> pd.DataFrame:
+    """``exclusions.parquet``: ``eid`` and ``reason`` of every excluded subject and every control not drawn."""
+    excluded = keys.loc[keys["kind"] == "excluded", ["eid", "reason"]]
+    excluded = pd.concat([excluded, pd.DataFrame({"eid": not_drawn, "reason": "not_sampled"})],
+                         ignore_index=True).sort_values("eid")
+    excluded["eid"] = excluded["eid"].astype("int64")
+    return excluded
+
+
+def counts_table(eyes: pd.DataFrame, exclusions: pd.DataFrame) -> pd.DataFrame:
+    """Subjects and eyes per class (and eyes per split), then exclusions per reason, as the paper reports.
+
+    Parameters
+    ----------
+    eyes
+        One row per eye: ``eid``, ``label``, ``split``.
+    exclusions
+        :func:`exclusions_table`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``counts.csv``: ``group``, ``subjects``, ``eyes``, ``eyes_<split>``, ``note``.
+    """
+    rows = []
+    for label in LABELS:
+        mine = eyes[eyes["label"] == label]
+        row = {"group": label, "subjects": mine["eid"].nunique(), "eyes": len(mine)}
+        for split in ("train", "validation", "test", "ptg"):
+            row[f"eyes_{split}"] = int((mine["split"] == split).sum())
+        rows.append(row)
+    for reason, n in exclusions["reason"].value_counts().sort_index().items():
+        rows.append({"group": f"excluded: {reason}", "subjects": int(n),
+                     "eyes": None, "note": REASONS.get(str(reason), "")})
+    return pd.DataFrame(rows)

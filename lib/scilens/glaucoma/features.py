@@ -26,10 +26,13 @@ NaN where unknown (XGBoost treats NaN as missing):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["BASELINE_MODELS", "BM1", "BM2", "BM3", "EYE_FEATURES", "PER_EYE", "eye_features"]
+__all__ = ["BASELINE_MODELS", "BM1", "BM2", "BM3", "CFP_FEATURE", "EYE_FEATURES", "PER_EYE", "SCAN_PREFIX",
+           "eye_features", "image_features"]
 
 BM1: list[str] = ["age", "sex", "ethnicity"]
 """Demographics."""
@@ -45,7 +48,32 @@ PER_EYE = ("iop", "corneal_hysteresis", "corneal_resistance_factor", "visual_acu
 EYE_FEATURES: list[str] = [*BM3, "visual_acuity_logmar"]
 """Feature columns of ``eyes.parquet``, in order."""
 
+SCAN_PREFIX = "p_oct_scan_"
+"""Prefix of the final model's OCT features: ``p_oct_scan_###``, one probability per scan position."""
+CFP_FEATURE = "p_cfp"
+"""The final model's fundus feature: the probability of the eye's fundus photo."""
+
 _YES_NO = ("diabetes", "caffeine", "nicotine")
+
+
+def image_features(columns: Iterable[str]) -> list[str]:
+    """The image probability columns among ``columns``: the OCT scans in order, then the fundus photo.
+
+    Parameters
+    ----------
+    columns
+        Columns of glaucoma-infer's ``retina_vectors.parquet``.
+
+    Returns
+    -------
+    list of str
+        The ``p_oct_scan_###`` columns sorted, then ``p_cfp`` if present.
+    """
+    columns = list(columns)
+    names = sorted(c for c in columns if c.startswith(SCAN_PREFIX))
+    if CFP_FEATURE in columns:
+        names.append(CFP_FEATURE)
+    return names
 
 
 def _code(values: pd.Series) -> pd.Series:

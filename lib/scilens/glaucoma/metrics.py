@@ -44,6 +44,7 @@ class Interval:
     dropped: int = 0
 
     def as_dict(self, name: str) -> dict[str, float]:
+        """``{name: estimate, name_ci_low: low, name_ci_high: high}``."""
         return {name: self.estimate, f"{name}_ci_low": self.low, f"{name}_ci_high": self.high}
 
 

@@ -20,7 +20,7 @@ this learning rate keeps falling for thousands of rounds, so ``n_estimators`` ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,7 @@ class XGBFit:
 
     @property
     def iteration_range(self) -> tuple[int, int]:
+        """Trees used to predict: up to the best validation iteration."""
         return (0, self.best_iteration + 1)
 
 
@@ -185,7 +186,7 @@ def shap_interactions(df: DataFrame, fit: XGBFit, pairs: Sequence[tuple[str, str
     schema = T.StructType([*(df.schema[k] for k in keys),
                            *(T.StructField(interaction_column(a, b), T.DoubleType()) for a, b in pairs)])
 
-    def compute(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def compute(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import xgboost
 
         booster = xgboost.Booster()

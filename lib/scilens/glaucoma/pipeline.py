@@ -24,16 +24,15 @@ import pandas as pd
 from scilens.core.config import ConfigError
 from scilens.core.inputs import InputError
 from scilens.glaucoma.config import GlaucomaImagesConfig
+from scilens.glaucoma.features import CFP_FEATURE, SCAN_PREFIX
 from scilens.glaucoma.metrics import BootstrapConfig
 from scilens.glaucoma.preprocess import preprocess_fundus, preprocess_oct
 from scilens.io import retina as retina_io
 from scilens.vision.saliency import SaliencyConfig
 
 __all__ = [
-    "CFP_FEATURE",
     "KEYS",
     "LABELS",
-    "SCAN_PREFIX",
     "auc_with_ci",
     "choose_eyes",
     "cohort_path",
@@ -49,8 +48,6 @@ __all__ = [
 LABELS = ("glaucoma", "healthy", "ptg")
 KEYS = ["eid", "eye", "visit", "label", "split"]
 """The columns naming an eye and its class in every per-eye table."""
-SCAN_PREFIX = "p_oct_scan_"
-CFP_FEATURE = "p_cfp"
 
 
 def scan_feature(scan: int) -> str:

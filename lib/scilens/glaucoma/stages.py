@@ -34,7 +34,8 @@ from scilens.glaucoma import pipeline
 from scilens.glaucoma.config import GlaucomaImagesConfig, GlaucomaTrainConfig, SaliencySection
 from scilens.glaucoma.metrics import BootstrapConfig
 from scilens.glaucoma.models import XGBParams
-from scilens.glaucoma.pipeline import CFP_FEATURE, KEYS, LABELS
+from scilens.glaucoma.features import CFP_FEATURE
+from scilens.glaucoma.pipeline import KEYS, LABELS
 
 __all__ = [
     "FUNDUS_SCHEMA",
