@@ -24,7 +24,7 @@ import pandas as pd
 from scilens.core.config import ConfigError
 from scilens.core.inputs import InputError
 from scilens.glaucoma.config import GlaucomaImagesConfig
-from scilens.glaucoma.features import CFP_FEATURE, SCAN_PREFIX
+from scilens.glaucoma.features import SCAN_PREFIX
 from scilens.glaucoma.metrics import BootstrapConfig
 from scilens.glaucoma.preprocess import preprocess_fundus, preprocess_oct
 from scilens.io import retina as retina_io

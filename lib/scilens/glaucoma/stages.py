@@ -32,9 +32,9 @@ from scilens.core.job import JobFailed
 from scilens.core.quarantine import REJECTED_TYPE, guard_rows, split_rejected, with_rejected_field
 from scilens.glaucoma import pipeline
 from scilens.glaucoma.config import GlaucomaImagesConfig, GlaucomaTrainConfig, SaliencySection
+from scilens.glaucoma.features import CFP_FEATURE
 from scilens.glaucoma.metrics import BootstrapConfig
 from scilens.glaucoma.models import XGBParams
-from scilens.glaucoma.features import CFP_FEATURE
 from scilens.glaucoma.pipeline import KEYS, LABELS
 
 __all__ = [

@@ -48,7 +48,8 @@ class GlaucomaInferJob(Job[GlaucomaInferConfig]):
 
     def run(self, ctx: JobContext[GlaucomaInferConfig]) -> int:
         """Predict, evaluate and explain; the number of eyes with a retina vector."""
-        from scilens.glaucoma import features, figures, pipeline, stages
+        from scilens.glaucoma import figures, pipeline, stages
+        from scilens.glaucoma.features import CFP_FEATURE
 
         config = ctx.config
         if not config.oct_model and not config.cfp_model:
@@ -101,7 +102,7 @@ class GlaucomaInferJob(Job[GlaucomaInferConfig]):
                 step.counts["scans"] = n_scans
         scan_features = [pipeline.scan_feature(s) for s in range(n_scans)]
         ensembles = {"oct_ensemble": scan_features if "oct" in predictions else [],
-                     "oct_cfp_ensemble": [*scan_features, features.CFP_FEATURE] if len(predictions) == 2 else []}
+                     "oct_cfp_ensemble": [*scan_features, CFP_FEATURE] if len(predictions) == 2 else []}
         for name, features in ensembles.items():
             if features:
                 with ctx.step(name) as step:
