@@ -12,5 +12,10 @@
 * :mod:`~scilens.glaucoma.plots`, :mod:`~scilens.glaucoma.report`, :mod:`~scilens.glaucoma.tracking` --
   figures, the one-page HTML report (other jobs add sections) and MLflow logging;
 * :mod:`~scilens.glaucoma.preprocess` -- OCT and fundus preprocessing (crop, resize, normalise) per image;
-* :mod:`~scilens.glaucoma.figures` -- the imaging jobs' figures (examples, learning curves, AUC by scan, saliency).
+* :mod:`~scilens.glaucoma.figures` -- the imaging jobs' figures (examples, learning curves, AUC by scan, saliency);
+* :mod:`~scilens.glaucoma.pipeline` -- one image file or one eye without Spark: read and preprocess a volume or
+  photo into rows, saliency of one image, AUC per scan position, the eyes to explain;
+* :mod:`~scilens.glaucoma.stages` -- the imaging Spark layer: image readers (``mapInPandas``), predictions
+  (``predict_batch_udf``), retina vectors, the per-retina ensemble, saliency; sizes its own batches;
+* :mod:`~scilens.glaucoma.training` -- what ``glaucoma-train`` records per rank and per epoch (MLflow).
 """
