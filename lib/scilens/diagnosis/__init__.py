@@ -7,7 +7,7 @@
   (MaxMargin: linear SVM + Platt scaling; Gaussian mixtures), each giving a
   stratum and a likelihood ratio per item.
 * :mod:`~scilens.diagnosis.samplers` -- every sampler of the study as a pure
-  function on the latent matrix; :mod:`~scilens.diagnosis.spark_sampling`
+  function on the latent matrix; :mod:`~scilens.diagnosis.stages`
   the same on Spark (MLlib) for latent tables too large for the driver;
   :mod:`~scilens.diagnosis.sampling` the one table of techniques (latent
   model, driver draw, Spark draw or none) and the two paths that read it.

@@ -4,7 +4,7 @@ Every technique is a :class:`Technique` in :data:`TECHNIQUES`: the latent
 model it ranks items by (a :class:`LatentModel`: MaxMargin or a Gaussian
 mixture, fitted once for all fractions), its draw on the driver (on the
 latent matrix in memory, with :mod:`~scilens.diagnosis.samplers`) and its
-draw on Spark (with :mod:`~scilens.diagnosis.spark_sampling`), or none.
+draw on Spark (with :mod:`~scilens.diagnosis.stages`), or none.
 
 * The driver path: :func:`sample_latent` takes the latent matrix (last
   hidden layer), the true labels and the model's predictions, fits the
@@ -26,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from scilens.core.config import Config, ConfigError, field
-from scilens.diagnosis import samplers, spark_sampling
+from scilens.diagnosis import samplers, stages
 from scilens.diagnosis.latent import GaussianMixtureModel, LatentFit, MaxMarginModel
 
 __all__ = [
@@ -171,8 +171,8 @@ def _fit_gmm(covariance: str, latent: np.ndarray, labels: np.ndarray, prediction
     return GaussianMixtureModel(n_classes, covariance, config.gmm_max_iter).fit(latent, seed=config.seed)
 
 
-MAXMARGIN = LatentModel("maxmargin", _fit_maxmargin, spark_sampling.score_maxmargin)
-GMM_FULL = LatentModel("gmm_full", partial(_fit_gmm, "full"), spark_sampling.score_gmm)
+MAXMARGIN = LatentModel("maxmargin", _fit_maxmargin, stages.score_maxmargin)
+GMM_FULL = LatentModel("gmm_full", partial(_fit_gmm, "full"), stages.score_gmm)
 GMM_SPHERICAL = LatentModel("gmm_spherical", partial(_fit_gmm, "spherical"), None)  # MLlib: full covariances only
 
 
@@ -216,16 +216,16 @@ def _boundary_tree(items: LatentItems, fraction: float, seed: int, config: Sampl
 # --- the table -----------------------------------------------------------------------------------------------
 
 TECHNIQUES: Mapping[str, Technique] = MappingProxyType({t.name: t for t in (
-    Technique("uniform", None, _uniform, spark_sampling.uniform),
-    Technique("stratified_cm", None, _stratified_cm, spark_sampling.stratified_cm),
-    Technique("stratified_weighted", None, _stratified_weighted, spark_sampling.stratified_weighted),
-    Technique("simple_latent", None, _simple_latent, spark_sampling.simple_latent),
-    Technique("gmm_full", GMM_FULL, _boundary_exemplar, spark_sampling.boundary_exemplar),
+    Technique("uniform", None, _uniform, stages.uniform),
+    Technique("stratified_cm", None, _stratified_cm, stages.stratified_cm),
+    Technique("stratified_weighted", None, _stratified_weighted, stages.stratified_weighted),
+    Technique("simple_latent", None, _simple_latent, stages.simple_latent),
+    Technique("gmm_full", GMM_FULL, _boundary_exemplar, stages.boundary_exemplar),
     Technique("gmm_spherical", GMM_SPHERICAL, _boundary_exemplar, None),
-    Technique("gmm_full_weighted", GMM_FULL, _likelihood_weighted, spark_sampling.likelihood_weighted),
+    Technique("gmm_full_weighted", GMM_FULL, _likelihood_weighted, stages.likelihood_weighted),
     Technique("gmm_spherical_weighted", GMM_SPHERICAL, _likelihood_weighted, None),
-    Technique("maxmargin", MAXMARGIN, _boundary_exemplar, spark_sampling.boundary_exemplar),
-    Technique("maxmargin_weighted", MAXMARGIN, _likelihood_weighted, spark_sampling.likelihood_weighted),
+    Technique("maxmargin", MAXMARGIN, _boundary_exemplar, stages.boundary_exemplar),
+    Technique("maxmargin_weighted", MAXMARGIN, _likelihood_weighted, stages.likelihood_weighted),
     # VAS and the boundary tree stream over all items at once: no Spark draw.
     Technique("vas", None, _vas, None),
     Technique("eb_tree", None, _boundary_tree, None, one_sample=True),

@@ -6,7 +6,7 @@ embedding, logits and prediction are computed in one inference pass
 (``predict_batch_udf``, the model loaded once per Python worker), then each
 technique draws a sample at each fraction (:mod:`scilens.diagnosis.samplers`)
 -- on the driver, or with Spark MLlib when the latent table is large (``fit``;
-see :mod:`scilens.diagnosis.spark_sampling`).
+see :mod:`scilens.diagnosis.stages`).
 
 Outputs:
 
