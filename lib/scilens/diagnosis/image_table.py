@@ -20,9 +20,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from scilens.core import tensor
-from scilens.core.config import Config, ConfigError, field
+from scilens.core.config import ConfigError
 from scilens.core.inputs import InputError, list_files
 from scilens.core.quarantine import REJECTED_TYPE
+from scilens.diagnosis.config import ImageTableConfig
 from scilens.vision.inference import (
     ImageLayout,
     ModelInfo,
@@ -33,18 +34,6 @@ from scilens.vision.inference import (
 )
 
 __all__ = ["ImageTable", "ImageTableConfig", "collect_images", "model_info", "open_image_table"]
-
-
-@dataclass
-class ImageTableConfig(Config):
-    """Which columns of the input Parquet hold what."""
-
-    id_column: str = field("id", "Unique item id (integer).")
-    label_column: str = field("label", "True class, 0 .. classes-1.")
-    image_column: str = field("image", "Images: a scilens tensor column, or a flattened array of numbers.")
-    image_shape: list[int] | None = field(None, "Shape of one image when the image column is a flattened array, "
-                                          "e.g. [28, 28, 1]; ignored for tensor columns.",
-                                          check=lambda s: all(n > 0 for n in s), check_doc="positive lengths")
 
 
 @dataclass
