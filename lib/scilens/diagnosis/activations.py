@@ -51,6 +51,7 @@ class ActivationStore:
 
     @property
     def table(self) -> Path:
+        """The Parquet table of the store."""
         return self.path / STORE_TABLE
 
     @classmethod

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -138,9 +139,18 @@ def open_image_table(spark: SparkSession, inputs: Sequence[str], columns: ImageT
 def collect_images(table: ImageTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, images) of the valid rows on the driver, images (n, *shape) as stored (sorted by id)."""
     column = table.layout.column
-    pdf = table.frame.select("id", "label", column).orderBy("id").toPandas()
+    pdf: pd.DataFrame = table.frame.select("id", "label", column).orderBy("id").toPandas()
     if table.layout.kind == "tensor":
-        images = np.stack(tensor.decode_column(pdf[column])) if len(pdf) else np.empty((0, *table.shape))
+        images = np.stack(_decoded(pdf[column])) if len(pdf) else np.empty((0, *table.shape))
     else:
         images = np.stack(pdf[column].to_numpy()).astype(np.float32).reshape((len(pdf), *table.shape))
     return pdf["id"].to_numpy(np.int64), pdf["label"].to_numpy(np.int64), images
+
+
+def _decoded(column: pd.Series) -> list[np.ndarray]:
+    """The arrays of a tensor column whose rows all passed the image checks (so none is null)."""
+    arrays = tensor.decode_column(column)
+    present = [a for a in arrays if a is not None]
+    if len(present) != len(arrays):
+        raise ValueError("a null image among the rows that passed the image checks")
+    return present

@@ -69,9 +69,9 @@ def bar_figure(path: str | Path, names: Sequence[str], stacks: Mapping[str, Sequ
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 4.5))
     bottom = np.zeros(len(names))
     for label, values in stacks.items():
-        values = np.asarray(values, dtype=np.float64)
-        ax.bar(np.arange(len(names)), values, bottom=bottom, label=label)
-        bottom += values
+        heights = np.asarray(values, dtype=np.float64)
+        ax.bar(np.arange(len(names)), heights, bottom=bottom, label=label)
+        bottom += heights
     ax.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -57,7 +57,7 @@ parameters and counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +124,7 @@ def _vector(latent: str) -> Column:
     return array_to_vector(F.col(latent))
 
 
-def _latent_batches(batches: Iterator[pd.DataFrame], latent: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _latent_batches(batches: Iterable[pd.DataFrame], latent: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     for pdf in batches:
         if len(pdf):
             yield pdf, np.stack(pdf[latent].to_numpy()).astype(np.float64)
@@ -181,7 +181,7 @@ def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple
     coef = np.array([m.coefficients.toArray() for m in models])
     intercept = np.array([m.intercept for m in models])
 
-    def margins(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def margins(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf, x in _latent_batches(batches, latent):
             m = ((x - center) / scale) @ coef.T + intercept
             yield pdf[["id", "label", "prediction"]].assign(margins=list(m))
@@ -205,7 +205,7 @@ def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple
     data.unpersist()
     train.unpersist()
 
-    def scores(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def scores(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             if not len(pdf):
                 continue
@@ -249,7 +249,7 @@ def score_gmm(df: DataFrame, latent: str, config: SamplingConfig) -> tuple[DataF
     covariances = np.array([g.cov.toArray() for g in gaussians])
     covariances = covariances + GaussianMixtureModel(k).reg_covar * np.eye(means.shape[1])[None]
 
-    def scores(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def scores(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf, x in _latent_batches(batches, latent):
             fit = GaussianMixtureModel.from_parameters(x, weights, means, covariances)
             yield pdf[["id", "label", "prediction"]].assign(stratum=fit.strata.astype(np.int32),
@@ -348,7 +348,7 @@ def stratified_cm(df: DataFrame, fractions: Sequence[float], config: SamplingCon
         One sample per fraction.
     """
     base = _ids(df)
-    n_classes = base.agg(F.greatest(F.max("label"), F.max("prediction"))).first()[0] + 1
+    n_classes = _single_row(base.agg(F.greatest(F.max("label"), F.max("prediction"))))[0] + 1
     strata = base.withColumn("stratum", F.col("label") * n_classes + F.col("prediction"))
     return _random_draws(strata, fractions, config, at_least_one=True)
 
@@ -477,9 +477,9 @@ def _latent_cells(base: DataFrame, latent: str, config: SamplingConfig) -> DataF
 
     vectors = base.withColumn("_x", _vector(latent))
     pca = PCA(k=config.latent_components, inputCol="_x", outputCol="_p").fit(vectors)
-    projected = pca.transform(vectors).withColumn("_p", vector_to_array("_p"))
+    projected = pca.transform(vectors).withColumn("_p", vector_to_array(F.col("_p")))
     comps = [F.col("_p")[i] for i in range(config.latent_components)]
-    bounds = projected.agg(*[F.min(c) for c in comps], *[F.max(c) for c in comps]).first()
+    bounds = _single_row(projected.agg(*[F.min(c) for c in comps], *[F.max(c) for c in comps]))
     cell = F.lit(0).cast("long")
     for i, c in enumerate(comps):
         lo, hi = bounds[i], bounds[config.latent_components + i]
@@ -645,7 +645,7 @@ def sample_on_driver(emb: DataFrame, techniques: Sequence[str], fractions: Seque
     seconds : dict of str to float
         Each technique's time.
     """
-    pdf = emb.select("id", "label", "prediction", "latent").orderBy("id").toPandas()
+    pdf: pd.DataFrame = emb.select("id", "label", "prediction", "latent").orderBy("id").toPandas()
     latent = np.stack(pdf["latent"].to_numpy()).astype(np.float64)
     ids, labels, predictions = (pdf[c].to_numpy() for c in ("id", "label", "prediction"))
     frames, seconds = driver_samples(techniques, fractions, config, ids, labels, predictions, latent)
@@ -747,7 +747,7 @@ def plot_items(emb: DataFrame, samples: Path, summary: Sequence[dict], limit: in
     """
     n = summary[0]["rows"] if summary else 0
     shown = emb if n <= limit else emb.sample(fraction=limit / n, seed=seed)
-    items = shown.select("id", "label", "prediction", "latent").toPandas()
+    items: pd.DataFrame = shown.select("id", "label", "prediction", "latent").toPandas()
     first = summary[0]
     chosen = {r["id"] for r in emb.sparkSession.read.parquet(str(samples))
               .where((F.col("technique") == first["technique"]) & (F.col("fraction") == first["fraction"]))
