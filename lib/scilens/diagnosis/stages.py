@@ -509,7 +509,8 @@ class SparkSampler:
     Parameters
     ----------
     technique : str
-        A technique of :data:`TECHNIQUES` with a Spark draw (not one of :data:`DRIVER_ONLY`).
+        A technique of :data:`~scilens.diagnosis.sampling.TECHNIQUES` with a Spark draw (not one of
+        :data:`~scilens.diagnosis.sampling.DRIVER_ONLY`).
     config : SamplingConfig, optional
     latent : str
         The latent column (``array<float>``) of the embeddings table, which
