@@ -277,7 +277,8 @@ def spark_creation_times(spark: Any, embeddings: Path, driver_rows: dict[str, di
                          latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                          ids: np.ndarray) -> list[dict[str, Any]]:
     """The Spark (MLlib) path at 5 % on the large latent set, checked against the driver's samples."""
-    from scilens.diagnosis.sampling import SparkSampler, sample_latent
+    from scilens.diagnosis.sampling import sample_latent
+    from scilens.diagnosis.stages import SparkSampler
 
     df = spark.read.parquet(str(embeddings)).select("id", "label", "prediction", "latent").persist()
     df.count()

@@ -10,7 +10,8 @@ from scipy.stats import spearmanr
 from scilens.core.config import ConfigError
 from scilens.diagnosis import samplers
 from scilens.diagnosis.latent import GaussianMixtureModel, MaxMarginModel
-from scilens.diagnosis.sampling import SamplingConfig, SparkSampler
+from scilens.diagnosis.sampling import SamplingConfig
+from scilens.diagnosis.stages import SparkSampler
 
 
 def _frame(spark, ids, labels, predictions, latent):

@@ -8,7 +8,8 @@ A store is a directory::
 Each layer column holds the layer's output for one item flattened (C order)
 to ``array<float>``, what ``predict_batch_udf`` returns and Spark ML's
 ``array_to_vector`` aggregates natively; ``layers.json`` keeps the shapes.
-All layers are computed in one inference pass (:func:`compute_activations`).
+All layers are computed in one inference pass
+(:func:`scilens.diagnosis.stages.compute_activations`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from scilens.core.inputs import InputError
-from scilens.vision.inference import PREDICTION, ImageLayout, ModelInfo, model_outputs
+from scilens.vision.inference import ModelInfo
 
-__all__ = ["LAYERS_FILE", "STORE_TABLE", "ActivationStore", "compute_activations", "directory_bytes"]
+__all__ = ["LAYERS_FILE", "STORE_TABLE", "ActivationStore", "directory_bytes"]
 
 STORE_TABLE = "activations.parquet"
 LAYERS_FILE = "layers.json"
@@ -37,17 +37,6 @@ def directory_bytes(path: str | Path) -> int:
     path = Path(path)
     return sum(p.stat().st_size for p in path.rglob("*")
                if p.is_file() and not p.name.startswith((".", "_")))
-
-
-def compute_activations(df: DataFrame, info: ModelInfo, layers: Sequence[str], layout: ImageLayout,
-                        batch_size: int = 256, id_column: str = "id", label_column: str = "label") -> DataFrame:
-    """Rows of the store for the (valid) images of ``df``: meta columns then one column per layer."""
-    outputs = [*layers, PREDICTION] if PREDICTION not in layers else list(layers)
-    return (df.withColumn("_out", model_outputs(info, outputs, layout, batch_size))
-              .select(F.col(id_column).cast("long").alias("id"), F.col(label_column).cast("int").alias("label"),
-                      F.col("_out.prediction").alias("prediction"),
-                      (F.col(label_column).cast("int") == F.col("_out.prediction")).alias("correct"),
-                      *[F.col(f"_out.{name}").alias(name) for name in layers]))
 
 
 @dataclass
@@ -62,6 +51,7 @@ class ActivationStore:
 
     @property
     def table(self) -> Path:
+        """The Parquet table of the store."""
         return self.path / STORE_TABLE
 
     @classmethod
@@ -77,7 +67,7 @@ class ActivationStore:
 
     @classmethod
     def write(cls, rows: DataFrame, path: str | Path, info: ModelInfo, layers: Sequence[str]) -> ActivationStore:
-        """Write ``rows`` (from :func:`compute_activations`) as a store at ``path``."""
+        """Write ``rows`` (from :func:`scilens.diagnosis.stages.compute_activations`) as a store at ``path``."""
         path = Path(path)
         rows.write.mode("overwrite").parquet(str(path / STORE_TABLE))
         spark = rows.sparkSession

@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from scilens.core import tensor
-from scilens.core.config import Config, ConfigError, field
+from scilens.core.config import ConfigError
 from scilens.core.inputs import InputError, list_files
 from scilens.core.quarantine import REJECTED_TYPE
+from scilens.diagnosis.config import ImageTableConfig
 from scilens.vision.inference import (
     ImageLayout,
     ModelInfo,
@@ -33,18 +35,6 @@ from scilens.vision.inference import (
 )
 
 __all__ = ["ImageTable", "ImageTableConfig", "collect_images", "model_info", "open_image_table"]
-
-
-@dataclass
-class ImageTableConfig(Config):
-    """Which columns of the input Parquet hold what."""
-
-    id_column: str = field("id", "Unique item id (integer).")
-    label_column: str = field("label", "True class, 0 .. classes-1.")
-    image_column: str = field("image", "Images: a scilens tensor column, or a flattened array of numbers.")
-    image_shape: list[int] | None = field(None, "Shape of one image when the image column is a flattened array, "
-                                          "e.g. [28, 28, 1]; ignored for tensor columns.",
-                                          check=lambda s: all(n > 0 for n in s), check_doc="positive lengths")
 
 
 @dataclass
@@ -149,9 +139,18 @@ def open_image_table(spark: SparkSession, inputs: Sequence[str], columns: ImageT
 def collect_images(table: ImageTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, images) of the valid rows on the driver, images (n, *shape) as stored (sorted by id)."""
     column = table.layout.column
-    pdf = table.frame.select("id", "label", column).orderBy("id").toPandas()
+    pdf: pd.DataFrame = table.frame.select("id", "label", column).orderBy("id").toPandas()
     if table.layout.kind == "tensor":
-        images = np.stack(tensor.decode_column(pdf[column])) if len(pdf) else np.empty((0, *table.shape))
+        images = np.stack(_decoded(pdf[column])) if len(pdf) else np.empty((0, *table.shape))
     else:
         images = np.stack(pdf[column].to_numpy()).astype(np.float32).reshape((len(pdf), *table.shape))
     return pdf["id"].to_numpy(np.int64), pdf["label"].to_numpy(np.int64), images
+
+
+def _decoded(column: pd.Series) -> list[np.ndarray]:
+    """The arrays of a tensor column whose rows all passed the image checks (so none is null)."""
+    arrays = tensor.decode_column(column)
+    present = [a for a in arrays if a is not None]
+    if len(present) != len(arrays):
+        raise ValueError("a null image among the rows that passed the image checks")
+    return present

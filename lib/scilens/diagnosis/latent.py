@@ -159,6 +159,8 @@ class MaxMarginFit(LatentFit):
 
     def margins(self, latent: np.ndarray) -> np.ndarray:
         """Each SVM's decision value ``w . z + b`` for standardised ``z``, shape (n, k)."""
+        if self.coef is None or self.intercept is None or self.center is None or self.scale is None:
+            raise ValueError("this fit has no SVM hyperplanes (coef, intercept, center, scale)")
         z = (np.asarray(latent, dtype=np.float64) - self.center) / self.scale
         return z @ self.coef.T + self.intercept
 
@@ -221,12 +223,13 @@ class MaxMarginModel:
         """Platt-calibrate given SVM hyperplanes (on standardised vectors) and score ``latent``."""
         y = np.asarray(labels)
         classes = np.unique(y)
+        hyperplanes = np.atleast_2d(coef).astype(np.float64)
         fit = MaxMarginFit(np.empty(0, np.int64), np.empty(0), np.empty((0, 0)),
-                           np.atleast_2d(coef).astype(np.float64), np.atleast_1d(intercept).astype(np.float64),
+                           hyperplanes, np.atleast_1d(intercept).astype(np.float64),
                            center=np.asarray(center, np.float64), scale=np.asarray(scale, np.float64))
         margins = fit.margins(latent)
-        positives = [y == classes[1]] if len(fit.coef) == 1 else [y == c for c in classes]
-        ab = np.array([platt_fit(margins[:, k], positives[k]) for k in range(len(fit.coef))])
+        positives = [y == classes[1]] if len(hyperplanes) == 1 else [y == c for c in classes]
+        ab = np.array([platt_fit(margins[:, k], positives[k]) for k in range(len(hyperplanes))])
         fit.platt_a, fit.platt_b = ab[:, 0], ab[:, 1]
         lp = platt_log_probabilities(margins, fit.platt_a, fit.platt_b)
         strata, fit.log_likelihood_ratio = log_likelihood_ratio(lp)
@@ -262,6 +265,8 @@ class GaussianMixtureFit(LatentFit):
 
     def log_probabilities_of(self, latent: np.ndarray) -> np.ndarray:
         """Log responsibilities ``log P(component | x)`` of any latent vectors, shape (n, k)."""
+        if self.weights is None or self.means is None or self.covariances is None:
+            raise ValueError("this fit has no mixture parameters (weights, means, covariances)")
         joint = np.column_stack([np.log(w) + gaussian_log_density(latent, m, c)
                                  for w, m, c in zip(self.weights, self.means, self.covariances)])
         return joint - logsumexp(joint, axis=1, keepdims=True)

@@ -24,7 +24,7 @@ position in the flattened (C-order) layer output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +70,7 @@ class Group:
     correct: bool | None = None
 
     def condition(self) -> Column:
+        """The group as a filter on the store's columns (true for every row when nothing is fixed)."""
         cond = F.lit(True)
         for name in ("label", "prediction", "correct"):
             value = getattr(self, name)
@@ -149,7 +150,7 @@ def representation_moments(df: DataFrame, column_a: str, column_b: str) -> Momen
     row; the frame is first coalesced to the default parallelism so only
     that many neurons x neurons matrices reach the driver.
     """
-    def moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def moments(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         total = None
         for pdf in batches:
             if not len(pdf):
@@ -185,9 +186,12 @@ def _svcca_of(pairs: DataFrame, keep: float) -> SVCCAResult:
     n = pairs.count()
     if n < 2:
         raise InputError(f"SVCCA needs at least two items; the group has {n}")
-    p, q = pairs.select(F.size("a"), F.size("b")).first()
+    sizes = pairs.select(F.size("a"), F.size("b")).first()
+    if sizes is None:  # counted above: the frame has rows
+        raise InputError("SVCCA: the group has no items")
+    p, q = sizes
     if n <= p + q and n * (p + q) <= COLLECT_MAX_VALUES:
-        rows = pairs.toPandas()
+        rows: pd.DataFrame = pairs.toPandas()
         return svcca_in_memory(np.stack(rows["a"].to_numpy()), np.stack(rows["b"].to_numpy()), keep)
     return svcca_from_moments(representation_moments(pairs, "a", "b"), keep)
 

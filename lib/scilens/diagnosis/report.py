@@ -1,15 +1,33 @@
-"""What a person looks at after ``sample`` or ``activations``: PNG plots and one small HTML page."""
+"""What a person looks at after ``train-model``, ``sample`` or ``activations``: PNG plots and one small HTML page."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["bar_figure", "html_table", "latent_figure", "save_figure", "write_html"]
+if TYPE_CHECKING:  # only annotations: this module draws, it reads no tables
+    import pandas as pd
+
+    from scilens.diagnosis.activations import ActivationStore
+
+__all__ = [
+    "PLOT_ROWS",
+    "bar_figure",
+    "html_table",
+    "latent_figure",
+    "plot_history",
+    "save_figure",
+    "write_activations_report",
+    "write_html",
+    "write_sample_report",
+]
+
+PLOT_ROWS = 5000
+"""Most items the latent figure of ``sample`` shows (a random share of about this many beyond)."""
 
 
 def _pyplot():
@@ -51,9 +69,9 @@ def bar_figure(path: str | Path, names: Sequence[str], stacks: Mapping[str, Sequ
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 4.5))
     bottom = np.zeros(len(names))
     for label, values in stacks.items():
-        values = np.asarray(values, dtype=np.float64)
-        ax.bar(np.arange(len(names)), values, bottom=bottom, label=label)
-        bottom += values
+        heights = np.asarray(values, dtype=np.float64)
+        ax.bar(np.arange(len(names)), heights, bottom=bottom, label=label)
+        bottom += heights
     ax.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -97,3 +115,105 @@ def write_html(path: str | Path, title: str, sections: Sequence[tuple[str, str]]
     path = Path(path)
     path.write_text(page)
     return path
+
+
+def write_sample_report(output: Path, summary: Sequence[Mapping[str, Any]], items: pd.DataFrame, chosen: set[int],
+                        model: str | None, layer: str, accuracy: float, path: str) -> Path:
+    """``report.html``, ``latent.png`` and ``composition.png`` of a ``sample`` run.
+
+    Parameters
+    ----------
+    output : Path
+        The run's output directory.
+    summary : sequence of dict
+        Per sample: ``technique``, ``fraction``, ``size``, ``misclassified``, ``rows``, ...
+    items : pandas.DataFrame
+        The plotted items: ``id``, ``label``, ``prediction``, ``latent``.
+    chosen : set of int
+        Ids of the first sample, ringed in the latent figure.
+    model : str or None
+        The model, as configured.
+    layer : str
+        Its latent layer.
+    accuracy : float
+        The model's accuracy on the table.
+    path : str
+        Where the samplers ran (``driver`` or ``spark``).
+
+    Returns
+    -------
+    Path
+        The page.
+    """
+    n = summary[0]["rows"] if summary else 0
+    first = summary[0]
+    positions = np.flatnonzero(items["id"].isin(chosen).to_numpy())
+    latent_figure(output / "latent.png", np.stack(items["latent"].to_numpy()), items["label"].to_numpy(),
+                  items["prediction"].to_numpy(), positions,
+                  f"layer {layer}: {first['technique']} sample at {first['fraction']:g} (rings)")
+    names = [f"{r['technique']} {r['fraction']:g}" for r in summary]
+    bar_figure(output / "composition.png", names,
+               {"correct": [r["size"] - r["misclassified"] for r in summary],
+                "misclassified": [r["misclassified"] for r in summary]}, "items", "What each sample holds")
+    return write_html(output / "report.html", "scilens sample", [
+        ("Run", html_table([{"model": model, "layer": layer, "rows": n, "model accuracy": accuracy,
+                             "samplers ran on": path}])),
+        ("Samples", html_table(summary)),
+        ("Latent space", "<img src='latent.png'><p>First two principal axes of the latent vectors "
+                         f"({'all' if n <= PLOT_ROWS else f'{PLOT_ROWS} random'} rows).</p>"),
+        ("Composition", "<img src='composition.png'>"),
+    ])
+
+
+def write_activations_report(output: Path, store: ActivationStore) -> Path:
+    """``report.html`` and ``storage.png`` of an ``activations`` run: what each layer costs per item.
+
+    Parameters
+    ----------
+    output : Path
+        The run's output directory.
+    store : ActivationStore
+        The store it wrote.
+
+    Returns
+    -------
+    Path
+        The page.
+    """
+    names = list(store.layers)
+    per_item = [4 * int(np.prod(store.layers[n])) for n in names]
+    bar_figure(output / "storage.png", names, {"float32 bytes per item": per_item}, "bytes per item",
+               f"Activations per item by layer ({store.rows} items, {store.bytes / 2**20:.1f} MiB on disk)")
+    rows = [{"layer": n, "shape": "x".join(map(str, store.layers[n])), "neurons": b // 4,
+             "raw MiB": b * store.rows / 2**20} for n, b in zip(names, per_item)]
+    return write_html(output / "report.html", "scilens activations", [
+        ("Store", html_table([{"model": store.model, "items": store.rows,
+                               "Parquet bytes": store.bytes}])),
+        ("Layers", html_table(rows)), ("Storage", "<img src='storage.png'>")])
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path: str | Path) -> Path:
+    """Loss and accuracy per epoch (``train-model``): training, and validation where there is one.
+
+    Parameters
+    ----------
+    history : mapping of str to sequence of float
+        Keras' history: ``loss``, ``accuracy`` and optionally ``val_loss``, ``val_accuracy``.
+    path : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = range(1, len(history["loss"]) + 1)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[key], "o-", label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s--", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+    return save_figure(fig, path)

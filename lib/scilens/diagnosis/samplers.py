@@ -36,6 +36,7 @@ The study's technique (Algorithm 1)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,27 @@ class Sample:
         return len(self.index)
 
     @classmethod
-    def of(cls, index, stratum=None, log_likelihood_ratio=None, rank=None, end="random") -> Sample:
+    def of(cls, index: Any, stratum: Any = None, log_likelihood_ratio: Any = None, rank: Any = None,
+           end: str | Any = "random") -> Sample:
+        """A sample of the items at ``index``, the other columns given or filled in.
+
+        Parameters
+        ----------
+        index : array_like of int
+            Positions of the chosen items, in the order chosen.
+        stratum : array_like of int, optional
+            -1 for every item when not given.
+        log_likelihood_ratio : array_like of float, optional
+            NaN for every item when not given.
+        rank : array_like of int, optional
+            The draw order when not given.
+        end : str or array_like of str
+            One end for every item, or one per item.
+
+        Returns
+        -------
+        Sample
+        """
         index = np.asarray(index, dtype=np.int64)
         n = len(index)
         return cls(
@@ -102,6 +123,16 @@ class Sample:
 
     @classmethod
     def concat(cls, parts: list[Sample]) -> Sample:
+        """The items of several samples, one after another (an empty sample for no parts).
+
+        Parameters
+        ----------
+        parts : list of Sample
+
+        Returns
+        -------
+        Sample
+        """
         if not parts:
             return cls.of([])
         return cls(*(np.concatenate([getattr(p, f) for p in parts])

@@ -1,33 +1,43 @@
-"""The sampling techniques of the study in one table, and the two paths that read it.
+"""The sampling techniques of the study in one table, and the driver path that reads it.
 
 Every technique is a :class:`Technique` in :data:`TECHNIQUES`: the latent
 model it ranks items by (a :class:`LatentModel`: MaxMargin or a Gaussian
 mixture, fitted once for all fractions), its draw on the driver (on the
 latent matrix in memory, with :mod:`~scilens.diagnosis.samplers`) and its
-draw on Spark (with :mod:`~scilens.diagnosis.spark_sampling`), or none.
+draw on Spark (a function of :mod:`~scilens.diagnosis.stages`, named here by
+a :class:`SparkStage`), or none.
 
 * The driver path: :func:`sample_latent` takes the latent matrix (last
   hidden layer), the true labels and the model's predictions, fits the
   technique's latent model once (:func:`fit_latent`) and draws one sample
-  per fraction (:func:`draw_sample`).
-* The Spark path: :class:`SparkSampler` does the same on an embeddings
-  table when it is too large to collect.
+  per fraction (:func:`draw_sample`); :func:`driver_samples` runs several
+  techniques and gives their sample rows.
+* The Spark path: :class:`~scilens.diagnosis.stages.SparkSampler` does the
+  same on an embeddings table when it is too large to collect.
+
+This module needs no Spark: the table names its Spark functions by
+:class:`SparkStage`, which imports :mod:`~scilens.diagnosis.stages` only
+when one is called.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+import pandas as pd
 
-from scilens.core.config import Config, ConfigError, field
-from scilens.diagnosis import samplers, spark_sampling
+from scilens.core.config import Config, field
+from scilens.diagnosis import samplers
 from scilens.diagnosis.latent import GaussianMixtureModel, LatentFit, MaxMarginModel
+
+if TYPE_CHECKING:  # only named in type aliases: the Spark layer is imported when a SparkStage is called
+    from pyspark.sql import DataFrame
 
 __all__ = [
     "DRIVER_ONLY",
@@ -35,9 +45,10 @@ __all__ = [
     "LatentItems",
     "LatentModel",
     "SamplingConfig",
-    "SparkSampler",
+    "SparkStage",
     "Technique",
     "draw_sample",
+    "driver_samples",
     "fit_latent",
     "get_technique",
     "sample_latent",
@@ -97,15 +108,48 @@ class LatentItems:
         return self.fit
 
 
-DriverFit = Callable[[np.ndarray, np.ndarray, np.ndarray, SamplingConfig], LatentFit]
+DriverFit: TypeAlias = Callable[[np.ndarray, np.ndarray, np.ndarray, SamplingConfig], LatentFit]
 """``fit(latent, labels, predictions, config)``: a latent model fitted on the driver."""
-SparkScore = Callable[[DataFrame, str, SamplingConfig], tuple[DataFrame, dict[str, np.ndarray]]]
+SparkScore: TypeAlias = "Callable[[DataFrame, str, SamplingConfig], tuple[DataFrame, dict[str, np.ndarray]]]"
 """``score(embeddings, latent_column, config) -> (scored items, parameters)``: a latent model on Spark."""
-DriverDraw = Callable[[LatentItems, float, int, SamplingConfig], samplers.Sample]
+DriverDraw: TypeAlias = Callable[[LatentItems, float, int, SamplingConfig], samplers.Sample]
 """``draw(items, fraction, seed, config)``: one sample on the driver."""
-SparkDraw = Callable[[DataFrame, Sequence[float], SamplingConfig, str], dict[float, DataFrame]]
+SparkDraw: TypeAlias = "Callable[[DataFrame, Sequence[float], SamplingConfig, str], dict[float, DataFrame]]"
 """``draw(items, fractions, config, latent_column) -> {fraction: rows}``: samples on Spark, from the scored
 items for a technique with a latent model, else from the embeddings table."""
+
+
+@dataclass(frozen=True)
+class SparkStage:
+    """A function of :mod:`~scilens.diagnosis.stages` as the table names it: imported when first called.
+
+    The table lists each technique's Spark scoring and draw beside its driver draw; naming them this way
+    keeps this module, and everything on the driver path, free of the Spark layer's imports.
+
+    Attributes
+    ----------
+    name : str
+        The function's name in :mod:`~scilens.diagnosis.stages`.
+    """
+
+    name: str
+
+    def resolve(self) -> Callable[..., Any]:
+        """The function itself.
+
+        Returns
+        -------
+        callable
+            ``scilens.diagnosis.stages.<name>``.
+        """
+        from scilens.diagnosis import stages
+
+        function: Callable[..., Any] = getattr(stages, self.name)
+        return function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function with these arguments."""
+        return self.resolve()(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -171,8 +215,8 @@ def _fit_gmm(covariance: str, latent: np.ndarray, labels: np.ndarray, prediction
     return GaussianMixtureModel(n_classes, covariance, config.gmm_max_iter).fit(latent, seed=config.seed)
 
 
-MAXMARGIN = LatentModel("maxmargin", _fit_maxmargin, spark_sampling.score_maxmargin)
-GMM_FULL = LatentModel("gmm_full", partial(_fit_gmm, "full"), spark_sampling.score_gmm)
+MAXMARGIN = LatentModel("maxmargin", _fit_maxmargin, SparkStage("score_maxmargin"))
+GMM_FULL = LatentModel("gmm_full", partial(_fit_gmm, "full"), SparkStage("score_gmm"))
 GMM_SPHERICAL = LatentModel("gmm_spherical", partial(_fit_gmm, "spherical"), None)  # MLlib: full covariances only
 
 
@@ -216,16 +260,16 @@ def _boundary_tree(items: LatentItems, fraction: float, seed: int, config: Sampl
 # --- the table -----------------------------------------------------------------------------------------------
 
 TECHNIQUES: Mapping[str, Technique] = MappingProxyType({t.name: t for t in (
-    Technique("uniform", None, _uniform, spark_sampling.uniform),
-    Technique("stratified_cm", None, _stratified_cm, spark_sampling.stratified_cm),
-    Technique("stratified_weighted", None, _stratified_weighted, spark_sampling.stratified_weighted),
-    Technique("simple_latent", None, _simple_latent, spark_sampling.simple_latent),
-    Technique("gmm_full", GMM_FULL, _boundary_exemplar, spark_sampling.boundary_exemplar),
+    Technique("uniform", None, _uniform, SparkStage("uniform")),
+    Technique("stratified_cm", None, _stratified_cm, SparkStage("stratified_cm")),
+    Technique("stratified_weighted", None, _stratified_weighted, SparkStage("stratified_weighted")),
+    Technique("simple_latent", None, _simple_latent, SparkStage("simple_latent")),
+    Technique("gmm_full", GMM_FULL, _boundary_exemplar, SparkStage("boundary_exemplar")),
     Technique("gmm_spherical", GMM_SPHERICAL, _boundary_exemplar, None),
-    Technique("gmm_full_weighted", GMM_FULL, _likelihood_weighted, spark_sampling.likelihood_weighted),
+    Technique("gmm_full_weighted", GMM_FULL, _likelihood_weighted, SparkStage("likelihood_weighted")),
     Technique("gmm_spherical_weighted", GMM_SPHERICAL, _likelihood_weighted, None),
-    Technique("maxmargin", MAXMARGIN, _boundary_exemplar, spark_sampling.boundary_exemplar),
-    Technique("maxmargin_weighted", MAXMARGIN, _likelihood_weighted, spark_sampling.likelihood_weighted),
+    Technique("maxmargin", MAXMARGIN, _boundary_exemplar, SparkStage("boundary_exemplar")),
+    Technique("maxmargin_weighted", MAXMARGIN, _likelihood_weighted, SparkStage("likelihood_weighted")),
     # VAS and the boundary tree stream over all items at once: no Spark draw.
     Technique("vas", None, _vas, None),
     Technique("eb_tree", None, _boundary_tree, None, one_sample=True),
@@ -346,59 +390,34 @@ def sample_latent(technique: str, latent: np.ndarray, labels: np.ndarray, predic
     return {float(f): t.draw(items, f, config.seed, config) for f in fractions}
 
 
-# --- the Spark path ------------------------------------------------------------------------------------------
-
-
-class SparkSampler:
-    """One technique over several fractions on a Spark embeddings table (MLlib), for latent tables too large.
+def driver_samples(techniques: Sequence[str], fractions: Sequence[float], config: SamplingConfig, ids: np.ndarray,
+                   labels: np.ndarray, predictions: np.ndarray,
+                   latent: np.ndarray) -> tuple[list[pd.DataFrame], dict[str, float]]:
+    """Sample rows of several techniques on the driver, with each technique's time.
 
     Parameters
     ----------
-    technique : str
-        A technique of :data:`TECHNIQUES` with a Spark draw (not one of :data:`DRIVER_ONLY`).
-    config : SamplingConfig, optional
-    latent : str
-        The latent column (``array<float>``) of the embeddings table, which
-        also has ``id``, ``label`` and ``prediction``.
+    techniques : sequence of str
+        Names in :data:`TECHNIQUES`.
+    fractions : sequence of float
+    config : SamplingConfig
+    ids, labels, predictions : ndarray, shape (n,)
+        Item ids, true classes and the model's.
+    latent : ndarray, shape (n, d)
 
-    Raises
-    ------
-    ConfigError
-        For an unknown technique or one without a Spark draw.
-
-    Attributes
-    ----------
-    parameters : dict of ndarray
-        The latent model's parameters, after :meth:`score`.
+    Returns
+    -------
+    frames : list of pandas.DataFrame
+        One per sample: the columns of :meth:`scilens.diagnosis.samplers.Sample.to_frame` plus
+        ``technique`` and ``fraction``.
+    seconds : dict of str to float
+        Wall time of each technique (its fit and all its draws).
     """
-
-    def __init__(self, technique: str, config: SamplingConfig | None = None, latent: str = "latent"):
-        t = TECHNIQUES.get(technique)
-        if t is None:
-            raise ConfigError(f"unknown sampling technique {technique!r}")
-        if t.spark_draw is None:
-            raise ConfigError(f"technique {technique!r} has no Spark path (VAS and the boundary tree stream over "
-                              f"all items, MLlib has no spherical mixtures); use fit=driver")
-        self.technique, self.config, self.latent = t, config or SamplingConfig(), latent
-        self._draw: SparkDraw = t.spark_draw
-        self.parameters: dict[str, np.ndarray] = {}
-
-    def score(self, df: DataFrame) -> DataFrame:
-        """Items with stratum and log likelihood ratio by the technique's latent model, persisted."""
-        model = self.technique.model
-        if model is None or model.spark_score is None:
-            raise ValueError(f"technique {self.technique.name!r} ranks by no latent model")
-        scored, self.parameters = model.spark_score(df, self.latent, self.config)
-        return scored.persist(StorageLevel.MEMORY_AND_DISK)
-
-    def draw(self, items: DataFrame, fraction: float) -> DataFrame:
-        """One sample at ``fraction``.
-
-        ``items`` is :meth:`score`'s output for a technique with a latent model, else the embeddings table.
-        """
-        return self._draw(items, [fraction], self.config, self.latent)[float(fraction)]
-
-    def run(self, df: DataFrame, fractions: Sequence[float]) -> dict[float, DataFrame]:
-        """Sample rows (the columns of :meth:`scilens.diagnosis.samplers.Sample.to_frame`) keyed by fraction."""
-        items = self.score(df) if self.technique.model is not None else df
-        return self._draw(items, fractions, self.config, self.latent)
+    frames, seconds = [], {}
+    for technique in techniques:
+        start = time.perf_counter()
+        samples = sample_latent(technique, latent, labels, predictions, fractions, config)
+        seconds[technique] = time.perf_counter() - start
+        for fraction, sample in samples.items():
+            frames.append(sample.to_frame(ids, labels, predictions).assign(technique=technique, fraction=fraction))
+    return frames, seconds

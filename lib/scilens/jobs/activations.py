@@ -7,6 +7,9 @@ ids of ``ids_from`` (any Parquet with an ``id`` column, e.g. one sample of
 an error before any inference. All chosen layers (every layer that computes
 something by default) come from one inference pass.
 
+The config is :class:`scilens.diagnosis.config.ActivationsConfig`; the passes are in
+:mod:`scilens.diagnosis.stages`.
+
 Outputs (:mod:`scilens.diagnosis.activations`):
 
 * ``activations.parquet`` -- id, label, prediction, correct, one ``array<float>`` column per layer;
@@ -15,60 +18,37 @@ Outputs (:mod:`scilens.diagnosis.activations`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from scilens.core.inputs import InputError
+from scilens.core.job import Job, JobContext
+from scilens.diagnosis import stages
+from scilens.diagnosis.config import ActivationsConfig
+from scilens.diagnosis.image_table import model_info, open_image_table
+from scilens.diagnosis.report import write_activations_report
 
-import numpy as np
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
-
-from scilens.core.config import field
-from scilens.core.inputs import InputError, list_files
-from scilens.core.job import Job, JobConfig, JobContext
-from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
-from scilens.diagnosis.image_table import ImageTableConfig, model_info, open_image_table
+__all__ = ["JOB", "ActivationsConfig", "ActivationsJob"]
 
 MISSING_SHOWN = 10
 
 
-@dataclass
-class ActivationsConfig(JobConfig):
-    """Config of ``scilens activations``."""
-
-    model: str | None = field(None, "Saved Keras model (.keras); readable from every executor.")
-    data: ImageTableConfig = field(ImageTableConfig(), "Columns of the input image table.")
-    layers: list[str] = field([], "Layers to store; empty: every layer that computes something (input copies, "
-                              "reshapes and dropout left out), logits included.")
-    ids_from: str | None = field(None, "Parquet file or directory with an id column (e.g. a sample of "
-                                 "`scilens sample`): store only these items.")
-    ids: list[int] = field([], "More ids to store (with ids_from empty too: every row).")
-    batch_size: int = field(128, "Images per model call.", min=1)
-
-
-def _wanted_ids(ctx: JobContext, cfg: ActivationsConfig) -> DataFrame | None:
-    frames = []
-    if cfg.ids_from:
-        files = list_files([cfg.ids_from], (".parquet",))
-        chosen = ctx.spark.read.parquet(*files)
-        if "id" not in chosen.columns:
-            raise InputError(f"ids_from {cfg.ids_from}: no id column; columns are {', '.join(chosen.columns)}")
-        frames.append(chosen.select(F.col("id").cast("long")))
-    if cfg.ids:
-        frames.append(ctx.spark.createDataFrame([(int(i),) for i in cfg.ids], "id long"))
-    if not frames:
-        return None
-    wanted = frames[0]
-    for frame in frames[1:]:
-        wanted = wanted.unionByName(frame)
-    return wanted.where(F.col("id").isNotNull()).distinct()
-
-
 class ActivationsJob(Job[ActivationsConfig]):
+    """Store a Keras model's activations (all or chosen layers) for a sample of ids, or all, as Parquet."""
+
     name = "activations"
     summary = "Store a Keras model's activations (all or chosen layers) for a sample of ids, or all, as Parquet."
     config_class = ActivationsConfig
 
     def run(self, ctx: JobContext[ActivationsConfig]) -> int:
-        from scilens.diagnosis.activations import ActivationStore, compute_activations
+        """Check model, ids and table, compute the layers in one pass, write the store and report.
+
+        Parameters
+        ----------
+        ctx : JobContext
+
+        Returns
+        -------
+        int
+            Items stored.
+        """
         from scilens.vision.inference import resolve_outputs
 
         cfg = ctx.config
@@ -78,44 +58,24 @@ class ActivationsJob(Job[ActivationsConfig]):
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
             frame = table.frame
-            wanted = _wanted_ids(ctx, cfg)
+            wanted = stages.wanted_ids(ctx.spark, cfg.ids_from, cfg.ids)
             if wanted is not None:
                 wanted = wanted.persist()
-                missing = [r["id"] for r in wanted.join(frame.select("id"), "id", "left_anti")
-                           .orderBy("id").limit(MISSING_SHOWN + 1).collect()]
+                missing = stages.missing_ids(wanted, frame, MISSING_SHOWN + 1)
                 if missing:
                     shown = ", ".join(map(str, missing[:MISSING_SHOWN])) + (", ..." if len(missing) > MISSING_SHOWN
                                                                             else "")
                     raise InputError(f"ids absent from {table.source} (or rejected there): {shown}")
-                frame = frame.join(F.broadcast(wanted), "id", "left_semi")
+                frame = stages.keep_ids(frame, wanted)
                 step.counts["ids"] = wanted.count()
             step.counts["layers"] = len(layers)
-        neurons = sum(int(np.prod(info.output_shape(n))) for n in layers)
         with ctx.step(f"compute {len(layers)} layers") as step:
-            rows = compute_activations(frame, info, layers, table.layout, cfg.batch_size)
-            row_bytes = 4 * neurons
-            budget = min(cfg.batch_size * row_bytes, ARROW_BATCH_BUDGET)
-            with arrow_batch_bytes(ctx.spark, row_bytes, budget, raise_limit=True):
-                store = ActivationStore.write(rows, ctx.output, info, layers)
+            store = stages.write_activations(frame, info, layers, table.layout, cfg.batch_size, ctx.output)
+            neurons = sum(store.layer_size(n) for n in store.layers)
             step.counts.update(rows=store.rows, bytes=store.bytes, neurons_per_item=neurons)
         with ctx.step("report"):
-            self._report(ctx, store)
+            write_activations_report(ctx.output, store)
         return store.rows
-
-    @staticmethod
-    def _report(ctx: JobContext, store) -> None:
-        from scilens.diagnosis.report import bar_figure, html_table, write_html
-
-        names = list(store.layers)
-        per_item = [4 * int(np.prod(store.layers[n])) for n in names]
-        bar_figure(ctx.output / "storage.png", names, {"float32 bytes per item": per_item}, "bytes per item",
-                   f"Activations per item by layer ({store.rows} items, {store.bytes / 2**20:.1f} MiB on disk)")
-        rows = [{"layer": n, "shape": "x".join(map(str, store.layers[n])), "neurons": b // 4,
-                 "raw MiB": b * store.rows / 2**20} for n, b in zip(names, per_item)]
-        write_html(ctx.output / "report.html", "scilens activations", [
-            ("Store", html_table([{"model": store.model, "items": store.rows,
-                                   "Parquet bytes": store.bytes}])),
-            ("Layers", html_table(rows)), ("Storage", "<img src='storage.png'>")])
 
 
 JOB = ActivationsJob

@@ -1,11 +1,25 @@
-"""The Spark layer of the samplers, for latent tables too large to collect on the driver.
+"""The Spark layer of the diagnosis study: embedding, sampling and activation passes over Spark tables.
 
-The ``sample`` job picks the path (config ``fit``): ``driver`` collects the
-latent matrix and runs :func:`~scilens.diagnosis.sampling.sample_latent`;
-``spark`` runs :class:`~scilens.diagnosis.sampling.SparkSampler`; ``auto``
-(the default) takes the driver path when rows x latent dimensions is at most
-``driver_max_values`` (20 million: 160 MB of float64). Both paths read one
-table, :data:`~scilens.diagnosis.sampling.TECHNIQUES`, which names for each
+* :func:`embed` -- one inference pass writing ``embeddings.parquet`` (latent
+  vectors, logits, prediction per row), its Arrow batches sized to the rows;
+* :func:`sample_on_driver`, :func:`sample_on_spark`, :func:`write_samples` --
+  the ``sample`` job's two paths and its sample table;
+* :func:`wanted_ids`, :func:`missing_ids`, :func:`compute_activations`,
+  :func:`write_activations` -- the ``activations`` job's passes;
+* :class:`SparkSampler` and the Spark scorings and draws below -- the samplers
+  for latent tables too large to collect on the driver.
+
+The image table reader (:mod:`~scilens.diagnosis.image_table`) and the
+activation store (:mod:`~scilens.diagnosis.activations`) are the study's
+table formats and stay in their own modules.
+
+The ``sample`` job picks the sampling path (config ``fit``): ``driver``
+collects the latent matrix and runs
+:func:`~scilens.diagnosis.sampling.sample_latent`; ``spark`` runs
+:class:`SparkSampler`; ``auto`` (the default) takes the driver path when rows
+x latent dimensions is at most ``driver_max_values`` (20 million: 160 MB of
+float64). Both paths read one table,
+:data:`~scilens.diagnosis.sampling.TECHNIQUES`, which names for each
 technique its Spark scoring (a latent model's, here) and Spark draw (here),
 and rank and draw the same way:
 
@@ -42,29 +56,44 @@ parameters and counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from scilens.core.config import ConfigError
+from scilens.core.inputs import InputError, list_files
+from scilens.core.session import ARROW_BATCH_BUDGET, arrow_batch_bytes
+from scilens.diagnosis.activations import ActivationStore
+from scilens.diagnosis.image_table import ImageTable
 from scilens.diagnosis.latent import (
     GaussianMixtureModel,
     log_likelihood_ratio,
     platt_log_probabilities,
     platt_targets,
 )
-
-if TYPE_CHECKING:  # sampling imports this module for its table
-    from scilens.diagnosis.sampling import SamplingConfig
+from scilens.diagnosis.sampling import TECHNIQUES, SamplingConfig, SparkDraw, driver_samples
+from scilens.vision.inference import PREDICTION, ImageLayout, ModelInfo, model_outputs
 
 __all__ = [
+    "SAMPLE_SCHEMA",
+    "SparkSampler",
     "boundary_exemplar",
+    "compute_activations",
+    "embed",
+    "embedding_accuracy",
+    "keep_ids",
     "likelihood_weighted",
+    "missing_ids",
+    "plot_items",
+    "sample_on_driver",
+    "sample_on_spark",
     "score_gmm",
     "score_maxmargin",
     "scored_schema",
@@ -72,6 +101,9 @@ __all__ = [
     "stratified_cm",
     "stratified_weighted",
     "uniform",
+    "wanted_ids",
+    "write_activations",
+    "write_samples",
 ]
 
 scored_schema = T.StructType([
@@ -92,7 +124,7 @@ def _vector(latent: str) -> Column:
     return array_to_vector(F.col(latent))
 
 
-def _latent_batches(batches: Iterator[pd.DataFrame], latent: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _latent_batches(batches: Iterable[pd.DataFrame], latent: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     for pdf in batches:
         if len(pdf):
             yield pdf, np.stack(pdf[latent].to_numpy()).astype(np.float64)
@@ -149,7 +181,7 @@ def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple
     coef = np.array([m.coefficients.toArray() for m in models])
     intercept = np.array([m.intercept for m in models])
 
-    def margins(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def margins(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf, x in _latent_batches(batches, latent):
             m = ((x - center) / scale) @ coef.T + intercept
             yield pdf[["id", "label", "prediction"]].assign(margins=list(m))
@@ -173,7 +205,7 @@ def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple
     data.unpersist()
     train.unpersist()
 
-    def scores(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def scores(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             if not len(pdf):
                 continue
@@ -217,7 +249,7 @@ def score_gmm(df: DataFrame, latent: str, config: SamplingConfig) -> tuple[DataF
     covariances = np.array([g.cov.toArray() for g in gaussians])
     covariances = covariances + GaussianMixtureModel(k).reg_covar * np.eye(means.shape[1])[None]
 
-    def scores(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def scores(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf, x in _latent_batches(batches, latent):
             fit = GaussianMixtureModel.from_parameters(x, weights, means, covariances)
             yield pdf[["id", "label", "prediction"]].assign(stratum=fit.strata.astype(np.int32),
@@ -316,7 +348,7 @@ def stratified_cm(df: DataFrame, fractions: Sequence[float], config: SamplingCon
         One sample per fraction.
     """
     base = _ids(df)
-    n_classes = base.agg(F.greatest(F.max("label"), F.max("prediction"))).first()[0] + 1
+    n_classes = _single_row(base.agg(F.greatest(F.max("label"), F.max("prediction"))))[0] + 1
     strata = base.withColumn("stratum", F.col("label") * n_classes + F.col("prediction"))
     return _random_draws(strata, fractions, config, at_least_one=True)
 
@@ -445,9 +477,9 @@ def _latent_cells(base: DataFrame, latent: str, config: SamplingConfig) -> DataF
 
     vectors = base.withColumn("_x", _vector(latent))
     pca = PCA(k=config.latent_components, inputCol="_x", outputCol="_p").fit(vectors)
-    projected = pca.transform(vectors).withColumn("_p", vector_to_array("_p"))
+    projected = pca.transform(vectors).withColumn("_p", vector_to_array(F.col("_p")))
     comps = [F.col("_p")[i] for i in range(config.latent_components)]
-    bounds = projected.agg(*[F.min(c) for c in comps], *[F.max(c) for c in comps]).first()
+    bounds = _single_row(projected.agg(*[F.min(c) for c in comps], *[F.max(c) for c in comps]))
     cell = F.lit(0).cast("long")
     for i, c in enumerate(comps):
         lo, hi = bounds[i], bounds[config.latent_components + i]
@@ -466,3 +498,399 @@ def _finish(rows: DataFrame) -> DataFrame:
         F.exp(llr).alias("likelihood_ratio"), llr.alias("log_likelihood_ratio"), F.col("rank").cast("int"),
         F.col("end"),
     )
+
+
+# --- the sampler: one technique over several fractions -------------------------------------------------------
+
+
+class SparkSampler:
+    """One technique over several fractions on a Spark embeddings table (MLlib), for latent tables too large.
+
+    Parameters
+    ----------
+    technique : str
+        A technique of :data:`~scilens.diagnosis.sampling.TECHNIQUES` with a Spark draw (not one of
+        :data:`~scilens.diagnosis.sampling.DRIVER_ONLY`).
+    config : SamplingConfig, optional
+    latent : str
+        The latent column (``array<float>``) of the embeddings table, which
+        also has ``id``, ``label`` and ``prediction``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown technique or one without a Spark draw.
+
+    Attributes
+    ----------
+    parameters : dict of ndarray
+        The latent model's parameters, after :meth:`score`.
+    """
+
+    def __init__(self, technique: str, config: SamplingConfig | None = None, latent: str = "latent"):
+        t = TECHNIQUES.get(technique)
+        if t is None:
+            raise ConfigError(f"unknown sampling technique {technique!r}")
+        if t.spark_draw is None:
+            raise ConfigError(f"technique {technique!r} has no Spark path (VAS and the boundary tree stream over "
+                              f"all items, MLlib has no spherical mixtures); use fit=driver")
+        self.technique, self.config, self.latent = t, config or SamplingConfig(), latent
+        self._draw: SparkDraw = t.spark_draw
+        self.parameters: dict[str, np.ndarray] = {}
+
+    def score(self, df: DataFrame) -> DataFrame:
+        """Items with stratum and log likelihood ratio by the technique's latent model, persisted."""
+        model = self.technique.model
+        if model is None or model.spark_score is None:
+            raise ValueError(f"technique {self.technique.name!r} ranks by no latent model")
+        scored, self.parameters = model.spark_score(df, self.latent, self.config)
+        return scored.persist(StorageLevel.MEMORY_AND_DISK)
+
+    def draw(self, items: DataFrame, fraction: float) -> DataFrame:
+        """One sample at ``fraction``.
+
+        ``items`` is :meth:`score`'s output for a technique with a latent model, else the embeddings table.
+        """
+        return self._draw(items, [fraction], self.config, self.latent)[float(fraction)]
+
+    def run(self, df: DataFrame, fractions: Sequence[float]) -> dict[float, DataFrame]:
+        """Sample rows (the columns of :meth:`scilens.diagnosis.samplers.Sample.to_frame`) keyed by fraction."""
+        items = self.score(df) if self.technique.model is not None else df
+        return self._draw(items, fractions, self.config, self.latent)
+
+
+# --- the sample job's passes ---------------------------------------------------------------------------------
+
+SAMPLE_SCHEMA = T.StructType([
+    T.StructField("id", T.LongType()), T.StructField("label", T.IntegerType()),
+    T.StructField("prediction", T.IntegerType()), T.StructField("correct", T.BooleanType()),
+    T.StructField("stratum", T.IntegerType()), T.StructField("likelihood_ratio", T.DoubleType()),
+    T.StructField("log_likelihood_ratio", T.DoubleType()), T.StructField("rank", T.IntegerType()),
+    T.StructField("end", T.StringType()), T.StructField("technique", T.StringType()),
+    T.StructField("fraction", T.DoubleType()),
+])
+"""The sample table: a sample's rows with their technique and fraction."""
+
+
+def embed(spark: SparkSession, table: ImageTable, info: ModelInfo, layer: str, batch_size: int,
+          path: Path) -> DataFrame:
+    """Write the embeddings table (latent, logits, prediction of every valid row) and return it read back.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    table : ImageTable
+        The opened input (:func:`~scilens.diagnosis.image_table.open_image_table`).
+    info : ModelInfo
+        The model.
+    layer : str
+        Its latent layer.
+    batch_size : int
+        Images per model call; also rows per Arrow batch.
+    path : Path
+        Where to write the table (``embeddings.parquet``).
+
+    Returns
+    -------
+    DataFrame
+        ``id``, ``label``, ``prediction``, ``correct``, ``latent`` (``array<float>``), ``logits``.
+    """
+    outputs = [layer, "logits", "prediction"]
+    rows = (table.frame.withColumn("_out", model_outputs(info, outputs, table.layout, batch_size))
+            .select("id", "label", F.col("_out.prediction").alias("prediction"),
+                    (F.col("label") == F.col("_out.prediction")).alias("correct"),
+                    F.col(f"_out.{layer}").alias("latent"), F.col("_out.logits").alias("logits")))
+    itemsize = max(np.dtype(d).itemsize for d in table.layout.dtypes)
+    row_bytes = int(np.prod(table.shape)) * itemsize + 4 * (int(np.prod(info.layers[layer])) + info.n_classes)
+    # Small rows: batch_size of them per Arrow batch (the session default is sized for volumes).
+    with arrow_batch_bytes(spark, row_bytes, min(batch_size * row_bytes, ARROW_BATCH_BUDGET), raise_limit=True):
+        rows.write.mode("overwrite").parquet(str(path))
+    return spark.read.parquet(str(path))
+
+
+def embedding_accuracy(emb: DataFrame, rows: int) -> float:
+    """The model's accuracy on the embeddings table (NaN when it has no rows).
+
+    Parameters
+    ----------
+    emb : DataFrame
+        From :func:`embed`.
+    rows : int
+        Its row count.
+
+    Returns
+    -------
+    float
+    """
+    if not rows:
+        return float("nan")
+    return float(_single_row(emb.agg(F.avg(F.col("correct").cast("double"))))[0])
+
+
+def sample_on_driver(emb: DataFrame, techniques: Sequence[str], fractions: Sequence[float],
+                     config: SamplingConfig) -> tuple[DataFrame, dict[str, float]]:
+    """The driver path: the latent table collected, every technique's samples drawn in memory.
+
+    Parameters
+    ----------
+    emb : DataFrame
+        The embeddings table (:func:`embed`).
+    techniques : sequence of str
+    fractions : sequence of float
+    config : SamplingConfig
+
+    Returns
+    -------
+    samples : DataFrame
+        Every sample's rows (:data:`SAMPLE_SCHEMA`).
+    seconds : dict of str to float
+        Each technique's time.
+    """
+    pdf: pd.DataFrame = emb.select("id", "label", "prediction", "latent").orderBy("id").toPandas()
+    latent = np.stack(pdf["latent"].to_numpy()).astype(np.float64)
+    ids, labels, predictions = (pdf[c].to_numpy() for c in ("id", "label", "prediction"))
+    frames, seconds = driver_samples(techniques, fractions, config, ids, labels, predictions, latent)
+    samples = emb.sparkSession.createDataFrame(pd.concat(frames, ignore_index=True), SAMPLE_SCHEMA)
+    return samples, seconds
+
+
+def sample_on_spark(emb: DataFrame, techniques: Sequence[str], fractions: Sequence[float],
+                    config: SamplingConfig) -> tuple[DataFrame, dict[str, float]]:
+    """The Spark path: every technique's samples drawn with :class:`SparkSampler`, each one persisted.
+
+    Parameters
+    ----------
+    emb : DataFrame
+        The embeddings table (:func:`embed`).
+    techniques : sequence of str
+        Techniques with a Spark draw.
+    fractions : sequence of float
+    config : SamplingConfig
+
+    Returns
+    -------
+    samples : DataFrame
+        Every sample's rows (the columns of :data:`SAMPLE_SCHEMA`).
+    seconds : dict of str to float
+        Each technique's time.
+    """
+    frames: list[DataFrame] = []
+    seconds = {}
+    for technique in techniques:
+        start = time.perf_counter()
+        for fraction, rows in SparkSampler(technique, config, latent="latent").run(emb, fractions).items():
+            frames.append(rows.withColumn("technique", F.lit(technique))
+                              .withColumn("fraction", F.lit(fraction).cast("double")).persist())
+            # Counted here so that each technique's time holds its own Spark work.
+            frames[-1].count()
+        seconds[technique] = time.perf_counter() - start
+    samples = frames[0]
+    for frame in frames[1:]:
+        samples = samples.unionByName(frame)
+    return samples, seconds
+
+
+def write_samples(samples: DataFrame, path: Path, rows: int, seconds: dict[str, float]) -> list[dict]:
+    """Write the sample table partitioned by technique and fraction, and summarise what was written.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        From :func:`sample_on_driver` or :func:`sample_on_spark`.
+    path : Path
+        The ``samples`` directory.
+    rows : int
+        Rows of the embeddings table.
+    seconds : dict of str to float
+        Each technique's time.
+
+    Returns
+    -------
+    list of dict
+        Per sample (ordered by technique, fraction): ``technique``, ``fraction``, ``size``,
+        ``misclassified``, ``boundary``, ``exemplar``, ``rows``, ``seconds``.
+    """
+    samples.coalesce(1).write.mode("overwrite").partitionBy("technique", "fraction").parquet(str(path))
+    written = samples.sparkSession.read.parquet(str(path))
+    summary = [r.asDict() for r in written.groupBy("technique", "fraction").agg(
+        F.count("*").alias("size"), F.sum((~F.col("correct")).cast("int")).alias("misclassified"),
+        F.sum((F.col("end") == "boundary").cast("int")).alias("boundary"),
+        F.sum((F.col("end") == "exemplar").cast("int")).alias("exemplar"),
+    ).orderBy("technique", "fraction").collect()]
+    for row in summary:
+        row.update(rows=rows, seconds=round(seconds[row["technique"]], 3))
+    return summary
+
+
+def plot_items(emb: DataFrame, samples: Path, summary: Sequence[dict], limit: int,
+               seed: int) -> tuple[pd.DataFrame, set[int]]:
+    """What the report plots: the embedded items (all, or about ``limit`` random ones) and the first sample's ids.
+
+    Parameters
+    ----------
+    emb : DataFrame
+        The embeddings table.
+    samples : Path
+        The ``samples`` directory (:func:`write_samples`).
+    summary : sequence of dict
+        :func:`write_samples`' summary; its first sample is the one shown.
+    limit : int
+        Most items plotted: beyond it, a random share of about this many.
+    seed : int
+        Of that random share.
+
+    Returns
+    -------
+    items : pandas.DataFrame
+        ``id``, ``label``, ``prediction``, ``latent``.
+    chosen : set of int
+        Ids in the first sample.
+    """
+    n = summary[0]["rows"] if summary else 0
+    shown = emb if n <= limit else emb.sample(fraction=limit / n, seed=seed)
+    items: pd.DataFrame = shown.select("id", "label", "prediction", "latent").toPandas()
+    first = summary[0]
+    chosen = {r["id"] for r in emb.sparkSession.read.parquet(str(samples))
+              .where((F.col("technique") == first["technique"]) & (F.col("fraction") == first["fraction"]))
+              .select("id").collect()}
+    return items, chosen
+
+
+# --- the activations job's passes ----------------------------------------------------------------------------
+
+
+def wanted_ids(spark: SparkSession, ids_from: str | None, ids: Sequence[int]) -> DataFrame | None:
+    """The ids to store: those of the Parquet at ``ids_from`` and ``ids``, without duplicates.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    ids_from : str or None
+        Parquet file or directory with an ``id`` column.
+    ids : sequence of int
+
+    Returns
+    -------
+    DataFrame or None
+        One ``id`` column; None when neither is given (every row is wanted).
+
+    Raises
+    ------
+    InputError
+        When ``ids_from`` has no ``id`` column.
+    """
+    frames = []
+    if ids_from:
+        files = list_files([ids_from], (".parquet",))
+        chosen = spark.read.parquet(*files)
+        if "id" not in chosen.columns:
+            raise InputError(f"ids_from {ids_from}: no id column; columns are {', '.join(chosen.columns)}")
+        frames.append(chosen.select(F.col("id").cast("long")))
+    if ids:
+        frames.append(spark.createDataFrame([(int(i),) for i in ids], "id long"))
+    if not frames:
+        return None
+    wanted = frames[0]
+    for frame in frames[1:]:
+        wanted = wanted.unionByName(frame)
+    return wanted.where(F.col("id").isNotNull()).distinct()
+
+
+def missing_ids(wanted: DataFrame, frame: DataFrame, limit: int) -> list[int]:
+    """The smallest ``limit`` wanted ids that ``frame`` lacks.
+
+    Parameters
+    ----------
+    wanted : DataFrame
+        From :func:`wanted_ids`.
+    frame : DataFrame
+        The valid rows of the image table.
+    limit : int
+
+    Returns
+    -------
+    list of int
+        In increasing order; empty when every wanted id is there.
+    """
+    return [r["id"] for r in wanted.join(frame.select("id"), "id", "left_anti").orderBy("id").limit(limit).collect()]
+
+
+def keep_ids(frame: DataFrame, wanted: DataFrame) -> DataFrame:
+    """The rows of ``frame`` whose id is wanted (``wanted`` is small: broadcast).
+
+    Parameters
+    ----------
+    frame : DataFrame
+    wanted : DataFrame
+        From :func:`wanted_ids`.
+
+    Returns
+    -------
+    DataFrame
+    """
+    return frame.join(F.broadcast(wanted), "id", "left_semi")
+
+
+def compute_activations(df: DataFrame, info: ModelInfo, layers: Sequence[str], layout: ImageLayout,
+                        batch_size: int = 256, id_column: str = "id", label_column: str = "label") -> DataFrame:
+    """Rows of the activation store for the (valid) images of ``df``: meta columns then one column per layer.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Images with their ids and labels.
+    info : ModelInfo
+    layers : sequence of str
+        Layers to store; all come from one inference pass.
+    layout : ImageLayout
+        How ``df`` stores its images.
+    batch_size : int
+        Images per model call.
+    id_column, label_column : str
+
+    Returns
+    -------
+    DataFrame
+        ``id``, ``label``, ``prediction``, ``correct``, then one ``array<float>`` column per layer.
+    """
+    outputs = [*layers, PREDICTION] if PREDICTION not in layers else list(layers)
+    return (df.withColumn("_out", model_outputs(info, outputs, layout, batch_size))
+              .select(F.col(id_column).cast("long").alias("id"), F.col(label_column).cast("int").alias("label"),
+                      F.col("_out.prediction").alias("prediction"),
+                      (F.col(label_column).cast("int") == F.col("_out.prediction")).alias("correct"),
+                      *[F.col(f"_out.{name}").alias(name) for name in layers]))
+
+
+def write_activations(frame: DataFrame, info: ModelInfo, layers: Sequence[str], layout: ImageLayout,
+                      batch_size: int, path: Path) -> ActivationStore:
+    """Compute the chosen layers for the rows of ``frame`` and write them as an activation store.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Valid image rows.
+    info : ModelInfo
+    layers : sequence of str
+    layout : ImageLayout
+    batch_size : int
+        Images per model call; also rows per Arrow batch.
+    path : Path
+        The store's directory.
+
+    Returns
+    -------
+    ActivationStore
+    """
+    rows = compute_activations(frame, info, layers, layout, batch_size)
+    row_bytes = 4 * sum(int(np.prod(info.output_shape(n))) for n in layers)
+    budget = min(batch_size * row_bytes, ARROW_BATCH_BUDGET)
+    with arrow_batch_bytes(frame.sparkSession, row_bytes, budget, raise_limit=True):
+        return ActivationStore.write(rows, path, info, layers)
+
+
+def _single_row(df: DataFrame) -> Row:
+    """The one row of a global aggregate."""
+    row = df.first()
+    if row is None:  # a global aggregate always has one row
+        raise ValueError("an aggregate returned no row")
+    return row
