@@ -79,7 +79,7 @@ def prepare_data(quick: bool, visit_counts: tuple[int, ...]) -> dict[int, Path]:
 
 
 def bench_config(quick: bool):
-    from scilens.astro.pipeline import AstroConfig
+    from scilens.astro.config import AstroConfig
     from scilens.core.config import load_config
 
     return load_config(AstroConfig, ROOT / "conf" / "astro_pipeline.yaml",

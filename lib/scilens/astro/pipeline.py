@@ -27,19 +27,15 @@ import pandas as pd
 from scilens.astro import coadd as coadd_step
 from scilens.astro import detect as detect_step
 from scilens.astro import preprocess as preprocess_step
-from scilens.astro import psf as psf_step
 from scilens.astro import warp as warp_step
+from scilens.astro.config import AstroConfig
 from scilens.astro.skymap import SkyMap, SkyMapConfig, footprint
-from scilens.core.config import Config, field
-from scilens.core.job import JobConfig
 from scilens.io import fits as fits_io
 
 __all__ = [
     "CATALOG_COLUMNS",
     "IMAGE_COLUMNS",
-    "AstroConfig",
     "ImageInfo",
-    "ReportConfig",
     "build_skymap",
     "coadd_patch",
     "coadd_path",
@@ -67,30 +63,6 @@ IMAGE_COLUMNS = ["image_id", "psf_fwhm_arcsec", "psf_fwhm_px", "psf_beta", "psf_
 """Per input image (``images.parquet``, the co-adds' INPUTS tables): its PSF FWHM in arcsec and in its own
 pixels, the Moffat beta fitted, the stars it was measured on, whether it was measured (False: the
 ``psf.fallback_fwhm_arcsec``), and its co-add weight (per patch pixel)."""
-
-
-@dataclass
-class ReportConfig(Config):
-    """The run's report: PNGs and an HTML page."""
-
-    enabled: bool = field(True, "Write report/ (co-add PNG with detections, completeness plot, index.html).")
-    truth: str | None = field(None, "Truth catalog (Parquet: ra, dec, flux, mag, type) to mark and score against.")
-    match_radius_arcsec: float = field(1.0, "Match radius between detections and truth, arcsec.", min=0.0)
-
-
-@dataclass
-class AstroConfig(JobConfig):
-    """Config of ``scilens astro``: one section per step."""
-
-    fits: fits_io.FitsLayout = field(fits_io.FitsLayout(), "HDU layout of the input images.")
-    preprocess: preprocess_step.PreprocessConfig = field(preprocess_step.PreprocessConfig(),
-                                                         "Step 1: background subtraction and weights.")
-    psf: psf_step.PsfConfig = field(psf_step.PsfConfig(), "Step 1: each image's PSF, measured from its stars.")
-    skymap: SkyMapConfig = field(SkyMapConfig(), "Step 2: the tract and its patches.")
-    warp: warp_step.WarpConfig = field(warp_step.WarpConfig(), "Step 2: resampling onto patches.")
-    coadd: coadd_step.CoaddConfig = field(coadd_step.CoaddConfig(), "Step 3: clipped co-addition.")
-    detect: detect_step.DetectConfig = field(detect_step.DetectConfig(), "Step 4: source detection.")
-    report: ReportConfig = field(ReportConfig(), "Plots and HTML report.")
 
 
 @dataclass

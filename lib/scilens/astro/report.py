@@ -15,7 +15,8 @@ from astropy.io import fits
 
 from scilens.astro import validate
 from scilens.astro.coadd import FEW_INPUTS, INPUT_BITS_SHIFT, NO_DATA
-from scilens.astro.pipeline import AstroConfig, coadd_path, median_psf_fwhm
+from scilens.astro.config import AstroConfig
+from scilens.astro.pipeline import coadd_path, median_psf_fwhm
 from scilens.astro.skymap import SkyMap
 
 __all__ = ["plot_completeness", "plot_patch", "write_report"]

@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from scilens.astro import pipeline
+from scilens.astro.config import AstroConfig
 from scilens.astro.psf import PsfEstimate
 from scilens.astro.skymap import PatchBox, SkyMap
 from scilens.astro.warp import Warp
@@ -82,7 +83,7 @@ class StepTimers:
         return {s: round(a.value, 3) for s, a in self.acc.items()}
 
 
-def scan(spark: SparkSession, paths: list[str], config: pipeline.AstroConfig) -> tuple[list[pipeline.ImageInfo],
+def scan(spark: SparkSession, paths: list[str], config: AstroConfig) -> tuple[list[pipeline.ImageInfo],
                                                                                       pd.DataFrame]:
     """Read every file's headers on the executors; returns (image infos, rejected records) on the driver."""
     layout = config.fits
@@ -125,7 +126,7 @@ def _rows_to_warps(pdf: pd.DataFrame) -> list[Warp]:
     return warps
 
 
-def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: pipeline.AstroConfig,
+def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: AstroConfig,
                   output: Path, timers: StepTimers, patches: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pre-process and warp each image, then co-add, write and search each of ``patches``.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scilens.astro.pipeline import AstroConfig
+from scilens.astro.config import AstroConfig
 from scilens.core.job import Job, JobContext
 
 __all__ = ["JOB", "AstroConfig", "AstroJob"]

@@ -35,13 +35,14 @@ class NeuroJob(Job[NeuroConfig]):
     config_class = NeuroConfig
 
     def run(self, ctx: JobContext[NeuroConfig]) -> int:
+        from scilens.io import nifti
         from scilens.neuro import pipeline, report, stages
 
         config = ctx.config
         spark = ctx.spark
         out = ctx.output
         with ctx.step("list subjects") as step:
-            listed, missing = pipeline.resolve_subjects(ctx.inputs, ctx.list_inputs)
+            listed, missing = nifti.resolve_subjects(ctx.inputs, ctx.list_inputs)
             ctx.reject_records(missing)
             step.counts.update(subjects=len(listed), rejected=len(missing))
         if not listed:
