@@ -26,11 +26,12 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.volumeutils import apply_read_scaling
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -46,6 +47,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "NIFTI_SUFFIXES",
     "VOLUME_SCHEMA",
+    "SubjectFiles",
     "find_gradient_files",
     "gradient_arrays",
     "iter_volumes",
@@ -125,6 +127,16 @@ def find_gradient_files(path: str | Path) -> tuple[Path, Path] | None:
 
 # ----------------------------------------------------------------------------- subject discovery
 
+class SubjectFiles(TypedDict):
+    """One subject's files as listed on the driver (no image opened yet)."""
+
+    subject: str
+    path: str
+    bval_path: str | None
+    """FSL b-values (None: none beside a listed image; the reader then looks again and fails the subject)."""
+    bvec_path: str | None
+
+
 def subject_name_problem(subject: str) -> str | None:
     """Why ``subject`` cannot name its output directory ``subjects/<subject>``, or None if it can.
 
@@ -141,7 +153,7 @@ def subject_name_problem(subject: str) -> str | None:
     return None
 
 
-def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
+def read_manifest(path: str) -> tuple[list[SubjectFiles], list[dict[str, str]]]:
     """Subjects of a manifest CSV (:data:`scilens.io.MANIFEST_COLUMNS`), quarantining bad lines.
 
     A line with an empty field, more fields than the header, a subject listed
@@ -152,7 +164,7 @@ def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str
     (unreadable, a required column missing).
     """
     base = os.path.dirname(os.path.abspath(path))
-    subjects: list[dict[str, str | None]] = []
+    subjects: list[SubjectFiles] = []
     rejected: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     try:
@@ -175,15 +187,15 @@ def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str
                 elif subject in seen:
                     problem = f"subject {subject!r} is already on line {seen[subject]}"
                 else:
-                    problem = subject_name_problem(subject)
+                    problem = subject_name_problem(subject) or ""
                 if problem:
                     rejected.append(rejection(path, "list subjects", f"{path} line {number}: {problem}",
                                               record=subject or f"line {number}"))
                     continue
                 seen[subject] = number
-                subjects.append({"subject": subject, **{key: os.path.join(base, line[col]) for key, col in
-                                                        (("path", "nifti"), ("bval_path", "bval"),
-                                                         ("bvec_path", "bvec"))}})
+                subjects.append({"subject": subject, "path": os.path.join(base, line["nifti"]),
+                                 "bval_path": os.path.join(base, line["bval"]),
+                                 "bvec_path": os.path.join(base, line["bvec"])})
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read subject manifest ({exc})") from None
     if not subjects and not rejected:
@@ -192,7 +204,7 @@ def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str
 
 
 def resolve_subjects(inputs: list[str], list_inputs: Callable[[Sequence[str], Sequence[str]], list[str]] | None = None
-                     ) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
+                     ) -> tuple[list[SubjectFiles], list[dict[str, str]]]:
     """List the subjects of ``inputs`` on the driver (paths only, no image is opened).
 
     Returns the subjects (``subject``, ``path``, ``bval_path``, ``bvec_path``)
@@ -204,7 +216,7 @@ def resolve_subjects(inputs: list[str], list_inputs: Callable[[Sequence[str], Se
     :meth:`~scilens.core.job.JobContext.list_inputs`, which rejects and counts
     what it cannot list); by default :func:`scilens.core.inputs.list_files`.
     """
-    subjects: list[dict[str, str | None]] = []
+    subjects: list[SubjectFiles] = []
     rejected: list[dict[str, str]] = []
     for item in inputs:
         if item.lower().endswith(".csv") and os.path.isfile(item):
@@ -232,7 +244,7 @@ def resolve_subjects(inputs: list[str], list_inputs: Callable[[Sequence[str], Se
         if s["subject"] in seen:
             raise InputError(f"two inputs are subject {s['subject']!r}: {seen[s['subject']]} and {s['path']}; "
                              "rename one or list subjects in a manifest CSV (subject,nifti,bval,bvec)")
-        seen[str(s["subject"])] = str(s["path"])
+        seen[s["subject"]] = s["path"]
     return subjects, rejected
 
 
@@ -317,6 +329,14 @@ def _check_file(path: str) -> int:
     return info.st_size
 
 
+def _file_proxy(path: str, img: nib.Nifti1Image) -> ArrayProxy:
+    """The proxy of a loaded image's voxels: its file offset and scaling (a loaded image always has one)."""
+    proxy = img.dataobj
+    if not isinstance(proxy, ArrayProxy):
+        raise TypeError(f"{path}: image voxels are not read from its file ({type(proxy).__name__})")
+    return proxy
+
+
 def _check_claims(path: str, img: nib.Nifti1Image, max_volume_bytes: int | None) -> None:
     """Refuse an image whose header claims more than its file holds or a volume more than the budget.
 
@@ -330,7 +350,7 @@ def _check_claims(path: str, img: nib.Nifti1Image, max_volume_bytes: int | None)
         raise ValueError(f"{path}: 4-D image with 0 volumes (shape {shape})")
     if 0 in shape[:3]:
         raise ValueError(f"{path}: image has an empty dimension (shape {shape}), no voxels")
-    proxy = img.dataobj
+    proxy = _file_proxy(path, img)
     dtype = img.get_data_dtype()
     n_volumes = shape[3] if len(shape) == 4 else 1
     voxels = math.prod(shape[:3])  # Python ints: int64 overflows on NIfTI-2 dimensions
@@ -357,7 +377,7 @@ def _read_volume(fileobj: Any, path: str, v: int, n_volumes: int, shape: tuple[i
     if fileobj.tell() != offset:
         fileobj.seek(offset)
     buffer = np.empty(n_bytes, dtype=np.uint8)  # pages are committed only as they are written
-    view = memoryview(buffer)
+    view = buffer.data  # a memoryview of the buffer, as file.readinto wants
     done = 0
     while done < n_bytes:
         got = fileobj.readinto(view[done:done + _CHUNK_BYTES])
@@ -391,9 +411,11 @@ def iter_volumes(path: str | Path, max_volume_mb: float | None = DEFAULT_MAX_VOL
     path = str(path)
     _check_file(path)
     img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is one too
+        raise ValueError(f"{path}: not a NIfTI image ({type(img).__name__})")
     _check_claims(path, img, None if max_volume_mb is None else int(max_volume_mb * 2**20))
     shape = img.shape
-    proxy = img.dataobj
+    proxy = _file_proxy(path, img)
     vol_shape = tuple(int(n) for n in shape[:3])
     n_volumes = shape[3] if len(shape) == 4 else 1
     dtype = img.get_data_dtype()
@@ -545,7 +567,7 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame, step: st
         subject = row.get("subject") if isinstance(row.get("subject"), str) else None
         return volume_rows(row["path"], subject, gradient_files=files, max_volume_mb=max_volume_mb)
 
-    def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def read(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Small volumes (many tiny files in one task) travel together: an Arrow batch per
         # volume costs more than a tiny volume. Memory stays one volume plus _FRAME_BYTES.
         pending: list[pd.DataFrame] = []

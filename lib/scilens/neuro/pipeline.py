@@ -140,6 +140,8 @@ def read_subject(path: str | Path, subject: str | None = None, bval_path: str | 
         if data is None:
             data = np.empty((*volume.shape, n_volumes), dtype=volume.dtype, order="F")
         data[..., v] = volume
+    if data is None:  # iter_volumes refuses an image without volumes before it yields
+        raise ValueError(f"{path}: no volume")
     return Subject(subject or nifti.subject_name(path), path, data, np.asarray(img.affine), bvals, bvecs,
                    (str(side[0]), str(side[1])))
 
