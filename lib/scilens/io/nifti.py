@@ -15,6 +15,10 @@ file shorter than its header says costs no more memory than it holds.
 
 Values equal ``np.asanyarray(nibabel.load(path).dataobj)[..., v]``: the on-disk
 dtype when the header has no scaling, the scaled values when it has.
+
+Subjects are found on the driver before anything is read:
+:func:`resolve_subjects` lists the images of input directories (with the FSL
+gradient files beside them) and the lines of manifest CSVs (:func:`read_manifest`).
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ class SubjectFiles(TypedDict):
     subject: str
     path: str
     bval_path: str | None
-    """FSL b-values (None: none beside a listed image; the reader then looks again and fails the subject)."""
+    """FSL b-values; None when none was found beside the image at listing time (the reader looks again)."""
     bvec_path: str | None
 
 
@@ -154,7 +158,7 @@ def subject_name_problem(subject: str) -> str | None:
 
 
 def read_manifest(path: str) -> tuple[list[SubjectFiles], list[dict[str, str]]]:
-    """Subjects of a manifest CSV (:data:`scilens.io.MANIFEST_COLUMNS`), quarantining bad lines.
+    """Subjects of a manifest CSV (:data:`MANIFEST_COLUMNS`), quarantining bad lines.
 
     A line with an empty field, more fields than the header, a subject listed
     on an earlier line or a name that cannot name a directory is rejected,
