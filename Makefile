@@ -28,10 +28,9 @@ $(STAMP_HOROVOD):
 demo: install-current
 	$(PY) -m scilens.demos --output demo-output
 
-# ruff once, then the whole suite on each stack in turn; fails if either run fails. pytest exits 5 when it
-# collects no tests: a broken suite, so that fails loudly too. -rs lists every skip with its reason.
-test: install
-	$(VENV)/bin/ruff check lib jobs tests bench
+# lint once (ruff, mypy), then the whole suite on each stack in turn; fails if either run fails. pytest exits 5
+# when it collects no tests: a broken suite, so that fails loudly too. -rs lists every skip with its reason.
+test: install lint
 	@failed=; for venv in $(VENV) $(HVENV); do \
 	  stack=$$(cat $$venv/.scilens-stack | cut -d' ' -f1); \
 	  echo "=== make test: the whole suite on the $$stack stack ($$venv) ==="; start=$$(date +%s); \
@@ -42,8 +41,10 @@ test: install
 	done; \
 	if [ -n "$$failed" ]; then echo "make test: failed on:$$failed" >&2; exit 1; fi
 
+# ruff (with mccabe C90 and numpydoc D rules on lib/) and mypy on lib/scilens; both configured in pyproject.toml.
 lint: install-current
 	$(VENV)/bin/ruff check lib jobs tests bench
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/run_all.py

@@ -79,7 +79,7 @@ def prepare_data(quick: bool, visit_counts: tuple[int, ...]) -> dict[int, Path]:
 
 
 def bench_config(quick: bool):
-    from scilens.astro.pipeline import AstroConfig
+    from scilens.astro.config import AstroConfig
     from scilens.core.config import load_config
 
     return load_config(AstroConfig, ROOT / "conf" / "astro.yaml",
@@ -284,6 +284,48 @@ def run_in_process(impl: str, inputs: Path, output: Path, quick: bool) -> dict:
     return {**json.loads(result_file.read_text()), "wall": wall, "load_before": load, "load_after": _load()}
 
 
+def _summary(n: int, attempts: dict[str, list[dict]], impls: list[str], quick: bool
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The end-to-end row and the per-step rows of one visit count: each implementation's best attempt."""
+    srows: list[dict[str, Any]] = []
+    runs = {}
+    for impl, tries in attempts.items():
+        failed = [t for t in tries if t["check"] not in ("ok", "reference")]
+        runs[impl] = failed[0] if failed else min(tries, key=lambda t: t["wall"])
+    ref = runs["reference"]["wall"]
+    images = runs["reference"]["images"]
+    mpix = images * int(np.prod(_ccd_shape(quick))) / 1e6
+    row: dict[str, Any] = {"visits": n, "images": images, "input Mpx": round(mpix)}
+    for impl in impls:
+        r = runs[impl]
+        ok = r["check"] in ("ok", "reference")
+        row[f"{impl} s"] = r["wall"] if ok else f"FAILED CHECK: {r['check']}"
+        if impl != "reference" and ok:
+            row[f"ref/{impl}"] = ref / r["wall"]
+    if "scilens-local1" in runs and "scilens-local2" in runs:
+        row["local1/local2"] = runs["scilens-local1"]["wall"] / runs["scilens-local2"]["wall"]
+    ref_kernels = sum(v for k, v in runs["reference"]["steps"].items() if k != "scan")
+    for impl in ("scilens-local1", "scilens-local2"):
+        if impl in runs and runs[impl].get("task_seconds"):
+            # The same kernels, timed inside the tasks: 1.0 when nothing else competed for the cores.
+            row[f"{impl} kernel slowdown"] = sum(runs[impl]["task_seconds"].values()) / ref_kernels
+    row["load (1-min avg, before-after)"] = " ".join(
+        f"{runs[i]['load_before']:.1f}-{runs[i]['load_after']:.1f}" for i in impls)
+    ref_steps = runs["reference"]["steps"]
+    for step, secs in ref_steps.items():
+        srow = {"visits": n, "step": step, "reference s": secs}
+        for impl in ("scilens-local1", "scilens-local2"):
+            if impl in runs:
+                srow[f"{impl} task s"] = runs[impl].get("task_seconds", {}).get(step)
+        srows.append(srow)
+    for impl in ("scilens-local1", "scilens-local2"):
+        if impl in runs:
+            for step, secs in runs[impl]["steps"].items():
+                srows.append({"visits": n, "step": f"{impl}: {step} (wall)", "reference s": None,
+                              f"{impl} task s": secs})
+    return row, srows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.astro", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny survey, to check the benchmark itself")
@@ -318,42 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         work / "reference")
                 attempts[impl].append(result)
                 print(f"[astro bench]   {result['wall']:.1f} s, {result['check']}", flush=True)
-        runs = {}
-        for impl, tries in attempts.items():
-            failed = [t for t in tries if t["check"] not in ("ok", "reference")]
-            runs[impl] = failed[0] if failed else min(tries, key=lambda t: t["wall"])
-        ref = runs["reference"]["wall"]
-        images = runs["reference"]["images"]
-        mpix = images * int(np.prod(_ccd_shape(args.quick))) / 1e6
-        row: dict[str, Any] = {"visits": n, "images": images, "input Mpx": round(mpix)}
-        for impl in args.impls:
-            r = runs[impl]
-            ok = r["check"] in ("ok", "reference")
-            row[f"{impl} s"] = r["wall"] if ok else f"FAILED CHECK: {r['check']}"
-            if impl != "reference" and ok:
-                row[f"ref/{impl}"] = ref / r["wall"]
-        if "scilens-local1" in runs and "scilens-local2" in runs:
-            row["local1/local2"] = runs["scilens-local1"]["wall"] / runs["scilens-local2"]["wall"]
-        ref_kernels = sum(v for k, v in runs["reference"]["steps"].items() if k != "scan")
-        for impl in ("scilens-local1", "scilens-local2"):
-            if impl in runs and runs[impl].get("task_seconds"):
-                # The same kernels, timed inside the tasks: 1.0 when nothing else competed for the cores.
-                row[f"{impl} kernel slowdown"] = sum(runs[impl]["task_seconds"].values()) / ref_kernels
-        row["load (1-min avg, before-after)"] = " ".join(
-            f"{runs[i]['load_before']:.1f}-{runs[i]['load_after']:.1f}" for i in args.impls)
+        row, srows = _summary(n, attempts, args.impls, args.quick)
         rows.append(row)
-        ref_steps = runs["reference"]["steps"]
-        for step, secs in ref_steps.items():
-            srow = {"visits": n, "step": step, "reference s": secs}
-            for impl in ("scilens-local1", "scilens-local2"):
-                if impl in runs:
-                    srow[f"{impl} task s"] = runs[impl].get("task_seconds", {}).get(step)
-            step_rows.append(srow)
-        for impl in ("scilens-local1", "scilens-local2"):
-            if impl in runs:
-                for step, secs in runs[impl]["steps"].items():
-                    step_rows.append({"visits": n, "step": f"{impl}: {step} (wall)", "reference s": None,
-                                      f"{impl} task s": secs})
+        step_rows += srows
         data["runs"][n] = attempts
     last = max(subsets)
     scores = truth_scores(subsets[last], WORK / "astro" / ("quick" if args.quick else "full") /

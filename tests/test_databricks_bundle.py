@@ -78,13 +78,8 @@ def load_bundle(path: Path = BUNDLE) -> tuple[dict[str, Any], dict[str, Path]]:
     return config, sources
 
 
-def resolve(config: dict[str, Any], target: str | None = None, variables: dict[str, Any] | None = None,
-            path: Path = BUNDLE) -> dict[str, Any]:
-    """The bundle for one target with every reference substituted, as ``databricks bundle validate`` shows it.
-
-    ``variables`` are the ``--var name=value`` of the command line. A variable with no value (no
-    default, not set by the target, not given) fails, naming it.
-    """
+def _choose_target(config: dict[str, Any], target: str | None, path: Path) -> tuple[str, dict[str, Any]]:
+    """The target's name (the default one when None) and its settings, refusing keys this test cannot resolve."""
     targets = config.get("targets") or {}
     if target is None:
         defaults = [name for name, t in targets.items() if (t or {}).get("default")]
@@ -97,7 +92,12 @@ def resolve(config: dict[str, Any], target: str | None = None, variables: dict[s
     if set(chosen) - TARGET_KEYS:
         unknown = sorted(set(chosen) - TARGET_KEYS)
         raise BundleError(f"{path}: target {target}: keys this test does not resolve: {unknown}")
+    return target, chosen
 
+
+def _variable_values(config: dict[str, Any], target: str, chosen: dict[str, Any], variables: dict[str, Any] | None,
+                     path: Path) -> dict[str, Any]:
+    """Each declared variable's value: from --var, else the target, else its default; none fails, naming it."""
     declared = config.get("variables") or {}
     given = dict(variables or {})
     for source, names in (("--var", given), (f"target {target}", chosen.get("variables") or {})):
@@ -117,6 +117,18 @@ def resolve(config: dict[str, Any], target: str | None = None, variables: dict[s
     if missing:
         raise BundleError(f"{path}: target {target}: no value for variable(s) {', '.join(missing)} "
                           "(no default, not set by the target, not given with --var)")
+    return values
+
+
+def resolve(config: dict[str, Any], target: str | None = None, variables: dict[str, Any] | None = None,
+            path: Path = BUNDLE) -> dict[str, Any]:
+    """The bundle for one target with every reference substituted, as ``databricks bundle validate`` shows it.
+
+    ``variables`` are the ``--var name=value`` of the command line. A variable with no value (no
+    default, not set by the target, not given) fails, naming it.
+    """
+    target, chosen = _choose_target(config, target, path)
+    values = _variable_values(config, target, chosen, variables, path)
 
     bundle = {**config["bundle"], "target": target, **({"mode": chosen["mode"]} if "mode" in chosen else {})}
     workspace = {**(config.get("workspace") or {}), **(chosen.get("workspace") or {})}

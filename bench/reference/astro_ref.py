@@ -20,13 +20,14 @@ from pathlib import Path
 import pandas as pd
 
 from scilens.astro import pipeline
+from scilens.astro.config import AstroConfig
 from scilens.core.config import load_config
 from scilens.io import fits as fits_io
 
 
-def run(inputs: str | list[str], output: str | Path, config: pipeline.AstroConfig | None = None) -> dict:
+def run(inputs: str | list[str], output: str | Path, config: AstroConfig | None = None) -> dict:
     """Run the pipeline on ``inputs``; returns per-step seconds and counts, plus the skipped files."""
-    config = config or pipeline.AstroConfig()
+    config = config or AstroConfig()
     output = Path(output)
     seconds: dict[str, float] = defaultdict(float)
     skipped: dict[str, str] = {}
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args(argv)
-    config = load_config(pipeline.AstroConfig, args.config, args.set)
+    config = load_config(AstroConfig, args.config, args.set)
     result = run(args.input, args.output, config)
     for path, reason in result["skipped"].items():
         print(f"skipped {path}: {reason}", file=sys.stderr)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from scilens.astro.pipeline import AstroConfig
+from scilens.astro.config import AstroConfig
 from scilens.io import fits as fits_io
 from scilens.synth import sky
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from scilens.astro import background, coadd, pipeline, warp
+from scilens.astro.config import AstroConfig
 from scilens.astro.preprocess import CalibratedImage
 from scilens.astro.skymap import PatchBox, SkyMap, SkyMapConfig, footprint
 from scilens.io import fits as fits_io
@@ -96,7 +97,7 @@ def test_default_pixel_scale_is_the_inputs_native_scale(tmp_path):
     assert [round(i.pixel_scale_arcsec, 6) for i in infos] == [0.04, 0.05, 0.04]
     skymap, inside, _ = pipeline.build_skymap(infos, SkyMapConfig())
     assert skymap.config.pixel_scale_arcsec == 0.04 and len(inside) == 3
-    assert pipeline.AstroConfig().skymap.pixel_scale_arcsec is None
+    assert AstroConfig().skymap.pixel_scale_arcsec is None
     paper, _, _ = pipeline.build_skymap(infos, SkyMapConfig(preset="dissertation"))
     assert paper.config.pixel_scale_arcsec == 0.333
     with pytest.raises(ValueError, match="pixel scale is automatic"):

@@ -16,6 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from scilens.astro import pipeline, validate
+from scilens.astro.config import AstroConfig
 from scilens.astro.report import UNRELIABLE
 from scilens.synth import sky
 
@@ -31,7 +32,7 @@ def space_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("space")
     survey = sky.write_survey(sky.survey_preset("space"), root / "survey")
     out = root / "out"
-    result = astro_ref.run(str(root / "survey" / "images"), out, pipeline.AstroConfig())  # defaults only
+    result = astro_ref.run(str(root / "survey" / "images"), out, AstroConfig())  # defaults only
     return root / "survey", out, result, survey
 
 
@@ -42,7 +43,7 @@ def space_scored(space_run):
     patches = [p for p in skymap.patch_names() if pipeline.coadd_path(out, skymap, p).exists()]
     variances = {p: fits.getdata(pipeline.coadd_path(out, skymap, p), "VARIANCE").astype(float) for p in patches}
     catalog = pd.read_parquet(out / "catalog.parquet")
-    fwhm = pipeline.median_psf_fwhm(out, skymap, patches, pipeline.AstroConfig())
+    fwhm = pipeline.median_psf_fwhm(out, skymap, patches, AstroConfig())
     truth = validate.truth_in_patches(pd.read_parquet(survey_dir / "truth.parquet"), skymap, variances, fwhm)
     pairs = validate.match(catalog, truth, MATCH_ARCSEC)
     return catalog, truth, pairs, skymap

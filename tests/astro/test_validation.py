@@ -20,7 +20,8 @@ import pytest
 from astropy.io import fits
 
 from scilens import cli
-from scilens.astro.pipeline import AstroConfig, ImageInfo
+from scilens.astro.config import AstroConfig
+from scilens.astro.pipeline import ImageInfo
 from scilens.astro.skymap import SkyMap, SkyMapConfig, footprint
 from scilens.astro.validate import implausible_images
 from scilens.core.config import ConfigError

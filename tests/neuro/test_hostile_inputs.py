@@ -30,10 +30,10 @@ import pytest
 from bench.reference.neuro_ref import run_reference
 from scilens import cli
 from scilens.core.config import ConfigError
+from scilens.io.nifti import resolve_subjects
 from scilens.jobs.neuro import NeuroConfig
 from scilens.neuro.denoise import DenoiseConfig
 from scilens.neuro.dti import TensorFitConfig
-from scilens.neuro.pipeline import resolve_subjects
 from scilens.neuro.segment import SegmentConfig
 from scilens.synth import dmri
 

@@ -11,7 +11,7 @@ import pytest
 from scilens.core.inputs import InputError, paths_frame
 from scilens.core.session import arrow_batch_bytes
 from scilens.io import nifti
-from scilens.neuro.pipeline import read_manifest
+from scilens.io.nifti import read_manifest
 
 
 def test_manifest_resolves_paths_and_quarantines_bad_lines(tmp_path):

@@ -27,19 +27,15 @@ import pandas as pd
 from scilens.astro import coadd as coadd_step
 from scilens.astro import detect as detect_step
 from scilens.astro import preprocess as preprocess_step
-from scilens.astro import psf as psf_step
 from scilens.astro import warp as warp_step
+from scilens.astro.config import AstroConfig
 from scilens.astro.skymap import SkyMap, SkyMapConfig, footprint
-from scilens.core.config import Config, field
-from scilens.core.job import JobConfig
 from scilens.io import fits as fits_io
 
 __all__ = [
     "CATALOG_COLUMNS",
     "IMAGE_COLUMNS",
-    "AstroConfig",
     "ImageInfo",
-    "ReportConfig",
     "build_skymap",
     "coadd_patch",
     "coadd_path",
@@ -67,30 +63,6 @@ IMAGE_COLUMNS = ["image_id", "psf_fwhm_arcsec", "psf_fwhm_px", "psf_beta", "psf_
 """Per input image (``images.parquet``, the co-adds' INPUTS tables): its PSF FWHM in arcsec and in its own
 pixels, the Moffat beta fitted, the stars it was measured on, whether it was measured (False: the
 ``psf.fallback_fwhm_arcsec``), and its co-add weight (per patch pixel)."""
-
-
-@dataclass
-class ReportConfig(Config):
-    """The run's report: PNGs and an HTML page."""
-
-    enabled: bool = field(True, "Write report/ (co-add PNG with detections, completeness plot, index.html).")
-    truth: str | None = field(None, "Truth catalog (Parquet: ra, dec, flux, mag, type) to mark and score against.")
-    match_radius_arcsec: float = field(1.0, "Match radius between detections and truth, arcsec.", min=0.0)
-
-
-@dataclass
-class AstroConfig(JobConfig):
-    """Config of ``scilens astro``: one section per step."""
-
-    fits: fits_io.FitsLayout = field(fits_io.FitsLayout(), "HDU layout of the input images.")
-    preprocess: preprocess_step.PreprocessConfig = field(preprocess_step.PreprocessConfig(),
-                                                         "Step 1: background subtraction and weights.")
-    psf: psf_step.PsfConfig = field(psf_step.PsfConfig(), "Step 1: each image's PSF, measured from its stars.")
-    skymap: SkyMapConfig = field(SkyMapConfig(), "Step 2: the tract and its patches.")
-    warp: warp_step.WarpConfig = field(warp_step.WarpConfig(), "Step 2: resampling onto patches.")
-    coadd: coadd_step.CoaddConfig = field(coadd_step.CoaddConfig(), "Step 3: clipped co-addition.")
-    detect: detect_step.DetectConfig = field(detect_step.DetectConfig(), "Step 4: source detection.")
-    report: ReportConfig = field(ReportConfig(), "Plots and HTML report.")
 
 
 @dataclass
@@ -162,7 +134,8 @@ def build_skymap(infos: Iterable[ImageInfo], config: SkyMapConfig) -> tuple[SkyM
     infos = sorted(infos, key=lambda i: i.path)  # float sums in a fixed order: every run builds the same tract
     config = config.with_native_scale([i.pixel_scale_arcsec for i in infos])
     skymap = SkyMap.from_config(config, {i.path: (i.footprint_ra, i.footprint_dec) for i in infos})
-    inside, outside = [], []
+    inside: list[ImageInfo] = []
+    outside: list[ImageInfo] = []
     for info in infos:
         (inside if skymap.overlaps(info.footprint_ra, info.footprint_dec) else outside).append(info)
     return skymap, inside, outside
@@ -197,7 +170,7 @@ def coadd_patch(warps: Iterable[warp_step.Warp], skymap: SkyMap, config: AstroCo
 
 def detect_patch(coadd: coadd_step.Coadd, patch: str, skymap: SkyMap, config: AstroConfig) -> pd.DataFrame:
     """Step 4: the sources of one co-add whose centroid lies in the patch's inner region."""
-    found = detect_step.run(coadd, skymap.patch_wcs(patch), skymap.config.pixel_scale_arcsec, config.detect)
+    found = detect_step.run(coadd, skymap.patch_wcs(patch), skymap.pixel_scale_arcsec, config.detect)
     found = found[skymap.in_inner(patch, found["x"].to_numpy(), found["y"].to_numpy())]
     out = found.drop(columns="label").assign(
         id=(skymap.patch_number(patch) + 1) * LABELS_PER_PATCH + found["label"].to_numpy(),
@@ -206,6 +179,7 @@ def detect_patch(coadd: coadd_step.Coadd, patch: str, skymap: SkyMap, config: As
 
 
 def coadd_path(root: str | Path, skymap: SkyMap, patch: str) -> Path:
+    """Path of patch ``patch``'s co-add FITS file under the run's output ``root``."""
     return Path(root) / "coadds" / f"{skymap.config.tract}_{patch}.fits"
 
 
@@ -214,7 +188,7 @@ def write_coadd(root: str | Path, coadd: coadd_step.Coadd, patch: str, skymap: S
     from astropy.io import fits
     from astropy.table import Table
 
-    scale = skymap.config.pixel_scale_arcsec
+    scale = skymap.pixel_scale_arcsec
     psf = coadd.psf_fwhm_arcsec
     header = {"TRACT": skymap.config.tract, "PATCH": patch, "NINPUTS": int(coadd.count.max(initial=0)),
               "BUNIT": "ADU", "PIXSCALE": (scale, "co-add pixel scale, arcsec/pixel"),
@@ -247,8 +221,11 @@ def read_psf(root: str | Path, skymap: SkyMap, patch: str) -> tuple[float, pd.Da
 
 
 def median_psf_fwhm(root: str | Path, skymap: SkyMap, patches: Iterable[str], config: AstroConfig) -> float:
-    """The PSF FWHM (arcsec) to score a run against truth with: the median effective PSF of its written
-    co-adds, else the detection kernel's override (NaN when neither is known)."""
+    """The PSF FWHM (arcsec) to score a run against truth with.
+
+    The median effective PSF of its written co-adds, else the detection
+    kernel's override (NaN when neither is known).
+    """
     values = [read_psf(root, skymap, p)[0] for p in patches if coadd_path(root, skymap, p).exists()]
     values = [v for v in values if np.isfinite(v)]
     if values:
@@ -258,8 +235,10 @@ def median_psf_fwhm(root: str | Path, skymap: SkyMap, patches: Iterable[str], co
 
 
 def write_image_records(root: str | Path, skymap: SkyMap, patches: Iterable[str]) -> pd.DataFrame:
-    """Write ``images.parquet`` (:data:`IMAGE_COLUMNS`, one row per co-added image, sorted) from the
-    INPUTS tables of the co-adds of ``patches``; returns it."""
+    """Write ``images.parquet`` from the INPUTS tables of the co-adds of ``patches``; returns it.
+
+    One row per co-added image (:data:`IMAGE_COLUMNS`), sorted by ``image_id``.
+    """
     tables = [read_psf(root, skymap, p)[1] for p in patches]
     images = (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=IMAGE_COLUMNS))
     # An image in several patches has one weight per patch pixel whatever the patch; keep its first row.
@@ -284,7 +263,7 @@ def write_catalog(catalog: pd.DataFrame, root: str | Path, skymap: SkyMap | None
     catalog.to_parquet(root / "catalog.parquet", index=False)
     table = Table.from_pandas(catalog)
     if skymap is not None:
-        table.meta["PIXSCALE"] = (skymap.config.pixel_scale_arcsec, "co-add pixel scale, arcsec/pixel")
+        table.meta["PIXSCALE"] = (skymap.pixel_scale_arcsec, "co-add pixel scale, arcsec/pixel")
         for patch, fwhm in sorted((psf or {}).items(), key=lambda kv: skymap.patch_number(kv[0])):
             if np.isfinite(fwhm):
                 table.meta[f"PSF{skymap.patch_number(patch)}"] = (round(float(fwhm), 6),
@@ -295,8 +274,16 @@ def write_catalog(catalog: pd.DataFrame, root: str | Path, skymap: SkyMap | None
 
 def write_run_outputs(catalog: pd.DataFrame, root: str | Path, skymap: SkyMap,
                       patches: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run-level outputs once the co-adds of ``patches`` are written: ``images.parquet`` (each image's PSF)
-    and the catalog (:func:`write_catalog`, with each patch's effective PSF). Returns (catalog, images)."""
+    """The run-level outputs once the co-adds of ``patches`` are written.
+
+    Writes ``images.parquet`` (each image's PSF) and the catalog
+    (:func:`write_catalog`, with each patch's effective PSF).
+
+    Returns
+    -------
+    tuple of DataFrame
+        (catalog, images).
+    """
     patches = sorted(patches)
     images = write_image_records(root, skymap, patches)
     psf = {p: read_psf(root, skymap, p)[0] for p in patches}

@@ -74,6 +74,7 @@ class PsfEstimate:
     """False when the fallback FWHM was used (too few stars)."""
 
     def as_dict(self) -> dict:
+        """The estimate as a plain dict of its fields."""
         return asdict(self)
 
 
@@ -221,8 +222,11 @@ def _locus(sizes: np.ndarray, tolerance: float = 0.15) -> np.ndarray:
 
 
 def _moment_size(stamp: np.ndarray, fwhm0: float) -> float:
-    """Gaussian-weighted RMS radius of a stamp around its centre pixel: a quick size that sets cosmic rays
-    (a pixel or two) and galaxies apart from stars before any fit."""
+    """Gaussian-weighted RMS radius of a stamp around its centre pixel.
+
+    A quick size that sets cosmic rays (a pixel or two) and galaxies apart
+    from stars before any fit.
+    """
     ny, nx = stamp.shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     r2 = (yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2
@@ -262,9 +266,9 @@ def measure_psf(flux: np.ndarray, variance: np.ndarray, mask: np.ndarray | None 
     fallback = PsfEstimate(config.fallback_fwhm_arcsec / pixel_scale_arcsec, config.fallback_fwhm_arcsec,
                            float("nan"), 0, False)
     y, x, snr, peak = _peaks(data, var, bad)
-    cand = np.flatnonzero(snr >= config.snr_min)
-    cand = cand[np.argsort(-peak[cand])]  # the brightest first
-    cand = [k for k in cand[:50 * config.max_stars] if not _sharp(data, int(y[k]), int(x[k]))]
+    above = np.flatnonzero(snr >= config.snr_min)
+    above = above[np.argsort(-peak[above])]  # the brightest first
+    cand = [k for k in above[:50 * config.max_stars] if not _sharp(data, int(y[k]), int(x[k]))]
     if len(cand) < config.min_stars:
         return fallback
     # A first size from the brightest candidates clear of masked pixels (in a crowded field a faint star's
@@ -287,7 +291,8 @@ def measure_psf(flux: np.ndarray, variance: np.ndarray, mask: np.ndarray | None 
 
     tree = cKDTree(np.column_stack([y, x]))
     ny, nx = data.shape
-    usable, rough_sizes = [], []
+    usable: list[tuple[int, int, int, int]] = []  # stamp boxes (ya, yb, xa, xb)
+    rough_sizes: list[float] = []
     for k in cand:
         if len(usable) >= 4 * config.max_stars:
             break

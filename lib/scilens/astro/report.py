@@ -15,7 +15,8 @@ from astropy.io import fits
 
 from scilens.astro import validate
 from scilens.astro.coadd import FEW_INPUTS, INPUT_BITS_SHIFT, NO_DATA
-from scilens.astro.pipeline import AstroConfig, coadd_path, median_psf_fwhm
+from scilens.astro.config import AstroConfig
+from scilens.astro.pipeline import coadd_path, median_psf_fwhm
 from scilens.astro.skymap import SkyMap
 
 __all__ = ["plot_completeness", "plot_patch", "write_report"]
@@ -108,7 +109,7 @@ def write_report(root: Path, skymap: SkyMap, catalog: pd.DataFrame, config: Astr
         fwhm = median_psf_fwhm(root, skymap, patches, config)
         truth = validate.truth_in_patches(truth, skymap, variances, fwhm)
         pairs = validate.match(catalog, truth, config.report.match_radius_arcsec)
-        scores = validate.score(catalog, truth, pairs, skymap.config.pixel_scale_arcsec,
+        scores = validate.score(catalog, truth, pairs, skymap.pixel_scale_arcsec,
                                 exclude_flags=UNRELIABLE).as_dict()
         matched = np.zeros(len(truth), bool)
         matched[pairs["true"].to_numpy()] = True

@@ -64,7 +64,7 @@ class SkyMapConfig(Config):
                                "their defaults or agree with it.", choices=tuple(SKYMAP_PRESETS))
 
     def with_native_scale(self, scales: list[float]) -> SkyMapConfig:
-        """This config with an automatic pixel scale set to the median of the inputs' ``scales`` (arcsec/px)."""
+        """The config with an automatic pixel scale set to the median of the inputs' ``scales`` (arcsec/px)."""
         if self.pixel_scale_arcsec is not None:
             return self
         finite = [s for s in scales if np.isfinite(s) and s > 0]
@@ -74,6 +74,7 @@ class SkyMapConfig(Config):
         return dataclasses.replace(self, pixel_scale_arcsec=round(float(np.median(finite)), 6))
 
     def validate(self) -> None:
+        """Check the centre and the patch count, and apply the preset (refusing a contradicting field)."""
         if (self.center_ra is None) != (self.center_dec is None):
             raise ConfigError("center_ra/center_dec: give both or neither")
         if self.patches is not None and self.patches[0] * self.patches[1] > self.max_patches:
@@ -99,6 +100,7 @@ class PatchBox:
 
     @property
     def slices(self) -> tuple[slice, slice]:
+        """The (y, x) slices that cut this box out of its grid."""
         return slice(self.y0, self.y0 + self.ny), slice(self.x0, self.x0 + self.nx)
 
 
@@ -148,6 +150,15 @@ class SkyMap:
                              f"are their WCSs right? Set skymap.center_ra/center_dec and patches, or raise "
                              f"skymap.max_patches")
 
+    @property
+    def pixel_scale_arcsec(self) -> float:
+        """The co-add pixel scale, arcsec per pixel (set: :meth:`from_config` refuses an automatic one)."""
+        scale = self.config.pixel_scale_arcsec
+        if scale is None:
+            raise ValueError("the sky map's pixel scale is automatic: set it from the inputs first "
+                             "(SkyMapConfig.with_native_scale)")
+        return scale
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, config: SkyMapConfig,
@@ -165,19 +176,22 @@ class SkyMap:
         if config.pixel_scale_arcsec is None:
             raise ValueError("the sky map's pixel scale is automatic: set it from the inputs first "
                              "(SkyMapConfig.with_native_scale)")
-        if config.center_ra is not None and config.patches is not None:
-            return cls(config, float(config.center_ra), float(config.center_dec), *config.patches)
-        footprints = [footprints[k] for k in sorted(footprints or {})]
-        if not footprints:
+        # SkyMapConfig.validate takes both centre coordinates or neither.
+        centre = (None if config.center_ra is None or config.center_dec is None
+                  else (float(config.center_ra), float(config.center_dec)))
+        if centre is not None and config.patches is not None:
+            return cls(config, *centre, *config.patches)
+        ordered = [footprints[k] for k in sorted(footprints)] if footprints else []
+        if not ordered:
             raise ValueError("an automatic sky map needs at least one image footprint")
-        centres = np.array([_mean_direction(ra, dec) for ra, dec in footprints])
-        if config.center_ra is not None:
-            ra0, dec0 = float(config.center_ra), float(config.center_dec)
-            near = list(footprints)
+        centres = np.array([_mean_direction(ra, dec) for ra, dec in ordered])
+        if centre is not None:
+            ra0, dec0 = centre
+            near = list(ordered)
         else:
             # A robust centre: the median of image centres, then the images near it.
             med_ra, med_dec = _median_centre(centres)
-            near = [fp for fp, c in zip(footprints, centres)
+            near = [fp for fp, c in zip(ordered, centres)
                     if _separation_deg(c[0], c[1], med_ra, med_dec) <= config.max_radius_deg]
             if not near:
                 raise ValueError("no image lies within max_radius_deg of the median image centre")
@@ -217,22 +231,25 @@ class SkyMap:
         wcs.wcs.ctype = [f"RA---{proj}", f"DEC--{proj}"]
         wcs.wcs.crval = [self.center_ra, self.center_dec]
         wcs.wcs.crpix = [(nx + 1) / 2, (ny + 1) / 2]
-        scale = self.config.pixel_scale_arcsec / 3600.0
+        scale = self.pixel_scale_arcsec / 3600.0
         wcs.wcs.cd = [[-scale, 0.0], [0.0, scale]]
         return wcs
 
     def world_to_tract(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tract pixel coordinates (x, y), 0-based, of sky positions ``ra``, ``dec`` (degrees)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             x, y = self.tract_wcs().all_world2pix(ra, dec, 0)
         return np.asarray(x), np.asarray(y)
 
     def tract_to_world(self, x: float, y: float) -> tuple[float, float]:
+        """Sky position (ra, dec) in degrees of tract pixel (``x``, ``y``), 0-based."""
         ra, dec = self.tract_wcs().all_pix2world([x], [y], 0)
         return float(ra[0]), float(dec[0])
 
     # ------------------------------------------------------------------ patches
     def patch_names(self) -> list[str]:
+        """Names of every patch of the tract, row by row."""
         return [self.patch_name(i, j) for j in range(self.patches_y) for i in range(self.patches_x)]
 
     @staticmethod
@@ -242,6 +259,7 @@ class SkyMap:
 
     @staticmethod
     def patch_index(name: str) -> tuple[int, int]:
+        """Patch indices (i, j) of the patch named ``name`` (``"i,j"``)."""
         i, j = name.split(",")
         return int(i), int(j)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from scilens.astro import pipeline
+from scilens.astro.config import AstroConfig
 from scilens.astro.psf import PsfEstimate
 from scilens.astro.skymap import PatchBox, SkyMap
 from scilens.astro.warp import Warp
@@ -79,10 +80,11 @@ class StepTimers:
         self.acc = {s: spark.sparkContext.accumulator(0.0) for s in self.STEPS}
 
     def as_dict(self) -> dict[str, float]:
+        """Seconds per step so far, rounded to milliseconds."""
         return {s: round(a.value, 3) for s, a in self.acc.items()}
 
 
-def scan(spark: SparkSession, paths: list[str], config: pipeline.AstroConfig) -> tuple[list[pipeline.ImageInfo],
+def scan(spark: SparkSession, paths: list[str], config: AstroConfig) -> tuple[list[pipeline.ImageInfo],
                                                                                       pd.DataFrame]:
     """Read every file's headers on the executors; returns (image infos, rejected records) on the driver."""
     layout = config.fits
@@ -94,13 +96,15 @@ def scan(spark: SparkSession, paths: list[str], config: pipeline.AstroConfig) ->
                  "wcs_header": info.wcs_header, "footprint_ra": info.footprint_ra.tolist(),
                  "footprint_dec": info.footprint_dec.tolist()}]
 
-    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def fn(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield from guard_rows(batch, produce, "scan", columns)
 
     # Headers are cheap: a few tasks per core, not one per file.
     tasks = min(len(paths), 4 * spark.sparkContext.defaultParallelism)
-    rows = paths_frame(spark, paths).coalesce(tasks).mapInPandas(fn, with_rejected_field(SCAN_SCHEMA)).toPandas()
+    # Annotated: pyspark's stub types toPandas() through a pandas alias that does not resolve without pandas-stubs.
+    rows: pd.DataFrame = (paths_frame(spark, paths).coalesce(tasks).mapInPandas(fn, with_rejected_field(SCAN_SCHEMA))
+                          .toPandas())
     bad = rows[REJECTED_COLUMN].notna()
     infos = [pipeline.ImageInfo(r.image_id, r.path, (int(r.ny), int(r.nx)), r.wcs_header,
                                 np.asarray(r.footprint_ra, float), np.asarray(r.footprint_dec, float))
@@ -119,13 +123,15 @@ def _rows_to_warps(pdf: pd.DataFrame) -> list[Warp]:
     warps = []
     for row, flux, var, mask in zip(pdf.itertuples(), tensor.decode_column(pdf["flux"]),
                                     tensor.decode_column(pdf["variance"]), tensor.decode_column(pdf["mask"])):
+        if flux is None or var is None or mask is None:  # WARP_SCHEMA rows of a warp always carry all three
+            raise ValueError(f"warp of {row.image_id} on patch {row.patch} lacks a plane")
         box = PatchBox(int(row.x0), int(row.y0), flux.shape[1], flux.shape[0])
         psf = PsfEstimate(**json.loads(row.psf)) if isinstance(row.psf, str) else None
         warps.append(Warp(row.image_id, row.patch, box, flux, var, mask, float(row.weight), psf))
     return warps
 
 
-def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: pipeline.AstroConfig,
+def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config: AstroConfig,
                   output: Path, timers: StepTimers, patches: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pre-process and warp each image, then co-add, write and search each of ``patches``.
 
@@ -134,7 +140,7 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
     """
     acc = timers.acc
     warp_columns = WARP_SCHEMA.fieldNames()
-    output = str(output)
+    root = str(output)
 
     def produce(row: pd.Series) -> list[dict]:
         from scilens.io import fits as fits_io
@@ -150,7 +156,7 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
         acc["warp"].add(time.perf_counter() - t2)
         return rows  # all or nothing: a failure above emits no warp of this image
 
-    def warp_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def warp_fn(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield from guard_rows(batch, produce, "preprocess+warp", warp_columns)
 
@@ -163,7 +169,7 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
         t0 = time.perf_counter()
         coadd = pipeline.coadd_patch(_rows_to_warps(pdf), skymap, config)
         t1 = time.perf_counter()
-        pipeline.write_coadd(output, coadd, patch, skymap)
+        pipeline.write_coadd(root, coadd, patch, skymap)
         t2 = time.perf_counter()
         found = pipeline.detect_patch(coadd, patch, skymap, config)
         acc["coadd"].add(t1 - t0)
@@ -175,7 +181,7 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
     warps = paths_frame(spark, paths).mapInPandas(warp_fn, with_rejected_field(WARP_SCHEMA))
     # One patch per task; the rejected images' records (patch null) go with the first.
     placed = place_groups(warps, ["patch"], [(p,) for p in patches], len(patches))
-    out = placed.groupBy(PLACE_COLUMN, "patch").applyInPandas(patch_fn, CATALOG_SCHEMA).toPandas()
+    out: pd.DataFrame = placed.groupBy(PLACE_COLUMN, "patch").applyInPandas(patch_fn, CATALOG_SCHEMA).toPandas()
     bad = out[REJECTED_COLUMN].notna()
     return out.loc[~bad, pipeline.CATALOG_COLUMNS].reset_index(drop=True), pd.DataFrame(
         list(out.loc[bad, REJECTED_COLUMN]))

@@ -1,5 +1,6 @@
-"""Check the inputs against each other; score a catalog against truth: matching, completeness, purity, astrometry,
-photometry.
+"""Check the inputs against each other; score a catalog against truth.
+
+Scoring covers matching, completeness, purity, astrometry and photometry.
 
 **Inputs.** :func:`implausible_images` finds the images whose pixel scale or
 position disagrees with the rest of the inputs (a WCS with a wrong CDELT or
@@ -157,6 +158,7 @@ class TruthScore:
     median_flux_ratio_stars: float
 
     def as_dict(self) -> dict:
+        """The scores as a plain dict of their fields."""
         return asdict(self)
 
 
@@ -203,7 +205,7 @@ def truth_in_patches(truth: pd.DataFrame, skymap: SkyMap, coadds: Mapping[str, n
     out = truth.copy()
     out["patch"] = None
     out["expected_snr"] = np.nan
-    radius_px = KRON_RADIUS_PER_FWHM * fwhm_arcsec / skymap.config.pixel_scale_arcsec
+    radius_px = KRON_RADIUS_PER_FWHM * fwhm_arcsec / skymap.pixel_scale_arcsec
     ra, dec = truth["ra"].to_numpy(), truth["dec"].to_numpy()
     for patch, variance in coadds.items():
         wcs = skymap.patch_wcs(patch)

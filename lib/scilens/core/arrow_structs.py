@@ -105,6 +105,7 @@ def install() -> bool:
             return struct_array(series, arrow_type, convert)
         return original(self, series, arrow_type, spark_type, arrow_cast)
 
-    ArrowStreamPandasSerializer._create_array = _create_array
+    # setattr: mypy refuses assigning to a method, which is what this patch is.
+    setattr(ArrowStreamPandasSerializer, "_create_array", _create_array)  # noqa: B010
     _original = original
     return True

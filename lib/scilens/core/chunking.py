@@ -55,7 +55,7 @@ class Block:
 
 
 def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    values = (value,) * ndim if np.isscalar(value) else tuple(value)  # type: ignore[arg-type]
+    values = tuple(value) if isinstance(value, Iterable) else (value,) * ndim
     if len(values) != ndim:
         raise ValueError(f"{name} has {len(values)} entries for a {ndim}-d array")
     return tuple(int(v) for v in values)

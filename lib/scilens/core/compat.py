@@ -1,4 +1,4 @@
-"""Every difference between the two tested stacks, in one place.
+r"""Every difference between the two tested stacks, in one place.
 
 scilens is one code base for two stacks (``constraints/current.txt`` and ``constraints/horovod.txt``):
 
@@ -13,7 +13,7 @@ photutils  3.0                            2.3
 ========== ============================== ==================================
 
 Library code asks this module instead of testing versions itself, so that the list of places where the
-stacks forced a difference is this file and its callers (``grep -rn "compat\\." lib``). Nothing here imports
+stacks forced a difference is this file and its callers (``grep -rn "compat\." lib``). Nothing here imports
 TensorFlow or Horovod at import time: ``import scilens`` must stay cheap on Spark's Python workers.
 """
 
@@ -93,9 +93,9 @@ def array_position(array: Any, value: Any) -> Any:
 
 
 def tf_variable(weight: Any) -> Any:
-    """The ``tf.Variable`` behind a Keras weight (a distributed one under a ``tf.distribute`` strategy).
+    r"""The ``tf.Variable`` behind a Keras weight (a distributed one under a ``tf.distribute`` strategy).
 
-    Keras 2 (horovod stack) weights are ``tf.Variable``\\ s; Keras 3 (current) wraps one in a
+    Keras 2 (horovod stack) weights are ``tf.Variable``\ s; Keras 3 (current) wraps one in a
     ``keras.Variable`` whose ``value`` property autocasts, so the variable itself is its ``_value``.
     """
     import tensorflow as tf
@@ -105,7 +105,10 @@ def tf_variable(weight: Any) -> Any:
 
 @cache
 def photutils_major() -> int:
-    """photutils 3 (current stack) renamed nlevels, kron_fluxerr and npixels_mesh; 2.x (horovod) has the old names."""
+    """The major version of photutils.
+
+    photutils 3 (current stack) renamed nlevels, kron_fluxerr and npixels_mesh; 2.x (horovod) has the old names.
+    """
     return _major(importlib.metadata.version("photutils"))
 
 

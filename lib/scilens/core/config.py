@@ -18,6 +18,7 @@ value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -69,7 +70,7 @@ def field(
     if default is _MISSING:
         return dataclasses.field(metadata=meta)
     if isinstance(default, (list, dict, set)) or isinstance(default, Config):
-        return dataclasses.field(default_factory=lambda d=default: _copy(d), metadata=meta)
+        return dataclasses.field(default_factory=functools.partial(_copy, default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -100,23 +101,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert a YAML/CLI value to ``tp``, or raise ConfigError."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{name}: {value!r} is not a {_type_name(tp)}")
+        return _coerce_union(value, tp, name)
     if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            value = [value]  # `--set fractions=0.05` means a one-element list
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: {value!r} is not a list")
-        return [_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value)]
+        return _coerce_list(value, tp, name)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, Mapping):
@@ -128,6 +115,33 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return tp.from_dict(value, prefix=name)
+    return _coerce_scalar(value, tp, name)
+
+
+def _coerce_union(value: Any, tp: Any, name: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return _coerce(value, arg, name)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{name}: {value!r} is not a {_type_name(tp)}")
+
+
+def _coerce_list(value: Any, tp: Any, name: str) -> list[Any]:
+    (item_tp,) = typing.get_args(tp)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        value = [value]  # `--set fractions=0.05` means a one-element list
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name}: {value!r} is not a list")
+    return [_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def _coerce_scalar(value: Any, tp: Any, name: str) -> Any:
+    """A bool, int, float or str field's value (or anything for ``Any``), strictly: no bool is a number."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -139,13 +153,13 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return int(value)
         raise ConfigError(f"{name}: {value!r} is not an int")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if number:
             return float(value)
         raise ConfigError(f"{name}: {value!r} is not a float")
     if tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if number:
             return str(value)  # YAML reads `subject: 007` as a number
         raise ConfigError(f"{name}: {value!r} is not a string")
     if tp is Any:
@@ -183,7 +197,7 @@ def _validate(value: Any, f: dataclasses.Field, name: str) -> None:
 
 @dataclasses.dataclass
 class Config:
-    """Base class of typed configs; subclasses are dataclasses of :func:`field`\\ s."""
+    r"""Base class of typed configs; subclasses are dataclasses of :func:`field`\ s."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -225,7 +239,8 @@ class Config:
         data = self.to_dict()
         for text in overrides:
             keys, value = parse_override(text)
-            node, cls = data, type(self)
+            node: dict[str, Any] = data
+            cls: type | None = type(self)  # None once inside a mapping field: it has no typed fields
             for i, key in enumerate(keys[:-1]):
                 if not isinstance(node.get(key), dict):
                     raise ConfigError(f"--set {text}: {key!r} is not a config section")

@@ -126,6 +126,7 @@ class Job(Generic[C]):
     config_class: type[C] = cast("type[C]", JobConfig)
 
     def run(self, ctx: JobContext[C]) -> int:  # pragma: no cover - abstract
+        """Run the job in ``ctx``; returns the process exit code (0: success)."""
         raise NotImplementedError
 
 
@@ -204,7 +205,7 @@ def run_job(job: Job[C], config: C, inputs: list[str], output: str, strict: bool
         with _terminate_cleanly(), AtomicOutput(output, inputs=inputs, overwrite=overwrite, job=job.name) as out:
             spark = _start_spark(job, config)
             manifest = Manifest(job=job.name, inputs=inputs, config=config.to_dict(), output=str(output),
-                                spark_master=spark.sparkContext.master, spark_version=spark.version,
+                                spark_master=spark.sparkContext.master or "", spark_version=spark.version,
                                 application_id=spark.sparkContext.applicationId)
             ctx = JobContext(job.name, spark, config, inputs, out.staging, manifest, [])
             try:

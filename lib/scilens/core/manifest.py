@@ -99,5 +99,6 @@ class Manifest:
         return path
 
     def finish(self, status: str) -> None:
+        """Record the run's final ``status`` and the time it finished."""
         self.status = status
         self.finished = _now()

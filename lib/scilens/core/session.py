@@ -187,7 +187,8 @@ def set_arrow_batch_bytes(spark: SparkSession, row_bytes: int, budget_bytes: int
     small tabular rows (a participant, an eye) want thousands per batch where the
     session default is sized for images. Returns the value set.
     """
-    current = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    # pyspark annotates RuntimeConfig.get as Optional[str] even when given a str default (no overload).
+    current = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))  # type: ignore[arg-type]
     fit = arrow_batch_rows(row_bytes, budget_bytes)
     rows = fit if raise_limit else min(current, fit)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))

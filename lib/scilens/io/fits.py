@@ -1,11 +1,11 @@
-"""FITS images with flux, variance and mask planes -> one row per image, and back.
+r"""FITS images with flux, variance and mask planes -> one row per image, and back.
 
 Which HDU holds which plane is a :class:`FitsLayout`. The default is the
 DECam-instcal / LSST-calexp layout (HDU 1 image, HDU 2 mask, HDU 3 variance);
 :meth:`FitsLayout.hst` is the HST layout (``SCI``, ``ERR``, ``DQ``, where the
 variance is ``ERR**2``). The WCS of the flux HDU travels as header text
 (``wcs_header``; empty when the image has no celestial WCS) so executors can
-rebuild it with ``astropy.wcs.WCS(fits.Header.fromstring(text, sep="\\n"))``.
+rebuild it with ``astropy.wcs.WCS(fits.Header.fromstring(text, sep="\n"))``.
 
 Headers are not trusted. Before any pixel is read, every plane must be a
 non-empty 2-D image whose claimed data fit in the file (uncompressed files)
@@ -21,7 +21,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,7 +356,7 @@ def read_images(spark: SparkSession, paths: Sequence[str] | DataFrame, layout: F
         paths = paths_frame(spark, paths)
     columns = IMAGE_SCHEMA.fieldNames()
 
-    def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def read(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield from guard_rows(batch, lambda row: [image_row(row["path"], layout)], step, columns)
 

@@ -15,28 +15,35 @@ file shorter than its header says costs no more memory than it holds.
 
 Values equal ``np.asanyarray(nibabel.load(path).dataobj)[..., v]``: the on-disk
 dtype when the header has no scaling, the scaled values when it has.
+
+Subjects are found on the driver before anything is read:
+:func:`resolve_subjects` lists the images of input directories (with the FSL
+gradient files beside them) and the lines of manifest CSVs (:func:`read_manifest`).
 """
 
 from __future__ import annotations
 
+import csv
 import heapq
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.volumeutils import apply_read_scaling
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from scilens.core import tensor
-from scilens.core.quarantine import guard_rows, split_rejected, with_rejected_field
+from scilens.core.inputs import InputError, list_files
+from scilens.core.quarantine import guard_rows, rejection, split_rejected, with_rejected_field
 
 __all__ = [
     "DEFAULT_MAX_VOLUME_MB",
@@ -44,13 +51,17 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "NIFTI_SUFFIXES",
     "VOLUME_SCHEMA",
+    "SubjectFiles",
     "find_gradient_files",
     "gradient_arrays",
     "iter_volumes",
     "plan_tasks",
     "read_gradients",
+    "read_manifest",
     "read_volumes",
+    "resolve_subjects",
     "subject_name",
+    "subject_name_problem",
     "volume_rows",
     "write_nifti",
     "write_nifti_volumes",
@@ -116,6 +127,129 @@ def find_gradient_files(path: str | Path) -> tuple[Path, Path] | None:
         if bval.is_file() and bvec.is_file():
             return bval, bvec
     return None
+
+
+# ----------------------------------------------------------------------------- subject discovery
+
+class SubjectFiles(TypedDict):
+    """One subject's files as listed on the driver (no image opened yet)."""
+
+    subject: str
+    path: str
+    bval_path: str | None
+    """FSL b-values; None when none was found beside the image at listing time (the reader looks again)."""
+    bvec_path: str | None
+
+
+def subject_name_problem(subject: str) -> str | None:
+    """Why ``subject`` cannot name its output directory ``subjects/<subject>``, or None if it can.
+
+    Refused: empty, slashes or backslashes (a path, e.g. ``../x``), a leading
+    ``.`` or ``_`` (``.``, ``..``, hidden and Spark-ignored names), control
+    characters, and more than 255 bytes (a file name's limit).
+    """
+    if not subject:
+        return "a subject name is empty"
+    if "/" in subject or "\\" in subject or subject[0] in "._" or any(ord(c) < 32 for c in subject) \
+            or len(subject.encode("utf-8", "surrogatepass")) > 255:
+        return (f"subject name {subject!r} cannot name an output directory (no slashes or control characters, "
+                "not starting with '.' or '_', at most 255 bytes)")
+    return None
+
+
+def read_manifest(path: str) -> tuple[list[SubjectFiles], list[dict[str, str]]]:
+    """Subjects of a manifest CSV (:data:`MANIFEST_COLUMNS`), quarantining bad lines.
+
+    A line with an empty field, more fields than the header, a subject listed
+    on an earlier line or a name that cannot name a directory is rejected,
+    naming the manifest, the line and the problem; the other lines go on.
+    Relative paths are relative to the manifest's directory. Raises
+    :class:`InputError` when the file as a whole is not a manifest
+    (unreadable, a required column missing).
+    """
+    base = os.path.dirname(os.path.abspath(path))
+    subjects: list[SubjectFiles] = []
+    rejected: list[dict[str, str]] = []
+    seen: dict[str, int] = {}
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise InputError(f"{path}: subject manifest lacks column(s) {', '.join(missing)}; "
+                                 f"expected a header line {','.join(MANIFEST_COLUMNS)}")
+            for row in reader:
+                number = reader.line_num
+                line = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                empty = [c for c in MANIFEST_COLUMNS if not line.get(c)]
+                subject = line.get("subject", "")
+                if empty:
+                    problem = f"empty {', '.join(empty)}"
+                elif row.get(None):
+                    problem = f"{len(header) + len(row[None])} fields for the header's {len(header)}"
+                elif subject in seen:
+                    problem = f"subject {subject!r} is already on line {seen[subject]}"
+                else:
+                    problem = subject_name_problem(subject) or ""
+                if problem:
+                    rejected.append(rejection(path, "list subjects", f"{path} line {number}: {problem}",
+                                              record=subject or f"line {number}"))
+                    continue
+                seen[subject] = number
+                subjects.append({"subject": subject, "path": os.path.join(base, line["nifti"]),
+                                 "bval_path": os.path.join(base, line["bval"]),
+                                 "bvec_path": os.path.join(base, line["bvec"])})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read subject manifest ({exc})") from None
+    if not subjects and not rejected:
+        raise InputError(f"{path}: subject manifest lists no subjects")
+    return subjects, rejected
+
+
+def resolve_subjects(inputs: list[str], list_inputs: Callable[[Sequence[str], Sequence[str]], list[str]] | None = None
+                     ) -> tuple[list[SubjectFiles], list[dict[str, str]]]:
+    """List the subjects of ``inputs`` on the driver (paths only, no image is opened).
+
+    Returns the subjects (``subject``, ``path``, ``bval_path``, ``bvec_path``)
+    and rejections: NIfTI files without gradient files beside them, files
+    whose name cannot name a subject's output directory, and bad manifest
+    lines (:func:`read_manifest`). Raises :class:`InputError` for a missing
+    input, a file that is not a manifest or two inputs with one subject name.
+    ``list_inputs(suffixes, inputs)`` lists a directory (the job's
+    :meth:`~scilens.core.job.JobContext.list_inputs`, which rejects and counts
+    what it cannot list); by default :func:`scilens.core.inputs.list_files`.
+    """
+    subjects: list[SubjectFiles] = []
+    rejected: list[dict[str, str]] = []
+    for item in inputs:
+        if item.lower().endswith(".csv") and os.path.isfile(item):
+            listed, bad = read_manifest(item)
+            subjects += listed
+            rejected += bad
+            continue
+        paths = (list_inputs(NIFTI_SUFFIXES, [item]) if list_inputs is not None
+                 else list_files(item, NIFTI_SUFFIXES))
+        for path in paths:
+            subject = subject_name(path)
+            problem = subject_name_problem(subject)
+            if problem:
+                rejected.append(rejection(path, "list subjects", problem, record=subject))
+                continue
+            side = find_gradient_files(path)
+            if side is None and path.lower().endswith(NIFTI_SUFFIXES):
+                rejected.append(rejection(path, "list subjects", "no FSL gradient files (.bval/.bvec) beside it",
+                                          record=subject))
+                continue
+            subjects.append({"subject": subject, "path": path, "bval_path": str(side[0]) if side else None,
+                             "bvec_path": str(side[1]) if side else None})
+    seen: dict[str, str] = {}
+    for s in subjects:
+        if s["subject"] in seen:
+            raise InputError(f"two inputs are subject {s['subject']!r}: {seen[s['subject']]} and {s['path']}; "
+                             "rename one or list subjects in a manifest CSV (subject,nifti,bval,bvec)")
+        seen[s["subject"]] = s["path"]
+    return subjects, rejected
 
 
 def _number_table(path: str | Path, what: str) -> np.ndarray:
@@ -199,6 +333,14 @@ def _check_file(path: str) -> int:
     return info.st_size
 
 
+def _file_proxy(path: str, img: nib.Nifti1Image) -> ArrayProxy:
+    """The proxy of a loaded image's voxels: its file offset and scaling (a loaded image always has one)."""
+    proxy = img.dataobj
+    if not isinstance(proxy, ArrayProxy):
+        raise TypeError(f"{path}: image voxels are not read from its file ({type(proxy).__name__})")
+    return proxy
+
+
 def _check_claims(path: str, img: nib.Nifti1Image, max_volume_bytes: int | None) -> None:
     """Refuse an image whose header claims more than its file holds or a volume more than the budget.
 
@@ -212,7 +354,7 @@ def _check_claims(path: str, img: nib.Nifti1Image, max_volume_bytes: int | None)
         raise ValueError(f"{path}: 4-D image with 0 volumes (shape {shape})")
     if 0 in shape[:3]:
         raise ValueError(f"{path}: image has an empty dimension (shape {shape}), no voxels")
-    proxy = img.dataobj
+    proxy = _file_proxy(path, img)
     dtype = img.get_data_dtype()
     n_volumes = shape[3] if len(shape) == 4 else 1
     voxels = math.prod(shape[:3])  # Python ints: int64 overflows on NIfTI-2 dimensions
@@ -239,7 +381,7 @@ def _read_volume(fileobj: Any, path: str, v: int, n_volumes: int, shape: tuple[i
     if fileobj.tell() != offset:
         fileobj.seek(offset)
     buffer = np.empty(n_bytes, dtype=np.uint8)  # pages are committed only as they are written
-    view = memoryview(buffer)
+    view = buffer.data  # a memoryview of the buffer, as file.readinto wants
     done = 0
     while done < n_bytes:
         got = fileobj.readinto(view[done:done + _CHUNK_BYTES])
@@ -273,9 +415,11 @@ def iter_volumes(path: str | Path, max_volume_mb: float | None = DEFAULT_MAX_VOL
     path = str(path)
     _check_file(path)
     img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is one too
+        raise ValueError(f"{path}: not a NIfTI image ({type(img).__name__})")
     _check_claims(path, img, None if max_volume_mb is None else int(max_volume_mb * 2**20))
     shape = img.shape
-    proxy = img.dataobj
+    proxy = _file_proxy(path, img)
     vol_shape = tuple(int(n) for n in shape[:3])
     n_volumes = shape[3] if len(shape) == 4 else 1
     dtype = img.get_data_dtype()
@@ -427,7 +571,7 @@ def read_volumes(spark: SparkSession, paths: Sequence[str] | DataFrame, step: st
         subject = row.get("subject") if isinstance(row.get("subject"), str) else None
         return volume_rows(row["path"], subject, gradient_files=files, max_volume_mb=max_volume_mb)
 
-    def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def read(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Small volumes (many tiny files in one task) travel together: an Arrow batch per
         # volume costs more than a tiny volume. Memory stays one volume plus _FRAME_BYTES.
         pending: list[pd.DataFrame] = []

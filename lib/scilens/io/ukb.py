@@ -36,7 +36,7 @@ the export for whoever may read it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +99,7 @@ class FieldSpec(Config):
     verified: str = field("unverified", "How the field id and coding were checked.")
 
     def validate(self) -> None:
+        """Check the field is either one ``id`` or a right/left pair, and that coded fields have codes."""
         per_eye = self.right is not None or self.left is not None
         if per_eye and (self.id is not None or self.right is None or self.left is None):
             raise ConfigError("a per-eye field needs both right and left ids and no id")
@@ -111,7 +112,9 @@ class FieldSpec(Config):
         """Output column suffix -> field id: ``{"": id}`` or ``{"_right": r, "_left": l}``."""
         if self.id is not None:
             return {"": self.id}
-        return {"_right": self.right, "_left": self.left}  # type: ignore[dict-item]
+        if self.right is None or self.left is None:  # validate() refuses this; narrows the ids to int
+            raise ConfigError("a per-eye field needs both right and left ids and no id")
+        return {"_right": self.right, "_left": self.left}
 
 
 @dataclass
@@ -123,6 +126,7 @@ class FieldMap(Config):
     fields: dict[str, FieldSpec] = field({}, "Feature name -> where it lives.")
 
     def validate(self) -> None:
+        """Check the map is not empty and its feature names are snake_case."""
         if not self.fields:
             raise ConfigError("fields: the field map is empty")
         for name in self.fields:
@@ -130,6 +134,7 @@ class FieldMap(Config):
                 raise ConfigError(f"fields.{name}: feature names are snake_case")
 
     def spec(self, name: str) -> FieldSpec:
+        """Where feature ``name`` lives in the export."""
         return self.fields[name]
 
 
@@ -262,6 +267,70 @@ def _reduce(matrix: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
+def _decode_instance(export: pd.DataFrame, cols: list[str], where: str, spec: FieldSpec, special: set[int],
+                     errors: _Errors, eid_label: pd.Series) -> pd.Series:
+    """One feature's values at one instance from its array columns ``cols``, recording bad cells in ``errors``."""
+    index = export.index
+    texts = [_text(export[c]) for c in cols]
+    if spec.kind == "text_list":
+        frame = pd.concat(texts, axis=1)
+        return pd.Series([[v for v in row if v is not None] or None for row in frame.itertuples(index=False)],
+                         index=index, dtype=object)
+    parsed = []
+    for col, text in zip(cols, texts):
+        values, bad = _parse_numbers(text)
+        errors.add(bad, eid_label + f"column {col} {where} holds text that is not a number")
+        if spec.kind in ("code", "codes"):
+            allowed = set(spec.codes) | special
+            unknown = values.notna() & ~values.isin(allowed)
+            shown = ", ".join(str(c) for c in sorted(allowed))
+            errors.add(unknown, eid_label + f"column {col} {where} holds a code not in its coding ({shown})")
+        parsed.append(values)
+    matrix = np.column_stack([p.to_numpy() for p in parsed])
+    if spec.kind == "number":
+        return pd.Series(_reduce(matrix, spec.arrays), index=index)
+    if spec.kind == "code":
+        return pd.Series(_reduce(matrix, "first"), index=index).astype("Int32")
+    return pd.Series([[int(v) for v in row if not np.isnan(v)] or None for row in matrix], index=index, dtype=object)
+
+
+def _visit_rows(field_map: FieldMap, layout: ExportLayout, per_instance: dict[str, dict[int, pd.Series]],
+                eid_values: pd.Series, good: pd.Series) -> list[pd.DataFrame]:
+    """One frame per instance of the good participants' visits; participant-level fields copied to every visit."""
+    index = eid_values.index
+    rows = []
+    participant_columns = {name + suffix for name, spec in field_map.fields.items() if spec.per == "participant"
+                           for suffix in spec.field_ids()}
+    participant_values = {}
+    for column in participant_columns:
+        value = pd.Series(None, index=index, dtype=object)
+        for instance in sorted(per_instance[column]):
+            candidate = per_instance[column][instance].astype(object)
+            value = value.where(value.notna(), candidate)
+        participant_values[column] = value
+    for instance in layout.instances:
+        present = pd.Series(False, index=index)
+        for column, by_instance in per_instance.items():
+            if column not in participant_columns and instance in by_instance:
+                present |= by_instance[instance].notna()
+        keep = good & present
+        if not keep.any():
+            continue
+        frame = pd.DataFrame({"eid": eid_values[keep].astype("int64"),
+                              "visit": np.full(int(keep.sum()), instance, dtype="int32")}, index=index[keep])
+        for name, spec in field_map.fields.items():
+            for suffix in spec.field_ids():
+                column = name + suffix
+                if column in participant_columns:
+                    values = participant_values[column][keep]
+                else:
+                    values = per_instance[column].get(instance, pd.Series(None, index=index, dtype=object))[keep]
+                frame[column] = _typed(values, spec.kind)
+        frame[REJECTED_COLUMN] = None
+        rows.append(frame)
+    return rows
+
+
 def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayout,
                   malformed: pd.Series | None = None) -> pd.DataFrame:
     """Turn export rows into visit rows (the pure step of :func:`read_export`).
@@ -309,65 +378,11 @@ def decode_export(export: pd.DataFrame, field_map: FieldMap, layout: ExportLayou
             column = name + suffix
             per_instance[column] = {}
             for instance, cols in layout.columns.get(fid, {}).items():
-                texts = [_text(export[c]) for c in cols]
-                where = f"({name}, field {fid})"
-                if spec.kind == "text_list":
-                    frame = pd.concat(texts, axis=1)
-                    per_instance[column][instance] = pd.Series(
-                        [[v for v in row if v is not None] or None for row in frame.itertuples(index=False)],
-                        index=index, dtype=object)
-                    continue
-                parsed = []
-                for col, text in zip(cols, texts):
-                    values, bad = _parse_numbers(text)
-                    errors.add(bad, eid_label + f"column {col} {where} holds text that is not a number")
-                    if spec.kind in ("code", "codes"):
-                        allowed = set(spec.codes) | special
-                        unknown = values.notna() & ~values.isin(allowed)
-                        shown = ", ".join(str(c) for c in sorted(allowed))
-                        errors.add(unknown, eid_label + f"column {col} {where} holds a code not in its coding "
-                                   f"({shown})")
-                    parsed.append(values)
-                matrix = np.column_stack([p.to_numpy() for p in parsed])
-                if spec.kind == "number":
-                    per_instance[column][instance] = pd.Series(_reduce(matrix, spec.arrays), index=index)
-                elif spec.kind == "code":
-                    per_instance[column][instance] = pd.Series(_reduce(matrix, "first"), index=index).astype("Int32")
-                else:
-                    per_instance[column][instance] = pd.Series(
-                        [[int(v) for v in row if not np.isnan(v)] or None for row in matrix], index=index, dtype=object)
+                per_instance[column][instance] = _decode_instance(export, cols, f"({name}, field {fid})", spec,
+                                                                  special, errors, eid_label)
 
     good = errors.messages.isna()
-    rows = []
-    participant_columns = {name + suffix for name, spec in field_map.fields.items() if spec.per == "participant"
-                           for suffix in spec.field_ids()}
-    participant_values = {}
-    for column in participant_columns:
-        value = pd.Series(None, index=index, dtype=object)
-        for instance in sorted(per_instance[column]):
-            candidate = per_instance[column][instance].astype(object)
-            value = value.where(value.notna(), candidate)
-        participant_values[column] = value
-    for instance in layout.instances:
-        present = pd.Series(False, index=index)
-        for column, by_instance in per_instance.items():
-            if column not in participant_columns and instance in by_instance:
-                present |= by_instance[instance].notna()
-        keep = good & present
-        if not keep.any():
-            continue
-        frame = pd.DataFrame({"eid": eid_values[keep].astype("int64"),
-                              "visit": np.full(int(keep.sum()), instance, dtype="int32")}, index=index[keep])
-        for name, spec in field_map.fields.items():
-            for suffix in spec.field_ids():
-                column = name + suffix
-                if column in participant_columns:
-                    values = participant_values[column][keep]
-                else:
-                    values = per_instance[column].get(instance, pd.Series(None, index=index, dtype=object))[keep]
-                frame[column] = _typed(values, spec.kind)
-        frame[REJECTED_COLUMN] = None
-        rows.append(frame)
+    rows = _visit_rows(field_map, layout, per_instance, eid_values, good)
     bad = ~good
     if bad.any():
         rejected = pd.DataFrame({c: [None] * int(bad.sum()) for c in visit_schema(field_map).names})
@@ -416,7 +431,7 @@ def _read_tables(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, 
             raise InputError(f"{path}: not a readable {kind.upper()} export ({str(exc).splitlines()[0]})") from None
         groups.setdefault(columns, []).append(path)
         readers[columns] = (kind, options)
-    tables = []
+    tables: list[DataFrame] = []
     seen: dict[str, str] = {}
     for columns, files in groups.items():
         if "eid" not in columns:
@@ -499,7 +514,7 @@ def read_export(spark: SparkSession, paths: Sequence[str], field_map: FieldMap) 
     table = table.repartition(max(spark.sparkContext.defaultParallelism, table.rdd.getNumPartitions()))
     schema = with_rejected_field(visit_schema(field_map))
 
-    def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def decode(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             out = decode_export(batch.rename(columns=original), field_map, layout, malformed=batch[MALFORMED_COLUMN])
             if REJECTED_COLUMN in out and len(batch):

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scilens.astro.pipeline import AstroConfig
+from scilens.astro.config import AstroConfig
 from scilens.core.job import Job, JobContext
 
 __all__ = ["JOB", "AstroConfig", "AstroJob"]
 
 
 class AstroJob(Job[AstroConfig]):
+    """``scilens astro``: FITS visits -> co-adds per patch of a sky map and a source catalog."""
+
     name = "astro"
     summary = "Co-add FITS images (flux, variance, mask) on a sky map of patches and detect sources."
     config_class = AstroConfig
 
     def run(self, ctx: JobContext[AstroConfig]) -> int:
+        """Scan, co-add and detect the inputs of ``ctx``, then write the run outputs and report."""
         from scilens.astro import pipeline, stages
         from scilens.astro.report import write_report
         from scilens.astro.validate import implausible_images
@@ -60,7 +63,7 @@ class AstroJob(Job[AstroConfig]):
             records += [rejection(i.path, "skymap", pipeline.outside_message(i, skymap)) for i in outside]
             step.counts.update(patches_x=skymap.patches_x, patches_y=skymap.patches_y, inside=len(inside),
                                outside=len(outside),
-                               pixel_scale_mas=round(1000 * skymap.config.pixel_scale_arcsec))
+                               pixel_scale_mas=round(1000 * skymap.pixel_scale_arcsec))
         touched = sorted({p for i in inside for p in skymap.overlaps(i.footprint_ra, i.footprint_dec)})
         with ctx.step("pre-process, warp, co-add, detect") as step, \
                 arrow_batch_bytes(spark, _largest_row_bytes(inside, skymap)):
@@ -89,7 +92,7 @@ class AstroJob(Job[AstroConfig]):
                 summary = {"images co-added": coadded, "images rejected": len(records),
                            "tract": f"{skymap.config.tract}: {skymap.patches_x}x{skymap.patches_y} patches of "
                                     f"{skymap.config.patch_inner_px}+2x{skymap.config.patch_border_px} px at "
-                                    f"{skymap.config.pixel_scale_arcsec}\"/px, centre RA {skymap.center_ra:.5f} "
+                                    f"{skymap.pixel_scale_arcsec}\"/px, centre RA {skymap.center_ra:.5f} "
                                     f"Dec {skymap.center_dec:.5f}",
                            "sources": len(catalog),
                            "steps": ", ".join(f"{s.name} {s.seconds:.1f} s" for s in ctx.manifest.steps)}
@@ -99,8 +102,11 @@ class AstroJob(Job[AstroConfig]):
 
 
 def _largest_row_bytes(images: list, skymap) -> int:
-    """Bytes of the biggest row the co-add pass carries: a warp (an image resampled onto the patch grid,
-    3 planes of 4 bytes) or a patch's co-add planes (4 of them)."""
+    """Bytes of the biggest row the co-add pass carries.
+
+    That is a warp (an image resampled onto the patch grid, 3 planes of 4
+    bytes) or a patch's co-add planes (4 of them).
+    """
     import numpy as np
     from astropy.wcs.utils import proj_plane_pixel_scales
 
@@ -109,7 +115,7 @@ def _largest_row_bytes(images: list, skymap) -> int:
     warp = 0.0
     for info in images:
         scale = float(np.mean(proj_plane_pixel_scales(wcs_from_text(info.wcs_header)))) * 3600.0
-        warp = max(warp, info.shape[0] * info.shape[1] * 12 * max(1.0, scale / skymap.config.pixel_scale_arcsec) ** 2)
+        warp = max(warp, info.shape[0] * info.shape[1] * 12 * max(1.0, scale / skymap.pixel_scale_arcsec) ** 2)
     return int(max(warp, skymap.patch_shape[0] * skymap.patch_shape[1] * 14))
 
 

@@ -47,11 +47,14 @@ def _write(ctx: JobContext, name: str, rows: DataFrame, rejected: DataFrame, cou
 
 
 class IngestJob(Job[IngestConfig]):
+    """``scilens ingest``: NIfTI and FITS images -> Parquet tensor tables."""
+
     name = "ingest"
     summary = "Read NIfTI (.nii, .nii.gz + .bval/.bvec) and FITS images into Parquet tensor tables."
     config_class = IngestConfig
 
     def run(self, ctx: JobContext[IngestConfig]) -> int:
+        """Read every input of the configured formats and write its table(s)."""
         config = ctx.config
         suffixes = {"nifti": nifti.NIFTI_SUFFIXES, "fits": fits_io.FITS_SUFFIXES}
         wanted = tuple(s for kind in config.formats for s in suffixes[kind])

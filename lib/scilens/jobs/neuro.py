@@ -29,19 +29,23 @@ __all__ = ["JOB", "NeuroConfig", "NeuroJob"]
 
 
 class NeuroJob(Job[NeuroConfig]):
+    """``scilens neuro``: per-subject dMRI mask, denoising and tensor fit."""
+
     name = "neuro"
     summary = ("Diffusion MRI per subject: brain mask (median_otsu), non-local means denoising, "
                "tensor fit -> mask/FA/MD NIfTI maps and a voxel table.")
     config_class = NeuroConfig
 
     def run(self, ctx: JobContext[NeuroConfig]) -> int:
+        """List the subjects of ``ctx``, then segment, denoise and fit them and write the maps and report."""
+        from scilens.io import nifti
         from scilens.neuro import pipeline, report, stages
 
         config = ctx.config
         spark = ctx.spark
         out = ctx.output
         with ctx.step("list subjects") as step:
-            listed, missing = pipeline.resolve_subjects(ctx.inputs, ctx.list_inputs)
+            listed, missing = nifti.resolve_subjects(ctx.inputs, ctx.list_inputs)
             ctx.reject_records(missing)
             step.counts.update(subjects=len(listed), rejected=len(missing))
         if not listed:

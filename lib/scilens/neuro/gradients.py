@@ -79,7 +79,7 @@ def check_gradients(bvals: np.ndarray, bvecs: np.ndarray, b0_threshold: float, b
 
 def make_gradient_table(bvals: np.ndarray, bvecs: np.ndarray, b0_threshold: float, bval_file: str | None = None,
                         bvec_file: str | None = None) -> GradientTable:
-    """dipy's ``gradient_table(bvals, bvecs=bvecs, b0_threshold=b0_threshold)``, checked first.
+    """The dipy ``gradient_table(bvals, bvecs=bvecs, b0_threshold=b0_threshold)``, checked first.
 
     Parameters
     ----------

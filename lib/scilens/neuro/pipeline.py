@@ -19,9 +19,7 @@ input's affine.
 
 from __future__ import annotations
 
-import csv
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +27,6 @@ import numpy as np
 from dipy.core.gradients import GradientTable
 
 from scilens.core.chunking import Block, block_grid
-from scilens.core.inputs import InputError, list_files
-from scilens.core.quarantine import rejection
 from scilens.io import nifti
 from scilens.neuro.config import NeuroConfig
 from scilens.neuro.denoise import DenoiseConfig, DenoisedVolume, denoise_volume
@@ -52,14 +48,11 @@ __all__ = [
     "has_nonfinite",
     "mask_blocks",
     "mid_slices",
-    "read_manifest",
     "read_subject",
-    "resolve_subjects",
     "run_subject",
     "segment",
     "segment_subject",
     "subject_dir",
-    "subject_name_problem",
     "write_denoised",
     "write_maps",
     "write_mask",
@@ -90,117 +83,6 @@ def subject_dir(output: str | Path, subject: str) -> Path:
 def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
     """The middle slice of a 3-D volume across each voxel axis (i, j, k): sagittal, coronal, axial."""
     return [np.take(volume, volume.shape[axis] // 2, axis=axis) for axis in range(3)]
-
-
-def subject_name_problem(subject: str) -> str | None:
-    """Why ``subject`` cannot name its output directory ``subjects/<subject>``, or None if it can.
-
-    Refused: empty, slashes or backslashes (a path, e.g. ``../x``), a leading
-    ``.`` or ``_`` (``.``, ``..``, hidden and Spark-ignored names), control
-    characters, and more than 255 bytes (a file name's limit).
-    """
-    if not subject:
-        return "a subject name is empty"
-    if "/" in subject or "\\" in subject or subject[0] in "._" or any(ord(c) < 32 for c in subject) \
-            or len(subject.encode("utf-8", "surrogatepass")) > 255:
-        return (f"subject name {subject!r} cannot name an output directory (no slashes or control characters, "
-                "not starting with '.' or '_', at most 255 bytes)")
-    return None
-
-
-def read_manifest(path: str) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
-    """Subjects of a manifest CSV (:data:`scilens.io.nifti.MANIFEST_COLUMNS`), quarantining bad lines.
-
-    A line with an empty field, more fields than the header, a subject listed
-    on an earlier line or a name that cannot name a directory is rejected,
-    naming the manifest, the line and the problem; the other lines go on.
-    Relative paths are relative to the manifest's directory. Raises
-    :class:`InputError` when the file as a whole is not a manifest
-    (unreadable, a required column missing).
-    """
-    base = os.path.dirname(os.path.abspath(path))
-    subjects: list[dict[str, str | None]] = []
-    rejected: list[dict[str, str]] = []
-    seen: dict[str, int] = {}
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in nifti.MANIFEST_COLUMNS if c not in header]
-            if missing:
-                raise InputError(f"{path}: subject manifest lacks column(s) {', '.join(missing)}; "
-                                 f"expected a header line {','.join(nifti.MANIFEST_COLUMNS)}")
-            for row in reader:
-                number = reader.line_num
-                line = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-                empty = [c for c in nifti.MANIFEST_COLUMNS if not line.get(c)]
-                subject = line.get("subject", "")
-                if empty:
-                    problem = f"empty {', '.join(empty)}"
-                elif row.get(None):
-                    problem = f"{len(header) + len(row[None])} fields for the header's {len(header)}"
-                elif subject in seen:
-                    problem = f"subject {subject!r} is already on line {seen[subject]}"
-                else:
-                    problem = subject_name_problem(subject)
-                if problem:
-                    rejected.append(rejection(path, "list subjects", f"{path} line {number}: {problem}",
-                                              record=subject or f"line {number}"))
-                    continue
-                seen[subject] = number
-                subjects.append({"subject": subject, **{key: os.path.join(base, line[col]) for key, col in
-                                                        (("path", "nifti"), ("bval_path", "bval"),
-                                                         ("bvec_path", "bvec"))}})
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read subject manifest ({exc})") from None
-    if not subjects and not rejected:
-        raise InputError(f"{path}: subject manifest lists no subjects")
-    return subjects, rejected
-
-
-def resolve_subjects(inputs: list[str], list_inputs: Callable[[Sequence[str], Sequence[str]], list[str]] | None = None
-                     ) -> tuple[list[dict[str, str | None]], list[dict[str, str]]]:
-    """List the subjects of ``inputs`` on the driver (paths only, no image is opened).
-
-    Returns the subjects (``subject``, ``path``, ``bval_path``, ``bvec_path``)
-    and rejections: NIfTI files without gradient files beside them, files
-    whose name cannot name a subject's output directory, and bad manifest
-    lines (:func:`read_manifest`). Raises :class:`InputError` for a missing
-    input, a file that is not a manifest or two inputs with one subject name.
-    ``list_inputs(suffixes, inputs)`` lists a directory (the job's
-    :meth:`~scilens.core.job.JobContext.list_inputs`, which rejects and counts
-    what it cannot list); by default :func:`scilens.core.inputs.list_files`.
-    """
-    subjects: list[dict[str, str | None]] = []
-    rejected: list[dict[str, str]] = []
-    for item in inputs:
-        if item.lower().endswith(".csv") and os.path.isfile(item):
-            listed, bad = read_manifest(item)
-            subjects += listed
-            rejected += bad
-            continue
-        paths = (list_inputs(nifti.NIFTI_SUFFIXES, [item]) if list_inputs is not None
-                 else list_files(item, nifti.NIFTI_SUFFIXES))
-        for path in paths:
-            subject = nifti.subject_name(path)
-            problem = subject_name_problem(subject)
-            if problem:
-                rejected.append(rejection(path, "list subjects", problem, record=subject))
-                continue
-            side = nifti.find_gradient_files(path)
-            if side is None and path.lower().endswith(nifti.NIFTI_SUFFIXES):
-                rejected.append(rejection(path, "list subjects", "no FSL gradient files (.bval/.bvec) beside it",
-                                          record=subject))
-                continue
-            subjects.append({"subject": subject, "path": path, "bval_path": str(side[0]) if side else None,
-                             "bvec_path": str(side[1]) if side else None})
-    seen: dict[str, str] = {}
-    for s in subjects:
-        if s["subject"] in seen:
-            raise InputError(f"two inputs are subject {s['subject']!r}: {seen[s['subject']]} and {s['path']}; "
-                             "rename one or list subjects in a manifest CSV (subject,nifti,bval,bvec)")
-        seen[str(s["subject"])] = str(s["path"])
-    return subjects, rejected
 
 
 # ----------------------------------------------------------------------------- read
@@ -258,6 +140,8 @@ def read_subject(path: str | Path, subject: str | None = None, bval_path: str | 
         if data is None:
             data = np.empty((*volume.shape, n_volumes), dtype=volume.dtype, order="F")
         data[..., v] = volume
+    if data is None:  # iter_volumes refuses an image without volumes before it yields
+        raise ValueError(f"{path}: no volume")
     return Subject(subject or nifti.subject_name(path), path, data, np.asarray(img.affine), bvals, bvecs,
                    (str(side[0]), str(side[1])))
 

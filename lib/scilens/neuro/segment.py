@@ -66,7 +66,7 @@ class B0Sum:
 
     def mean(self) -> np.ndarray:
         """The mean b0 image, in the dtype ``numpy.mean`` gives for the volumes' dtype."""
-        if self.total is None or self.count == 0:
+        if self.total is None or self.dtype is None or self.count == 0:
             raise ValueError("no b0 volume to average")
         return (self.total / self.count).astype(mean_dtype(self.dtype), copy=False)
 

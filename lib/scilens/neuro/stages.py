@@ -174,8 +174,10 @@ class SubjectInfo:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SubjectInfo:
+        """The subject of one row of the segment stage's result (tensor columns decoded)."""
         previews = {name: [tensor.decode(row[f"{name}_{view}"]) for view in VIEWS] for name in ("mean_b0", "mask")}
-        return cls(row["subject"], row["path"], tuple(int(n) for n in row["shape"]), row["dtype"],
+        ni, nj, nk, nv = (int(n) for n in row["shape"])  # the mean b0's 3 axes and the volume count
+        return cls(row["subject"], row["path"], (ni, nj, nk, nv), row["dtype"],
                    tensor.decode(row["affine"]), tensor.decode(row["bvals"]), tensor.decode(row["bvecs"]),
                    int(row["n_b0"]), int(row["n_mask_voxels"]), previews)
 
@@ -195,7 +197,7 @@ def b0_partials(volumes: DataFrame, b0_threshold: float) -> DataFrame:
     ``volumes`` has the columns of :data:`scilens.io.nifti.VOLUME_SCHEMA`.
     """
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         state: dict[str, tuple[dict[str, Any], pipeline.B0Partial]] = {}
         for batch in batches:
             bvals, bvecs = gradient_arrays(list(batch["bval"]), list(batch["bvec"]))
@@ -295,7 +297,7 @@ def denoise_pieces(volumes: DataFrame, masks: Any, n_tasks: int, config: Denoise
                .where(F.col("subject").isin(sorted(masks.value)))
                .repartitionByRange(max(1, n_tasks), "subject", "volume"))
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         blocks: dict[str, list] = {}
         for batch in batches:
             for row in batch.itertuples(index=False):
@@ -407,7 +409,7 @@ def voxel_rows(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
     block_shape = list(block_shape)
     names = VOXEL_SCHEMA.fieldNames()
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         block_of = _block_lookup(shapes, block_shape)
         for batch in batches:
             for row in batch.to_pandas().itertuples(index=False):
@@ -433,7 +435,7 @@ def write_denoised(spark: Any, subjects: Mapping[str, SubjectInfo], parts: str |
     info = {s: (i.shape, i.dtype, i.affine) for s, i in subjects.items()}
     parts, output = str(parts), str(output)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for subject in batch["subject"]:
                 shape, dtype, affine = info[subject]
@@ -472,8 +474,12 @@ def volumes_per_task(subjects: Iterable[Any], parallelism: int) -> int:
 
 
 def denoise_tasks(subjects: Iterable[SubjectInfo], parallelism: int, per_task: int | None = None) -> int:
-    """Denoising tasks for ``subjects``: ``per_task`` volumes each, or by default :func:`volumes_per_task`
-    rounded up to a whole number of waves over the cores (range partitioning evens the runs out)."""
+    """The number of denoising tasks for ``subjects``.
+
+    ``per_task`` volumes each, or by default :func:`volumes_per_task` rounded
+    up to a whole number of waves over the cores (range partitioning evens
+    the runs out).
+    """
     subjects = list(subjects)
     n_volumes = sum(s.shape[3] for s in subjects)
     if per_task:
@@ -486,7 +492,7 @@ def _n_blocks(shape: Sequence[int], block_shape: Sequence[int]) -> int:
     return math.prod(-(-n // b) for n, b in zip(shape[:3], block_shape))
 
 
-def read(spark: SparkSession, listed: Sequence[Mapping[str, str | None]]) -> tuple[DataFrame, DataFrame, int]:
+def read(spark: SparkSession, listed: Sequence[nifti.SubjectFiles]) -> tuple[DataFrame, DataFrame, int]:
     """Read the listed subjects' volumes on the executors (:func:`scilens.io.nifti.read_volumes`).
 
     Returns the volume rows (cached on local disk), the rejected files, and
@@ -501,7 +507,7 @@ def read(spark: SparkSession, listed: Sequence[Mapping[str, str | None]]) -> tup
         return volumes, rejected, volumes.count()
 
 
-def segment(spark: SparkSession, volumes: DataFrame, listed: Sequence[Mapping[str, str | None]],
+def segment(spark: SparkSession, volumes: DataFrame, listed: Sequence[nifti.SubjectFiles],
             config: NeuroConfig, output: str | Path) -> tuple[dict[str, SubjectInfo], dict[str, np.ndarray],
                                                               list[dict[str, Any]]]:
     """Segment every subject (:func:`b0_partials`, :func:`segment_subjects`), writing their masks.
@@ -509,7 +515,7 @@ def segment(spark: SparkSession, volumes: DataFrame, listed: Sequence[Mapping[st
     Returns, on the driver, the segmented subjects, their brain masks and
     the rejected records (dicts of :data:`~scilens.core.quarantine.REJECTED_TYPE`).
     """
-    gradient_files = {str(s["subject"]): (s["bval_path"], s["bvec_path"]) for s in listed}
+    gradient_files = {s["subject"]: (s["bval_path"], s["bvec_path"]) for s in listed}
     n_tasks = min(len(listed), 4 * spark.sparkContext.defaultParallelism)
     with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
         partials = b0_partials(volumes, config.b0_threshold)

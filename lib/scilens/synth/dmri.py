@@ -53,12 +53,14 @@ class Tissue:
 
     @property
     def fa(self) -> float:
+        """Fractional anisotropy of the tensor's eigenvalues."""
         from dipy.reconst.dti import fractional_anisotropy
 
         return float(fractional_anisotropy(np.array(self.evals)))
 
     @property
     def md(self) -> float:
+        """Mean diffusivity: the mean of the tensor's eigenvalues."""
         return float(np.mean(self.evals))
 
 

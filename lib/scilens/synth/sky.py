@@ -71,6 +71,7 @@ class SkyImage:
 
     @property
     def wcs_header(self) -> fits.Header:
+        """The image's WCS as a FITS header."""
         return self.wcs.to_header()
 
 
@@ -307,7 +308,8 @@ def make_survey_truth(cfg: SurveyConfig) -> Survey:
     kind = np.array(["star"] * n_star + ["galaxy"] * n_gal)[:n]
     mag = np.where(kind == "star", _magnitudes(rng, n, cfg.star_mag, cfg.count_slope),
                    _magnitudes(rng, n, cfg.galaxy_mag, cfg.count_slope))
-    mag[: min(cfg.bright_stars, n)] = rng.uniform(*cfg.bright_mag, min(cfg.bright_stars, n))
+    bright_lo, bright_hi = cfg.bright_mag
+    mag[: min(cfg.bright_stars, n)] = rng.uniform(bright_lo, bright_hi, min(cfg.bright_stars, n))
     is_gal = kind == "galaxy"
     lo, hi = np.log(cfg.galaxy_r_eff_arcsec)
     r_eff = np.where(is_gal, np.exp(rng.uniform(lo, hi, n)), np.nan)
@@ -327,13 +329,15 @@ def make_survey_truth(cfg: SurveyConfig) -> Survey:
     offsets = vrng.uniform(-cfg.dither_arcsec, cfg.dither_arcsec, (cfg.visits, 2))
     pra, pdec = _field_wcs(cfg).pixel_to_world_values(offsets[:, 0], offsets[:, 1])
     visits = []
+    seeing_lo, seeing_hi = cfg.seeing_fwhm_arcsec
+    sky_lo, sky_hi = cfg.sky_electrons
     for v in range(cfg.visits):
         psf = cfg.psf if cfg.psf != "mixed" else ("moffat" if v % 2 == 0 else "gaussian")
         visits.append(Visit(
             visit=v, ra=float(pra[v]), dec=float(pdec[v]),
             rotation_deg=float(vrng.uniform(-cfg.rotation_deg, cfg.rotation_deg)),
-            seeing_fwhm_arcsec=float(vrng.uniform(*cfg.seeing_fwhm_arcsec)), psf=psf,
-            sky=float(vrng.uniform(*cfg.sky_electrons)), mjd=60000.0 + 0.01 * v))
+            seeing_fwhm_arcsec=float(vrng.uniform(seeing_lo, seeing_hi)), psf=psf,
+            sky=float(vrng.uniform(sky_lo, sky_hi)), mjd=60000.0 + 0.01 * v))
     return Survey(cfg, truth, visits)
 
 
@@ -408,7 +412,7 @@ def _cosmic_rays(shape: tuple[int, int], cfg: SurveyConfig, rng: np.random.Gener
         length = int(rng.integers(1, 7))
         angle = rng.uniform(0, np.pi)
         x0, y0 = rng.uniform(0, nx - 1), rng.uniform(0, ny - 1)
-        charge = rng.uniform(*cfg.cosmic_ray_electrons)
+        charge = rng.uniform(cfg.cosmic_ray_electrons[0], cfg.cosmic_ray_electrons[1])
         steps = np.arange(length)
         xs = np.clip(np.round(x0 + steps * np.cos(angle)).astype(int), 0, nx - 1)
         ys = np.clip(np.round(y0 + steps * np.sin(angle)).astype(int), 0, ny - 1)

@@ -65,7 +65,7 @@ N_PARTICIPANTS = 96_020
 
 VISITS = 3
 
-FIELDS = {
+FIELDS: dict[str, int | tuple[int, int]] = {
     "age": 21003, "sex": 31, "ethnicity": 21000, "bmi": 21001, "fvc": 3062, "pef": 3064, "pulse_rate": 102,
     "diastolic_bp": 4079, "systolic_bp": 4080, "diabetes": 2443, "caffeine": 3089, "nicotine": 3159,
     "iop": (5255, 5263), "corneal_hysteresis": (5256, 5264), "corneal_resistance_factor": (5257, 5265),
@@ -115,7 +115,7 @@ class GlaucomaModel:
     def risk_factors(self) -> list[str]:
         """Generating risk factors, strongest first by log-odds per population sd."""
         per_sd = {"iop": self.beta_iop / 4 * 3.5, "age": self.beta_age / 10 * 8.7, "bmi": self.beta_bmi / 5 * 4.4}
-        return sorted(per_sd, key=per_sd.get, reverse=True)
+        return sorted(per_sd, key=per_sd.__getitem__, reverse=True)
 
 
 @dataclass
@@ -291,7 +291,10 @@ def export_frame(sim: Simulation) -> pd.DataFrame:
                                                        a["caffeine"][:, v].astype(int).astype(str)), "")
         cols[_column(3159, v)] = np.where(bp, a["nicotine"][:, v].astype(int).astype(str), "")
         for feature in ("iop", "corneal_hysteresis", "corneal_resistance_factor", "visual_acuity_logmar"):
-            for e, field_id in enumerate(FIELDS[feature]):
+            per_eye = FIELDS[feature]
+            if not isinstance(per_eye, tuple):
+                raise TypeError(f"{feature} is a per-eye feature: FIELDS holds its (right, left) field ids")
+            for e, field_id in enumerate(per_eye):
                 cols[_column(field_id, v)] = _fmt(a[feature][:, v, e], 2)
         # field 6148: up to 5 answers, or -7, or a special code alone
         answers = [(1, a["report_diabetic_eye"][:, v]), (2, a["report_glaucoma"][:, v]),

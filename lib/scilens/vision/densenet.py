@@ -48,6 +48,7 @@ class DenseNetConfig(Config):
     seed: int = field(0, "Seed of the MSRA weight initialisation.")
 
     def validate(self) -> None:
+        """Check that blocks, growth rate and stem are given with preset custom, and only then."""
         given = [n for n in ("blocks", "growth_rate", "stem") if getattr(self, n) is not None]
         if self.preset == "custom" and len(given) < 3:
             missing = sorted({"blocks", "growth_rate", "stem"} - set(given))

@@ -77,8 +77,11 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
     tracker = EpochTracker(spec, rank, size, steps, exporter)
 
     class SyncMovingStatistics(tf.keras.callbacks.Callback):
-        """Average BatchNorm moving means/variances over ranks: they follow each rank's own batches,
-        unlike the trainable weights, which the averaged gradients keep identical."""
+        """Average BatchNorm moving means/variances over ranks at each epoch's end.
+
+        They follow each rank's own batches, unlike the trainable weights,
+        which the averaged gradients keep identical.
+        """
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             for i, var in enumerate(v for v in self.model.non_trainable_variables if is_moving_statistic(v)):

@@ -318,6 +318,8 @@ def _sub_model(model: Any, info: ModelInfo, outputs: Sequence[str]) -> tuple[Any
         else:
             need(name, model.get_layer(name).output)
     sub = keras.Model(model.inputs, tensors)
+    kernel: np.ndarray | None
+    bias: np.ndarray | None
     if info.logits_layer is None and "_final_input" in where:
         kernel, bias = (np.asarray(w, dtype=np.float64) for w in final.get_weights()[:2])
     else:
@@ -399,12 +401,15 @@ def model_outputs(info: ModelInfo, outputs: Sequence[str], layout: ImageLayout, 
             return finish(_as_list(sub.predict_on_batch(x)))
 
         if kind == "array":
-            def predict(images: np.ndarray) -> dict[str, np.ndarray]:
+            def predict_array(images: np.ndarray) -> dict[str, np.ndarray]:
                 return run(images.astype(np.float32).reshape((len(images), *input_shape)))
-        else:
-            def predict(data: np.ndarray, dtypes: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[misc]
-                return run(_decode_batch(data, dtypes, input_shape))
-        return predict
+
+            return predict_array
+
+        def predict_tensor(data: np.ndarray, dtypes: np.ndarray) -> dict[str, np.ndarray]:
+            return run(_decode_batch(data, dtypes, input_shape))
+
+        return predict_tensor
 
     udf = predict_batch_udf(make_predict_fn, return_type=output_schema(outputs), batch_size=batch_size,
                             input_tensor_shapes=[[int(np.prod(input_shape))]] if kind == "array" else None)

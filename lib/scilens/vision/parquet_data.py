@@ -47,8 +47,11 @@ KEY_FIELDS = ("eid", "eye", "visit", "scan", "target")
 
 
 class DatasetConflict(RuntimeError):
-    """A dataset path already holds something else: ``kind`` is ``"foreign"`` (not a scilens
-    dataset), ``"schema"`` (another schema) or ``"source"`` (same schema, other source rows)."""
+    """A dataset path already holds something else.
+
+    ``kind`` is ``"foreign"`` (not a scilens dataset), ``"schema"`` (another
+    schema) or ``"source"`` (same schema, other source rows).
+    """
 
     def __init__(self, message: str, kind: str):
         super().__init__(message)
@@ -79,9 +82,13 @@ def _local_path(url: str) -> Path:
 
 
 def reuse_existing(path: Path, schema: dict[str, Any], source: str, kind: str, overwrite: bool) -> DatasetInfo | None:
-    """The reusable dataset at ``path`` (None if there is none, or if ``overwrite`` removed one of another
-    source); :class:`DatasetConflict` if it holds something else. ``schema`` is the JSON summary of what the
-    caller would write; ``kind`` names the format in messages ("Petastorm", "Parquet")."""
+    """The reusable dataset at ``path``.
+
+    None if there is none, or if ``overwrite`` removed one of another source;
+    :class:`DatasetConflict` if it holds something else. ``schema`` is the
+    JSON summary of what the caller would write; ``kind`` names the format in
+    messages ("Petastorm", "Parquet").
+    """
     if not path.exists():
         return None
     sidecar = path / SIDECAR
@@ -107,8 +114,10 @@ def reuse_existing(path: Path, schema: dict[str, Any], source: str, kind: str, o
 
 def write_sidecar(path: Path, schema: dict[str, Any], source: str, image_shape: Sequence[int], rows: int,
                   min_row_groups: int) -> DatasetInfo:
-    """Check the written dataset has ``min_row_groups`` row groups (a rank without one would read an empty
-    shard) and record it for reuse."""
+    """Check the written dataset has ``min_row_groups`` row groups and record it for reuse.
+
+    A rank without a row group would read an empty shard.
+    """
     row_groups = count_row_groups(path)
     if row_groups < min_row_groups:
         raise ValueError(f"{path}: {rows} rows made {row_groups} row groups, fewer than {min_row_groups} "
@@ -156,8 +165,11 @@ def materialize_images(spark: SparkSession, images: DataFrame, path: str | Path,
 
 
 def shard_row_groups(url: str, rank: int, size: int) -> list[tuple[str, int]]:
-    """(file, row group) pieces of rank ``rank`` of ``size``: every ``size``-th of the dataset's row groups
-    in file order, starting at ``rank``."""
+    """The (file, row group) pieces of rank ``rank`` of ``size``.
+
+    Every ``size``-th of the dataset's row groups in file order, starting at
+    ``rank``.
+    """
     import pyarrow.parquet as pq
 
     path = _local_path(url)
@@ -188,8 +200,11 @@ def _decode_images(table: Any, image_shape: Sequence[int], where: str) -> np.nda
 
 def iter_shard(url: str, rank: int, size: int, image_shape: Sequence[int], columns: Sequence[str] = ("target",),
                shuffle_seed: int | None = None, repeat: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """One row group of rank ``rank``'s shard at a time: ``columns`` and ``image`` as arrays. With
-    ``shuffle_seed`` the row groups come in a new random order on every pass; ``repeat`` passes forever."""
+    """One row group of rank ``rank``'s shard at a time: ``columns`` and ``image`` as arrays.
+
+    With ``shuffle_seed`` the row groups come in a new random order on every
+    pass; ``repeat`` passes forever.
+    """
     import pyarrow.parquet as pq
 
     pieces = shard_row_groups(url, rank, size)
@@ -214,8 +229,12 @@ def read_shard(url: str, rank: int, size: int, image_shape: Sequence[int]) -> di
 
 def batched(ds: Any, batch_size: int, transform: Callable[[np.ndarray], np.ndarray] | None = None,
             shuffle_buffer: int = 0, seed: int = 0, drop_remainder: bool = False) -> Any:
-    """The tail of both formats' input pipelines: from a ``tf.data`` of (float32 image, float32 target), the
-    numpy ``transform`` of each image (training augmentation), a shuffle buffer, batches, prefetch."""
+    """The tail of both formats' input pipelines.
+
+    From a ``tf.data`` of (float32 image, float32 target): the numpy
+    ``transform`` of each image (training augmentation), a shuffle buffer,
+    batches, prefetch.
+    """
     import tensorflow as tf
 
     if transform is not None:

@@ -23,7 +23,7 @@ the Parquet files records both); a different schema raises
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ def materialize_images(spark: SparkSession, images: DataFrame, path: str | Path,
     image_field = schema.fields["image"]
     spark_schema = schema.as_spark_schema()
 
-    def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def encode(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         codec = NdarrayCodec()
         for batch in batches:
             images_np = tensor.decode_column(batch["image"])

@@ -79,9 +79,12 @@ __all__ = ["train_distributed", "train_on_rank"]
 
 
 def _local_values(strategy: Any, variables: list[Any]) -> list[np.ndarray]:
-    """This rank's own copy of each variable. Reading a distributed variable through the strategy may
-    all-reduce it (BatchNorm statistics are sync-on-read in Keras 2), which would hide a rank out of sync
-    and be a collective only some ranks take part in."""
+    """The rank's own copy of each variable.
+
+    Reading a distributed variable through the strategy may all-reduce it
+    (BatchNorm statistics are sync-on-read in Keras 2), which would hide a
+    rank out of sync and be a collective only some ranks take part in.
+    """
     return [strategy.experimental_local_results(compat.tf_variable(v))[0].numpy() for v in variables]
 
 
@@ -92,8 +95,11 @@ def _assign_local(strategy: Any, variables: list[Any], values: list[np.ndarray])
 
 
 class _Collectives:
-    """All-reduce and all-gather of numpy values among the ranks, through the strategy's collectives (the
-    same ring the gradients use). Every rank must make the same calls in the same order."""
+    """All-reduce and all-gather of numpy values among the ranks.
+
+    Through the strategy's collectives (the same ring the gradients use).
+    Every rank must make the same calls in the same order.
+    """
 
     def __init__(self, strategy: Any):
         import tensorflow as tf
@@ -205,7 +211,8 @@ def train_on_rank(spec: TrainSpec) -> dict[str, Any]:
             targets.append(target.numpy())
         all_t = collectives.gather(np.concatenate(targets) if targets else np.zeros(0, np.float32))
         all_p = collectives.gather(np.concatenate(probs).astype(np.float32) if probs else np.zeros(0, np.float32))
-        if tracker.end_epoch(epoch, loss, all_t, all_p, train_seconds, started, lambda w=current: w):
+        # current.copy: this epoch's weights (a new list of the same arrays), bound now, read by end_epoch.
+        if tracker.end_epoch(epoch, loss, all_t, all_p, train_seconds, started, current.copy):
             break
     if tracker.best_weights is not None:
         _assign_local(strategy, weights, tracker.best_weights)
@@ -226,8 +233,11 @@ def _free_port() -> int:
 
 
 def _watch_parent(parent: int) -> None:
-    """Exit when the Spark task that started this rank is gone (killed with its stage): an orphan rank
-    would otherwise wait in a collective for peers that no longer exist."""
+    """Exit when the Spark task that started this rank is gone (killed with its stage).
+
+    An orphan rank would otherwise wait in a collective for peers that no
+    longer exist.
+    """
     while True:
         if os.getppid() != parent:
             os._exit(3)
@@ -258,8 +268,8 @@ def _barrier_task(spec_bytes: bytes, env: dict[str, str]) -> Any:
         rank = ctx.partitionId()
         hosts = [info.address.rsplit(":", 1)[0] for info in ctx.getTaskInfos()]
         ports = [int(p) for p in ctx.allGather(str(_free_port()))]
-        tf_config = {"cluster": {"worker": [f"{h}:{p}" for h, p in zip(hosts, ports)]},
-                     "task": {"type": "worker", "index": rank}}
+        workers = [f"{h}:{p}" for h, p in zip(hosts, ports)]
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
         with tempfile.TemporaryDirectory(prefix=f"scilens-rank{rank}-") as tmp:
             spec_path, result_path = os.path.join(tmp, "spec.pickle"), os.path.join(tmp, "result.json")
             with open(spec_path, "wb") as f:
@@ -275,7 +285,7 @@ def _barrier_task(spec_bytes: bytes, env: dict[str, str]) -> Any:
                     result = json.load(f)
         if proc.returncode != 0 or "error" in result:
             detail = result.get("error", f"exit code {proc.returncode}, no result written")
-            raise RuntimeError(f"tf-distribute rank {rank} of {len(hosts)} ({tf_config['cluster']['worker'][rank]}) "
+            raise RuntimeError(f"tf-distribute rank {rank} of {len(hosts)} ({workers[rank]}) "
                                f"failed:\n{detail}")
         yield json.dumps(result)
 
@@ -283,8 +293,9 @@ def _barrier_task(spec_bytes: bytes, env: dict[str, str]) -> Any:
 
 
 def train_distributed(spark: Any, spec: TrainSpec) -> list[dict[str, Any]]:
-    """Run :func:`train_on_rank` on ``spec.training.num_proc`` ranks in a Spark barrier stage; results ordered
-    by rank.
+    """Run :func:`train_on_rank` on ``spec.training.num_proc`` ranks in a Spark barrier stage.
+
+    The results are ordered by rank.
 
     Raises
     ------

@@ -56,8 +56,9 @@ BACKENDS = ("horovod", "tf-distribute")
 
 
 def default_backend() -> str:
-    """``horovod`` where Horovod (with its TensorFlow extension) and Petastorm are installed, else
-    ``tf-distribute``.
+    """The default backend: ``horovod`` where Horovod and Petastorm are installed, else ``tf-distribute``.
+
+    Horovod must come with its TensorFlow extension.
 
     Looked up without importing them: job configs are declared when the CLI lists its jobs, which must not
     pay for importing TensorFlow. A Horovod that is installed but does not import fails the run with the
@@ -111,6 +112,7 @@ class TrainSpec:
     output_dir: str
 
     def steps_per_epoch(self, size: int) -> int:
+        """Training steps per epoch on ``size`` ranks (the configured number, else one pass over the rows)."""
         if self.training.steps_per_epoch:
             return self.training.steps_per_epoch
         return max(1, self.train_rows // (self.training.batch_size * size))
@@ -119,13 +121,17 @@ class TrainSpec:
 def build_model(spec: TrainSpec) -> Any:
     """The Keras model a spec names."""
     if spec.architecture == "densenet":
-        from scilens.vision.densenet import build_densenet
+        from scilens.vision.densenet import DenseNetConfig, build_densenet
 
-        return build_densenet(spec.image_shape, spec.model_config)  # type: ignore[arg-type]
+        if not isinstance(spec.model_config, DenseNetConfig):
+            raise TypeError(f"a densenet needs a DenseNetConfig, got {type(spec.model_config).__name__}")
+        return build_densenet(spec.image_shape, spec.model_config)
     if spec.architecture == "transfer":
-        from scilens.vision.transfer import build_transfer_model
+        from scilens.vision.transfer import TransferConfig, build_transfer_model
 
-        return build_transfer_model(spec.image_shape, spec.model_config)  # type: ignore[arg-type]
+        if not isinstance(spec.model_config, TransferConfig):
+            raise TypeError(f"a transfer model needs a TransferConfig, got {type(spec.model_config).__name__}")
+        return build_transfer_model(spec.image_shape, spec.model_config)
     raise ValueError(f"unknown architecture {spec.architecture!r}")
 
 
@@ -192,18 +198,23 @@ def rank_environment(spark: Any, training: DistributedTrainingConfig, what: str)
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "PYTHONUNBUFFERED": "1"}
 
 def log(message: str) -> None:
+    """Print a progress line of the training ranks to stderr."""
     print(f"[scilens train] {message}", file=sys.stderr, flush=True)
 
 
 class ModelExporter:
-    """Saves weights through an uncompiled, undistributed twin of the trained model: the file carries no
-    Horovod optimizer or distributed variables and loads anywhere."""
+    """Saves weights through an uncompiled, undistributed twin of the trained model.
+
+    The file carries no Horovod optimizer or distributed variables and loads
+    anywhere.
+    """
 
     def __init__(self, spec: TrainSpec, twin: Any = None):
         self.spec = spec
         self.twin = twin
 
     def save(self, weights: list[np.ndarray], path: str) -> None:
+        """Write ``weights`` to ``path`` through the twin model (built on first use)."""
         if self.twin is None:
             self.twin = build_model(self.spec)
         self.twin.set_weights(weights)
@@ -230,8 +241,16 @@ class EpochTracker:
 
     def end_epoch(self, epoch: int, loss: float, targets: np.ndarray, probs: np.ndarray, train_seconds: float,
                   started: float, weights: Callable[[], list[np.ndarray]]) -> bool:
-        """Record epoch ``epoch`` (0-based); ``weights()`` gives the rank's current weights (called at most
-        once). Returns True when training must stop (no better AUC for ``early_stopping_patience`` epochs)."""
+        """Record epoch ``epoch`` (0-based).
+
+        ``weights()`` gives the rank's current weights (called at most once).
+
+        Returns
+        -------
+        bool
+            True when training must stop (no better AUC for
+            ``early_stopping_patience`` epochs).
+        """
         cfg = self.spec.training
         val_loss, val_auc = binary_metrics(targets, probs)
         record = {"epoch": epoch + 1, "loss": float(loss), "val_loss": val_loss, "val_auc": val_auc,
@@ -240,7 +259,8 @@ class EpochTracker:
                   "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - started}
         self.history.append(record)
         improved = bool(np.isfinite(val_auc) and val_auc > self.best_auc)
-        current = weights() if improved or self.rank == 0 else None
+        # Read only where used: by an improvement, or by rank 0's checkpoint.
+        current = weights() if improved or self.rank == 0 else []
         if improved:
             self.best_auc, self.best_epoch, self.wait = val_auc, epoch + 1, 0
             self.best_weights = [np.array(w, copy=True) for w in current]
