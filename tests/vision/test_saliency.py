@@ -29,7 +29,7 @@ def test_integrated_gradients_add_up_to_the_output_difference(model_and_scan):
     assert abs(fine_gap) == pytest.approx(abs(fine.sum() - difference), abs=1e-6)
     assert abs(fine_gap) < abs(coarse_gap)
     # The step keeps completeness in the stored (h, w) mask: channels are summed, nothing is rescaled.
-    masks = saliency.SaliencyStep(saliency.SaliencyConfig(ig_steps=128, smoothgrad_samples=4)).run(model, x)
+    masks = saliency.saliency_masks(model, x, saliency.SaliencyConfig(ig_steps=128, smoothgrad_samples=4))
     ig_mask, gap = masks["integrated_gradients"]
     assert ig_mask.shape == x.shape[:2] and ig_mask.sum() == pytest.approx(difference, rel=0.01, abs=1e-5)
     assert gap == pytest.approx(fine_gap, abs=1e-6)

@@ -164,14 +164,13 @@ def saliency_records(model: Any, rows: Iterable[tuple[Any, np.ndarray]], modalit
         ``eid``, ``eye``, ``label``, ``modality``, ``scan``, ``method``, ``probability`` (the model's
         output), ``completeness_gap``, ``image`` and ``mask`` (arrays).
     """
-    from scilens.vision.saliency import SaliencyStep
+    from scilens.vision.saliency import saliency_masks
 
-    step = SaliencyStep(methods)
     for row, image in rows:
         x = image.astype(np.float32)
         x = x[..., None] if x.ndim == 2 else x
         p = float(np.asarray(model(x[None], training=False)).ravel()[0])
-        for method, (mask, gap) in step.run(model, x).items():
+        for method, (mask, gap) in saliency_masks(model, x, methods).items():
             yield {"eid": row.eid, "eye": row.eye, "label": row.label, "modality": modality,
                    "scan": int(row.scan), "method": method, "probability": p, "completeness_gap": gap,
                    "image": image, "mask": mask}

@@ -28,7 +28,7 @@ import numpy as np
 
 from scilens.core.config import Config, field
 
-__all__ = ["METHODS", "SaliencyConfig", "SaliencyStep", "integrated_gradients", "smoothgrad"]
+__all__ = ["METHODS", "SaliencyConfig", "integrated_gradients", "saliency_masks", "smoothgrad"]
 
 METHODS = ("integrated_gradients", "smoothgrad")
 
@@ -94,22 +94,31 @@ def smoothgrad(model: Any, image: np.ndarray, samples: int = 25, noise: float = 
     return _gradients(model, noisy, batch_size)[1].mean(axis=0)
 
 
-class SaliencyStep:
-    """Saliency masks of one image for every configured method."""
+def saliency_masks(model: Any, image: np.ndarray,
+                   config: SaliencyConfig | None = None) -> dict[str, tuple[np.ndarray, float]]:
+    """Saliency masks of one image for every configured method.
 
-    config_class = SaliencyConfig
+    Parameters
+    ----------
+    model
+        A Keras model with one probability output.
+    image
+        The model input, (h, w, c).
+    config
+        Methods and their parameters; the defaults when None.
 
-    def __init__(self, config: SaliencyConfig | None = None):
-        self.config = config or SaliencyConfig()
-
-    def run(self, model: Any, image: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
-        """``{method: (mask (h, w) float32, completeness gap or NaN)}`` for a model input ``image`` (h, w, c)."""
-        cfg = self.config
-        out: dict[str, tuple[np.ndarray, float]] = {}
-        if "integrated_gradients" in cfg.methods:
-            attributions, gap = integrated_gradients(model, image, steps=cfg.ig_steps, batch_size=cfg.batch_size)
-            out["integrated_gradients"] = (attributions.sum(axis=-1).astype(np.float32), gap)
-        if "smoothgrad" in cfg.methods:
-            grad = smoothgrad(model, image, cfg.smoothgrad_samples, cfg.smoothgrad_noise, cfg.seed, cfg.batch_size)
-            out["smoothgrad"] = (np.abs(grad).sum(axis=-1).astype(np.float32), float("nan"))
-        return out
+    Returns
+    -------
+    dict
+        ``{method: (mask (h, w) float32, completeness gap or NaN)}``; the gap is integrated
+        gradients' completeness error, NaN for SmoothGrad.
+    """
+    cfg = config or SaliencyConfig()
+    out: dict[str, tuple[np.ndarray, float]] = {}
+    if "integrated_gradients" in cfg.methods:
+        attributions, gap = integrated_gradients(model, image, steps=cfg.ig_steps, batch_size=cfg.batch_size)
+        out["integrated_gradients"] = (attributions.sum(axis=-1).astype(np.float32), gap)
+    if "smoothgrad" in cfg.methods:
+        grad = smoothgrad(model, image, cfg.smoothgrad_samples, cfg.smoothgrad_noise, cfg.seed, cfg.batch_size)
+        out["smoothgrad"] = (np.abs(grad).sum(axis=-1).astype(np.float32), float("nan"))
+    return out
