@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import functions as F
 
 from scilens.core import tensor
@@ -29,7 +30,7 @@ def images_by_id(table: ImageTable, ids: Sequence[int]) -> dict[int, np.ndarray]
         Id to image, as stored; ids absent from the table are left out.
     """
     column = table.layout.column
-    pdf = table.frame.where(F.col("id").isin([int(i) for i in ids])).select("id", column).toPandas()
+    pdf: pd.DataFrame = table.frame.where(F.col("id").isin([int(i) for i in ids])).select("id", column).toPandas()
     if table.layout.kind == "tensor":
         images = list(tensor.decode_column(pdf[column])) if len(pdf) else []
     else:

@@ -57,11 +57,14 @@ def store_digest(path: str | Path) -> str:
 
 
 class ActivationIndexJob(Job[ActivationIndexConfig]):
+    """The ``activation-index`` job."""
+
     name = "activation-index"
     summary = "Build the exact top-k activation index (MAI + NPI per neuron) of an activation store."
     config_class = ActivationIndexConfig
 
     def run(self, ctx: JobContext[ActivationIndexConfig]) -> int:
+        """Build the index of the input store; return the number of items indexed."""
         from scilens.diagnosis.activations import ActivationStore
         from scilens.diagnosis.topk_stages import build_index_spark
 

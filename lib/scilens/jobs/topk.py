@@ -49,11 +49,14 @@ def _check(cfg: TopkConfig) -> None:
 
 
 class TopkJob(Job[TopkConfig]):
+    """The ``topk`` job."""
+
     name = "topk"
     summary = "Exact top-k activation query (highest or nearest) over an activation index, with a contact sheet."
     config_class = TopkConfig
 
     def run(self, ctx: JobContext[TopkConfig]) -> int:
+        """Answer the query; return the number of items returned."""
         from scilens.diagnosis.topk import ActivationIndex, ParquetSource
         from scilens.jobs.activation_index import store_digest
 
@@ -79,6 +82,8 @@ class TopkJob(Job[TopkConfig]):
                 raise InputError(str(err)) from err
             result.insert(0, "rank", range(1, len(result) + 1))
             result.to_parquet(ctx.output / "result.parquet", index=False)
+            if index.last_stats is None:  # every query sets it
+                raise RuntimeError("the index recorded no stats for the query")
             stats = {**asdict(index.last_stats), "source_kind": source.kind, "store": str(store)}
             (ctx.output / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
             step.counts.update(rows=len(result), fetched=int(stats["rows_fetched"]))
