@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from scilens.demos import astro, diagnosis, glaucoma, ingest, neuro
+from scilens.demos import astro, diagnosis, glaucoma, ingest, neuro, topk
 from scilens.demos.index import Shown
 
 Demo = Callable[[Path], list[Shown]]
@@ -25,6 +25,7 @@ DEMOS: dict[str, Demo] = {
     "train-model": diagnosis.train_model,
     "sample": diagnosis.sample,
     "activations": diagnosis.activations,
+    "topk": topk.demo,
     "glaucoma-clinical": glaucoma.clinical_demo,
     "glaucoma-images": glaucoma.images_demo,
     "glaucoma-train": glaucoma.train_demo,
