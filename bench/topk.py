@@ -458,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small data: check that the benchmark runs")
     parser.add_argument("--conv-spark-small", action="store_true",
                         help="also build the conv case's under-20 %% index with Spark (slow; default: numpy only)")
+    parser.add_argument("--note", default="", help="a sentence for the report (e.g. what was reduced and why)")
     parser.add_argument("--cases", default="lenet-dense,conv",
                         help="comma-separated cases to run (empty: none); the report gathers every case run")
     args = parser.parse_args(argv)
@@ -520,9 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"; best single query {max(x['spark_scan_s'] / x['index_store_s'] for x in rows if 'spark_scan_s' in x and 'index_store_s' in x):.0f}x"  # noqa: E501
                      if here_speed else ""))},
     ]
-    setup = (f"Mode: {mode}. Load average at start {load_before[0]:.1f}, at end {load_after[0]:.1f} on "
+    note = f"**Note.** {args.note}\n\n" if args.note else ""
+    setup = (note + f"Mode: {mode}. Load average at start {load_before[0]:.1f}, at end {load_after[0]:.1f} on "
              f"{os.cpu_count()} cores{' -- the machine was LOADED by other work: absolute times are inflated' if loaded else ''}. "  # noqa: E501
-             f"Total {total:.0f} s. Spark local[2]. Queries: {s['queries']} seeded (seed {SEED}) of each kind per "
+             f"This invocation took {total:.0f} s. Spark local[2]."
+             f" Queries: {s['queries']} seeded (seed {SEED}) of each kind per "
              f"case, group sizes {GROUPS} and k {KS} cycled, layer and neurons and the nearest query item drawn at "
              f"random; `highest` uses agg=sum. The index answers over the store (`ParquetSource`, what the `topk` "
              f"job does) until a per-case time budget ({s['store_budget_s']}) is spent, and every query over an "
@@ -531,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
              f"aggregation, per query). Every answer (index both ways, Spark) is checked against the numpy brute "
              f"force (same ids in the same order, same scores) before its time counts. Index tables of a layer are "
              f"read at its first query; that load is timed apart (below) and not in the per-query times.\n\n"
+             + "Per case (each case's run time and load average are its own; cases may come from separate "
+               "invocations, gathered from bench/work/topk/case_*.json):\n\n"
              + markdown_table(infos))
     sections = [
         ("Setup", setup),
