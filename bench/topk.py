@@ -475,14 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark("local", app_name="bench-topk", master="local[2]",
                       conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"})
     tables = prepare_tables(root, s)
-    models = {"lenet-dense": train_lenet(root, s, tables), "conv": train_conv(root, s)}
+    trainers = {"lenet-dense": lambda: train_lenet(root, s, tables), "conv": lambda: train_conv(root, s)}
     cases = {"lenet-dense": (tables["all"], ["fc1", "fc2", "logits"]), "conv": (tables["conv"], ["conv1"])}
     for case in filter(None, args.cases.split(",")):
         case_start, case_load = time.perf_counter(), os.getloadavg()[0]
         table, layers = cases[case]
-        store = store_for(root, case, table, models[case]["model"], layers)
+        model = trainers[case]()
+        store = store_for(root, case, table, model["model"], layers)
         info, case_builds, acts, ids, index_path = _case_builds(root, case, store, layers, s)
-        info.update({k: v for k, v in models[case].items() if k != "model"})
+        info.update({k: v for k, v in model.items() if k != "model"})
         specs = query_specs(info["layers"], ids, s["queries"])
         case_rows, case_loads = run_queries(spark, case, store, index_path, acts, ids, specs,
                                             s["spark_queries"][case], s["store_budget_s"][case])
