@@ -45,9 +45,9 @@ from bench.common import WORK, markdown_table, write_results
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "full": {"train": 60_000, "test": 10_000, "lenet_epochs": 3, "conv_train": 60_000, "conv_epochs": 1,
-             "conv_images": 10_000, "conv_filters": 16, "queries": 100, "spark_queries": {"lenet-dense": 20,
-                                                                                           "conv": 5},
-             "store_budget_s": {"lenet-dense": 180.0, "conv": 150.0}},
+             "conv_images": 10_000, "conv_filters": 16, "queries": 100, "spark_queries": {"lenet-dense": 16,
+                                                                                           "conv": 4},
+             "store_budget_s": {"lenet-dense": 120.0, "conv": 90.0}},
     "quick": {"train": 1_000, "test": 300, "lenet_epochs": 1, "conv_train": 1_000, "conv_epochs": 1,
               "conv_images": 300, "conv_filters": 2, "queries": 8, "spark_queries": {"lenet-dense": 2, "conv": 2},
               "store_budget_s": {"lenet-dense": 30.0, "conv": 30.0}},
@@ -432,7 +432,7 @@ def _case_builds(root: Path, case: str, store: Any, layers: list[str], s: dict[s
     info = {"case": case, "N": n, "layers": neurons, "materialised_bytes": materialised,
             "store_parquet_bytes": int(store.bytes)}
     builds = []
-    sweep = SWEEP if case != "conv" else [DEFAULT, (32, 0.01), (16, 0.01), (8, 0.01)]
+    sweep = SWEEP if case != "conv" else [DEFAULT, (16, 0.01), (8, 0.01)]
     for setting in sweep:
         b = build_pure(root, case, acts, ids, setting)
         builds.append({**b, "P": setting[0], "ratio": setting[1], "index / materialised": b["bytes"] / materialised})
