@@ -36,7 +36,8 @@ def index(spark, store, tmp_path_factory):
 def test_job_index_equals_the_pure_build(store, index, tmp_path):
     meta = json.loads((index / "index.json").read_text())
     assert meta["N"] == store.rows == 300 and meta["P"] == 8 and sorted(meta["layers"]) == sorted(LAYERS)
-    assert meta["source"]["path"] == str(store.path.resolve()) and meta["source"]["digest"].startswith("files:")
+    assert meta["source"]["path"] == str(store.path.resolve())
+    assert meta["source"]["digest"].startswith("parquet:sha256:")
     data = store.to_numpy(["id", *LAYERS])
     pure = [build_layer_index(data[layer], layer=layer, n_partitions=8, ratio=0.1, ids=data["id"].astype(np.int64))
             for layer in LAYERS]

@@ -12,7 +12,6 @@ Re-inference input (``model``: an image table plus a model) is not built yet.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ class ActivationIndexConfig(JobConfig):
 
 
 def store_digest(path: str | Path) -> str:
-    """Digest of an activation store from its metadata and its Parquet files' names and sizes.
+    """Digest of an activation store: its ``layers.json`` and its Parquet files' names, sizes and footers.
 
     Parameters
     ----------
@@ -44,16 +43,14 @@ def store_digest(path: str | Path) -> str:
     Returns
     -------
     str
-        ``"files:sha256:<hex>"``; Spark names part files uniquely on every
-        write, so a rewritten store gets another digest without reading its data.
+        :func:`~scilens.core.digest.parquet_digest` of the store's table
+        (names relative to the store, so a moved store keeps its digest).
     """
+    from scilens.core.digest import parquet_digest
     from scilens.diagnosis.activations import LAYERS_FILE, STORE_TABLE
 
     root = Path(path)
-    h = hashlib.sha256((root / LAYERS_FILE).read_bytes())
-    for part in sorted((root / STORE_TABLE).rglob("*.parquet")):
-        h.update(f"{part.relative_to(root)}:{part.stat().st_size}\n".encode())
-    return "files:sha256:" + h.hexdigest()
+    return parquet_digest([root / STORE_TABLE], root=root, extra=(root / LAYERS_FILE).read_bytes())
 
 
 class ActivationIndexJob(Job[ActivationIndexConfig]):
