@@ -142,3 +142,30 @@ def job_log():
     logging.getLogger("scilens").addHandler(handler)
     yield handler.lines
     logging.getLogger("scilens").removeHandler(handler)
+
+
+TOPK_LAYERS = ["fc2", "logits"]
+
+
+@pytest.fixture(scope="session")
+def topk_store(spark, trained_digits, tmp_path_factory):
+    """An activation store of 300 digits (two small layers), written by the activations job."""
+    from scilens import cli
+    from scilens.diagnosis.activations import ActivationStore
+
+    root = tmp_path_factory.mktemp("topk_store")
+    assert cli.main(["activations", "--input", str(trained_digits.table), "--output", str(root / "store"),
+                     "--set", f"model={trained_digits.model_path}", "--set", f"layers=[{','.join(TOPK_LAYERS)}]",
+                     "--set", f"ids=[{','.join(map(str, range(300)))}]"]) == 0
+    return ActivationStore.open(root / "store")
+
+
+@pytest.fixture(scope="session")
+def topk_index(spark, topk_store, tmp_path_factory):
+    """The activation index (P=8, ratio=0.1) of ``topk_store``, built by the activation-index job."""
+    from scilens import cli
+
+    out = tmp_path_factory.mktemp("topk_index") / "index"
+    assert cli.main(["activation-index", "--input", str(topk_store.path), "--output", str(out),
+                     "--set", "partitions=8", "--set", "ratio=0.1"]) == 0
+    return out

@@ -9,28 +9,18 @@ import pandas as pd
 import pytest
 
 from scilens import cli
-from scilens.diagnosis.activations import ActivationStore
 from scilens.diagnosis.topk_index import build_layer_index, read_layer_index, write_index
-
-LAYERS = ["fc2", "logits"]
-
-
-@pytest.fixture(scope="module")
-def store(spark, trained_digits, tmp_path_factory):
-    """A store of 300 digits (two small layers), written by the activations job."""
-    root = tmp_path_factory.mktemp("topk_store")
-    assert cli.main(["activations", "--input", str(trained_digits.table), "--output", str(root / "store"),
-                     "--set", f"model={trained_digits.model_path}", "--set", f"layers=[{','.join(LAYERS)}]",
-                     "--set", f"ids=[{','.join(map(str, range(300)))}]"]) == 0
-    return ActivationStore.open(root / "store")
+from tests.diagnosis.conftest import TOPK_LAYERS as LAYERS
 
 
-@pytest.fixture(scope="module")
-def index(spark, store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("topk_index") / "index"
-    assert cli.main(["activation-index", "--input", str(store.path), "--output", str(out),
-                     "--set", "partitions=8", "--set", "ratio=0.1"]) == 0
-    return out
+@pytest.fixture
+def store(topk_store):
+    return topk_store
+
+
+@pytest.fixture
+def index(topk_index):
+    return topk_index
 
 
 def test_job_index_equals_the_pure_build(store, index, tmp_path):
