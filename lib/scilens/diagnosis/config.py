@@ -1,4 +1,4 @@
-"""The configs of the diagnosis study's jobs: ``train-model``, ``sample`` and ``activations``.
+"""The configs of the diagnosis study's jobs: ``train-model``, ``sample``, ``activations`` and ``saliency``.
 
 Each job's config is one class here, its sections the typed configs of the
 parts it runs: :class:`ImageTableConfig` (the input table's columns, read by
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from scilens.core.config import Config, ConfigError, field
 from scilens.core.job import JobConfig
 from scilens.diagnosis.sampling import DRIVER_ONLY, TECHNIQUES, SamplingConfig
+from scilens.vision.saliency import SaliencyConfig
 from scilens.vision.training import TrainingConfig
 
-__all__ = ["ActivationsConfig", "ImageTableConfig", "SampleConfig", "TrainModelConfig"]
+__all__ = ["ActivationsConfig", "ImageTableConfig", "SaliencyJobConfig", "SampleConfig", "TrainModelConfig"]
 
 
 @dataclass
@@ -119,3 +120,18 @@ class ActivationsConfig(JobConfig):
                                  "`scilens sample`): store only these items.")
     ids: list[int] = field([], "More ids to store (with ids_from empty too: every row).")
     batch_size: int = field(128, "Images per model call.", min=1)
+
+
+@dataclass
+class SaliencyJobConfig(SaliencyConfig, JobConfig):
+    """Config of ``scilens saliency``: the saliency settings (methods, ...) and which images and output."""
+
+    model: str | None = field(None, "Saved Keras image classifier (.keras); readable from every executor.")
+    data: ImageTableConfig = field(ImageTableConfig(), "Columns of the input image table.")
+    target: str = field("predicted", "Output each mask explains: predicted (the model's class), label (the true "
+                        "class) or a class number; a single-output model always explains its one output.")
+    ids_from: str | None = field(None, "Parquet file or directory with an id column (e.g. a sample of "
+                                 "`scilens sample`): masks of these items only.")
+    ids: list[int] = field([], "More ids (with ids_from empty too: every row).")
+    tasks: int | None = field(None, "Spark tasks the images are spread over; null: twice the default "
+                              "parallelism, at most one per 8 images.", min=1)

@@ -831,6 +831,47 @@ def keep_ids(frame: DataFrame, wanted: DataFrame) -> DataFrame:
     return frame.join(F.broadcast(wanted), "id", "left_semi")
 
 
+MISSING_SHOWN = 10
+
+
+def select_ids(spark: SparkSession, frame: DataFrame, ids_from: str | None, ids: Sequence[int],
+               source: str) -> tuple[DataFrame, int | None]:
+    """The rows of ``frame`` whose ids are wanted (``ids_from`` and ``ids``), after checking every one is there.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    frame : DataFrame
+        The valid rows of the image table.
+    ids_from : str or None
+        Parquet file or directory with an ``id`` column.
+    ids : sequence of int
+    source : str
+        The table, for messages.
+
+    Returns
+    -------
+    frame : DataFrame
+        The wanted rows (``frame`` itself when nothing is asked for).
+    count : int or None
+        Ids wanted; None when every row is.
+
+    Raises
+    ------
+    InputError
+        Naming the first wanted ids absent from the table (or rejected there).
+    """
+    wanted = wanted_ids(spark, ids_from, ids)
+    if wanted is None:
+        return frame, None
+    wanted = wanted.persist()
+    missing = missing_ids(wanted, frame, MISSING_SHOWN + 1)
+    if missing:
+        shown = ", ".join(map(str, missing[:MISSING_SHOWN])) + (", ..." if len(missing) > MISSING_SHOWN else "")
+        raise InputError(f"ids absent from {source} (or rejected there): {shown}")
+    return keep_ids(frame, wanted), wanted.count()
+
+
 def compute_activations(df: DataFrame, info: ModelInfo, layers: Sequence[str], layout: ImageLayout,
                         batch_size: int = 256, id_column: str = "id", label_column: str = "label") -> DataFrame:
     """Rows of the activation store for the (valid) images of ``df``: meta columns then one column per layer.

@@ -18,7 +18,6 @@ Outputs (:mod:`scilens.diagnosis.activations`):
 
 from __future__ import annotations
 
-from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobContext
 from scilens.diagnosis import stages
 from scilens.diagnosis.config import ActivationsConfig
@@ -26,8 +25,6 @@ from scilens.diagnosis.image_table import model_info, open_image_table
 from scilens.diagnosis.report import write_activations_report
 
 __all__ = ["JOB", "ActivationsConfig", "ActivationsJob"]
-
-MISSING_SHOWN = 10
 
 
 class ActivationsJob(Job[ActivationsConfig]):
@@ -57,17 +54,9 @@ class ActivationsJob(Job[ActivationsConfig]):
             layers = resolve_outputs(info, cfg.layers or [n for n in info.hidden_layers() if n != "probabilities"])
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
-            frame = table.frame
-            wanted = stages.wanted_ids(ctx.spark, cfg.ids_from, cfg.ids)
+            frame, wanted = stages.select_ids(ctx.spark, table.frame, cfg.ids_from, cfg.ids, table.source)
             if wanted is not None:
-                wanted = wanted.persist()
-                missing = stages.missing_ids(wanted, frame, MISSING_SHOWN + 1)
-                if missing:
-                    shown = ", ".join(map(str, missing[:MISSING_SHOWN])) + (", ..." if len(missing) > MISSING_SHOWN
-                                                                            else "")
-                    raise InputError(f"ids absent from {table.source} (or rejected there): {shown}")
-                frame = stages.keep_ids(frame, wanted)
-                step.counts["ids"] = wanted.count()
+                step.counts["ids"] = wanted
             step.counts["layers"] = len(layers)
         with ctx.step(f"compute {len(layers)} layers") as step:
             store = stages.write_activations(frame, info, layers, table.layout, cfg.batch_size, ctx.output)

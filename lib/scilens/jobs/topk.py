@@ -101,7 +101,8 @@ class TopkJob(Job[TopkConfig]):
         sections = [("Query", f"<p>{what}</p>"), ("Cost", html_table([stats]))]
         if cfg.images:
             from scilens.diagnosis.image_table import ImageTableConfig, open_image_table
-            from scilens.diagnosis.topk_report import contact_sheet, images_by_id
+            from scilens.diagnosis.topk_report import images_by_id
+            from scilens.vision.figures import contact_sheet
 
             table = open_image_table(ctx.spark, [cfg.images], ImageTableConfig())
             found = images_by_id(table, result["id"].tolist())

@@ -15,8 +15,9 @@ image's value range, and reports its magnitude.
 
 Masks have the image's spatial shape ``(h, w)``: channels are summed for IG
 (keeping completeness) and their absolute gradients summed for SmoothGrad.
-``F`` is the model's output probability, in whatever units the model takes
-its input (raw pixel values for the scilens retina models).
+``F`` is the model's output probability of the ``target`` class (output 0 of
+a single-output model such as the scilens retina models; any class of a
+softmax classifier), in whatever units the model takes its input.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class SaliencyConfig(Config):
     seed: int = field(0, "Seed of the SmoothGrad noise.")
 
 
-def _gradients(model: Any, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs (n,), gradients of the output w.r.t. the input (n, ...)) in float64."""
+def _gradients(model: Any, images: np.ndarray, batch_size: int, target: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs (n,), gradients of output ``target`` w.r.t. the input (n, ...)) in float64."""
     import tensorflow as tf
 
     outputs, grads = [], []
@@ -55,15 +56,15 @@ def _gradients(model: Any, images: np.ndarray, batch_size: int) -> tuple[np.ndar
         x = tf.convert_to_tensor(images[start:start + batch_size], dtype=tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = tf.reshape(model(x, training=False), (len(x), -1))[:, 0]
+            y = tf.reshape(model(x, training=False), (len(x), -1))[:, target]
         grads.append(tape.gradient(y, x).numpy().astype(np.float64))
         outputs.append(y.numpy().astype(np.float64))
     return np.concatenate(outputs), np.concatenate(grads)
 
 
 def integrated_gradients(model: Any, image: np.ndarray, baseline: np.ndarray | None = None, steps: int = 64,
-                         batch_size: int = 32) -> tuple[np.ndarray, float]:
-    """Integrated-gradients attributions of ``image`` (same shape), and the completeness gap.
+                         batch_size: int = 32, target: int = 0) -> tuple[np.ndarray, float]:
+    """Integrated-gradients attributions of ``image`` (same shape) to output ``target``, and the completeness gap.
 
     Returns
     -------
@@ -76,7 +77,7 @@ def integrated_gradients(model: Any, image: np.ndarray, baseline: np.ndarray | N
     baseline = np.zeros_like(image) if baseline is None else np.asarray(baseline, dtype=np.float64)
     alphas = np.linspace(0.0, 1.0, steps)
     path = baseline[None] + alphas.reshape(-1, *([1] * image.ndim)) * (image - baseline)[None]
-    outputs, grads = _gradients(model, path, batch_size)
+    outputs, grads = _gradients(model, path, batch_size, target)
     weights = np.full(steps, 1.0 / (steps - 1))
     weights[[0, -1]] /= 2  # trapezoidal rule
     mean_grad = np.tensordot(weights, grads, axes=1)
@@ -85,27 +86,29 @@ def integrated_gradients(model: Any, image: np.ndarray, baseline: np.ndarray | N
 
 
 def smoothgrad(model: Any, image: np.ndarray, samples: int = 25, noise: float = 0.15, seed: int = 0,
-               batch_size: int = 32) -> np.ndarray:
-    """SmoothGrad: mean gradient over noisy copies of ``image`` (same shape as the image)."""
+               batch_size: int = 32, target: int = 0) -> np.ndarray:
+    """SmoothGrad: mean gradient of output ``target`` over noisy copies of ``image`` (same shape as the image)."""
     image = np.asarray(image, dtype=np.float64)
     rng = np.random.default_rng(seed)
     sigma = noise * (float(image.max() - image.min()) or 1.0)
     noisy = image[None] + rng.normal(0.0, sigma, (samples, *image.shape))
-    return _gradients(model, noisy, batch_size)[1].mean(axis=0)
+    return _gradients(model, noisy, batch_size, target)[1].mean(axis=0)
 
 
-def saliency_masks(model: Any, image: np.ndarray,
-                   config: SaliencyConfig | None = None) -> dict[str, tuple[np.ndarray, float]]:
+def saliency_masks(model: Any, image: np.ndarray, config: SaliencyConfig | None = None,
+                   target: int = 0) -> dict[str, tuple[np.ndarray, float]]:
     """Saliency masks of one image for every configured method.
 
     Parameters
     ----------
     model
-        A Keras model with one probability output.
+        A Keras image classifier (probability outputs).
     image
         The model input, (h, w, c).
     config
         Methods and their parameters; the defaults when None.
+    target
+        The output explained: 0 for a single-output model, the class for a softmax classifier.
 
     Returns
     -------
@@ -116,9 +119,11 @@ def saliency_masks(model: Any, image: np.ndarray,
     cfg = config or SaliencyConfig()
     out: dict[str, tuple[np.ndarray, float]] = {}
     if "integrated_gradients" in cfg.methods:
-        attributions, gap = integrated_gradients(model, image, steps=cfg.ig_steps, batch_size=cfg.batch_size)
+        attributions, gap = integrated_gradients(model, image, steps=cfg.ig_steps, batch_size=cfg.batch_size,
+                                                  target=target)
         out["integrated_gradients"] = (attributions.sum(axis=-1).astype(np.float32), gap)
     if "smoothgrad" in cfg.methods:
-        grad = smoothgrad(model, image, cfg.smoothgrad_samples, cfg.smoothgrad_noise, cfg.seed, cfg.batch_size)
+        grad = smoothgrad(model, image, cfg.smoothgrad_samples, cfg.smoothgrad_noise, cfg.seed, cfg.batch_size,
+                          target)
         out["smoothgrad"] = (np.abs(grad).sum(axis=-1).astype(np.float32), float("nan"))
     return out
