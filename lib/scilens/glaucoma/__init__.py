@@ -17,5 +17,5 @@
   photo into rows, saliency of one image, AUC per scan position, the eyes to explain;
 * :mod:`~scilens.glaucoma.stages` -- the imaging Spark layer: image readers (``mapInPandas``), predictions
   (``predict_batch_udf``), retina vectors, the per-retina ensemble, saliency; sizes its own batches;
-* :mod:`~scilens.glaucoma.training` -- what ``glaucoma-train`` records per rank and per epoch (MLflow).
+* :mod:`~scilens.glaucoma.training` -- what ``glaucoma-train`` records per rank (its MLflow run: ``tracking``).
 """

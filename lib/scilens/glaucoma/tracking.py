@@ -6,7 +6,8 @@ so reruns accumulate as MLflow runs to compare, while each run's own outputs sta
 (atomically replaced) output directory. Set ``tracking_uri`` to a server, or ``databricks``
 on Databricks. MLflow's file store is not used (it raises on this stack).
 
-:func:`log_clinical_model` and :func:`log_final_model` log the glaucoma jobs' models.
+:func:`log_clinical_model` and :func:`log_final_model` log the glaucoma jobs' models,
+:func:`log_epochs` a training run epoch by epoch.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scilens.core.config import Config, field
 
 if TYPE_CHECKING:
     from scilens.glaucoma.config import GlaucomaClinicalConfig, GlaucomaFinalConfig
 
-__all__ = ["CLINICAL_SCORES", "FINAL_SCORES", "MlflowConfig", "log_clinical_model", "log_final_model", "log_run",
-           "tracking_uri"]
+__all__ = ["CLINICAL_SCORES", "FINAL_SCORES", "MlflowConfig", "flat_params", "log_clinical_model", "log_epochs",
+           "log_final_model", "log_run", "tracking_uri"]
 
 CLINICAL_SCORES = ("auc", "ci_low", "ci_high", "accuracy", "ptg_accuracy", "ptg_ci_low", "ptg_ci_high", "threshold",
                    "rounds", "best_iteration")
@@ -153,3 +154,55 @@ def log_final_model(config: GlaucomaFinalConfig, output: Path, job: str, manifes
     artifacts = [output / "models" / "final.json", *(output / "plots").glob("*.png")]
     return log_run(config.mlflow, output.parent, f"{job}-final", params, scores, artifacts,
                    _job_tags(job, manifest_output))
+
+
+def flat_params(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested config values as flat ``prefix.key.subkey`` parameters (MLflow's parameters are flat)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flat_params(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+def log_epochs(config: MlflowConfig, output: Path, run_name: str, params: dict, history: list[dict],
+               artifacts: list[Path], tags: Mapping[str, str]) -> str:
+    """One MLflow run: parameters, the best epoch's metrics, artifacts, and every epoch's metrics.
+
+    Parameters
+    ----------
+    config : MlflowConfig
+        Where to track.
+    output : Path
+        The job's output directory; the default tracking store sits beside it.
+    run_name : str
+        The run's name.
+    params : dict
+        Its parameters.
+    history : list of dict
+        One dict of metrics per epoch, with ``epoch`` and ``val_auc``; logged as each metric's history.
+    artifacts : list of Path
+        Files stored with the run.
+    tags : mapping
+        The run's tags.
+
+    Returns
+    -------
+    str
+        The run id.
+    """
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    best = max(history, key=lambda h: h["val_auc"] if h["val_auc"] == h["val_auc"] else -1.0)
+    summary = {f"best_{k}": v for k, v in best.items()}
+    run_id = log_run(config, output.parent, run_name, params, summary, artifacts, dict(tags))
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, int(h["epoch"])) for h in history for key, value in h.items()
+               if key != "epoch" and value == value]
+    MlflowClient(tracking_uri(config, output.parent)).log_batch(run_id, metrics=metrics)
+    return run_id

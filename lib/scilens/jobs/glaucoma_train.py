@@ -52,7 +52,7 @@ class GlaucomaTrainJob(Job[GlaucomaTrainConfig]):
         """Select the eyes, write the datasets, train, record; the number of training images."""
         import pandas as pd
 
-        from scilens.glaucoma import figures, stages, training
+        from scilens.glaucoma import figures, stages, tracking, training
         from scilens.vision.train_common import TrainSpec
 
         config = ctx.config
@@ -100,9 +100,9 @@ class GlaucomaTrainJob(Job[GlaucomaTrainConfig]):
         if config.mlflow.enabled:
             with ctx.step("mlflow") as step:
                 params = {"modality": config.modality, "backend": config.backend, "image_shape": image_shape,
-                          "input": ctx.inputs[0], **training.flat_params("model", section.model.to_dict()),
-                          **training.flat_params("training", section.training.to_dict())}
-                run_id = training.log_epochs(config.mlflow, ctx.output, f"{ctx.job}-{config.modality}", params,
+                          "input": ctx.inputs[0], **tracking.flat_params("model", section.model.to_dict()),
+                          **tracking.flat_params("training", section.training.to_dict())}
+                run_id = tracking.log_epochs(config.mlflow, ctx.output, f"{ctx.job}-{config.modality}", params,
                                              history, [ctx.output / "model.keras", ctx.output / "learning_curves.png"],
                                              {"scilens.job": ctx.job, "scilens.output": ctx.manifest.output})
                 (ctx.output / "mlflow_run.txt").write_text(run_id + "\n")
