@@ -29,12 +29,13 @@ demo: install-current
 	$(PY) -m scilens.demos --output demo-output
 
 # lint once (ruff, mypy), then the whole suite on each stack in turn; fails if either run fails. pytest exits 5
-# when it collects no tests: a broken suite, so that fails loudly too. -rs lists every skip with its reason.
+# when it collects no tests: a broken suite, so that fails loudly too. -rs lists every skip with its reason;
+# --durations shows where the time budget goes.
 test: install lint
 	@failed=; for venv in $(VENV) $(HVENV); do \
 	  stack=$$(cat $$venv/.scilens-stack | cut -d' ' -f1); \
 	  echo "=== make test: the whole suite on the $$stack stack ($$venv) ==="; start=$$(date +%s); \
-	  $$venv/bin/python -m pytest -rs; code=$$?; \
+	  $$venv/bin/python -m pytest -rs --durations=25; code=$$?; \
 	  if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests on $$stack" >&2; code=1; fi; \
 	  echo "=== make test: $$stack stack exited $$code after $$(( $$(date +%s) - start )) s ==="; \
 	  [ $$code -eq 0 ] || failed="$$failed $$stack"; \

@@ -58,3 +58,13 @@ def pytest_collection_modifyitems(config, items) -> None:
             missing = compat.missing_libraries(name)
             lacks = f": {', '.join(missing)} not installed" if missing else ""
             item.add_marker(pytest.mark.skip(reason=f"needs the {name} stack; this is the {here} stack{lacks}"))
+
+
+@pytest.fixture(scope="session")
+def standalone_master(tmp_path_factory):
+    """A standalone cluster (deploy/local-cluster.sh: a master and two one-core workers on 127.0.0.1) shared by
+    the integration tests that only submit jobs to it; tests that break or scrub a cluster start their own."""
+    from tests.cluster import standalone_cluster
+
+    with standalone_cluster(tmp_path_factory.mktemp("cluster-state")) as url:
+        yield url

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from tests.astro.conftest import TINY_SKYMAP, assert_coadds_equal
-from tests.cluster import standalone_cluster, submit
+from tests.cluster import submit
 
 pytestmark = pytest.mark.integration
 
 
-def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, tmp_path):
+def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, tmp_path, standalone_master):
     from bench.reference import astro_ref
 
     inputs = tmp_path / "images.txt"  # a manifest: two visits keep it quick
@@ -22,10 +22,10 @@ def test_astro_on_standalone_cluster_equals_reference(survey_dir, astro_config, 
     astro_ref.run(str(inputs), ref, astro_config)
 
     out = tmp_path / "cluster"
-    with standalone_cluster(tmp_path / "cluster-state") as master:
-        done = submit(master, "astro", "--input", str(inputs), "--output", str(out), "--config",
-                      "conf/astro.yaml", *[a for s in TINY_SKYMAP for a in ("--set", s)])
-        assert done.returncode == 0, done.stderr[-3000:]
+    master = standalone_master
+    done = submit(master, "astro", "--input", str(inputs), "--output", str(out), "--config",
+                  "conf/astro.yaml", *[a for s in TINY_SKYMAP for a in ("--set", s)])
+    assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spark_master"] == master  # it really ran there
     assert manifest["counts"] == {"succeeded": 8, "rejected": 0}

@@ -9,22 +9,15 @@ import pytest
 
 from scilens.diagnosis.sampling import sample_latent
 from scilens.diagnosis.topk_index import read_layer_index
-from tests.cluster import standalone_cluster, submit
+from tests.cluster import submit
 from tests.diagnosis.conftest import assert_inference_close, assert_same_predictions
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def master(tmp_path_factory):
-    """One standalone cluster for the module's jobs (starting one costs ~30 s)."""
-    with standalone_cluster(tmp_path_factory.mktemp("cluster-state")) as url:
-        yield url
-
-
-def test_sample_on_standalone_cluster_equals_local(spark, master, trained_digits, digits_with_bad_rows, sampled,
-                                                   tmp_path):
-    out = tmp_path / "cluster"
+def test_sample_on_standalone_cluster_equals_local(spark, standalone_master, trained_digits, digits_with_bad_rows,
+                                                   sampled, tmp_path):
+    out, master = tmp_path / "cluster", standalone_master
     done = submit(master, "sample", "--input", str(digits_with_bad_rows), "--output", str(out),
                   "--config", "conf/sample.yaml", "--set", f"model={trained_digits.model_path}",
                   "--set", "techniques=[maxmargin,stratified_cm,uniform,eb_tree]",
@@ -60,8 +53,8 @@ def test_sample_on_standalone_cluster_equals_local(spark, master, trained_digits
             assert len(mine & yours) >= 0.95 * max(len(mine), len(yours)), (technique, fraction)
 
 
-def test_activation_index_on_standalone_cluster_equals_local(master, topk_store, topk_index, tmp_path):
-    out = tmp_path / "index"
+def test_activation_index_on_standalone_cluster_equals_local(standalone_master, topk_store, topk_index, tmp_path):
+    out, master = tmp_path / "index", standalone_master
     done = submit(master, "activation-index", "--input", str(topk_store.path), "--output", str(out),
                   "--set", "partitions=8", "--set", "ratio=0.1")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -9,20 +9,20 @@ import pandas as pd
 import pytest
 
 from scilens.glaucoma import features, metrics, models
-from tests.cluster import standalone_cluster, submit
+from tests.cluster import submit
 
 pytestmark = pytest.mark.integration
 
 
-def test_clinical_job_on_standalone_cluster(glaucoma_run, tmp_path):
+def test_clinical_job_on_standalone_cluster(glaucoma_run, tmp_path, standalone_master):
     cohort = glaucoma_run["cohort"]
     out = tmp_path / "clinical"
     settings = ["--set", "models=[BM3]", "--set", "xgb.n_estimators=200", "--set", "shap_splits=[test]",
                 "--set", "interaction_model=null", "--set", "dependence=[]", "--set", "mlflow.enabled=false"]
-    with standalone_cluster(tmp_path / "cluster-state") as master:
-        done = submit(master, "glaucoma-clinical", "--input", str(cohort), "--output", str(out),
-                      "--config", "conf/glaucoma_clinical.yaml", *settings)
-        assert done.returncode == 0, done.stderr[-3000:]
+    master = standalone_master
+    done = submit(master, "glaucoma-clinical", "--input", str(cohort), "--output", str(out),
+                  "--config", "conf/glaucoma_clinical.yaml", *settings)
+    assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spark_master"] == master  # it really ran there
     result = json.loads((out / "metrics.json").read_text())["models"]["BM3"]

@@ -13,22 +13,22 @@ import numpy as np
 import pytest
 
 from bench.reference.neuro_ref import run_reference
-from tests.cluster import standalone_cluster, submit
+from tests.cluster import submit
 from tests.neuro.conftest import copy_subject
 
 pytestmark = pytest.mark.integration
 
 
-def test_neuro_on_standalone_cluster_equals_reference(tmp_path):
+def test_neuro_on_standalone_cluster_equals_reference(tmp_path, standalone_master):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     image = copy_subject("small_64D", inputs)
     copy_subject("small_101D", inputs)
     out = tmp_path / "out"
-    with standalone_cluster(tmp_path / "cluster-state") as master:
-        done = submit(master, "neuro", "--input", str(inputs), "--output", str(out),
-                      "--config", "conf/neuro.yaml", "--set", "write_denoised=true")
-        assert done.returncode == 0, done.stderr[-3000:]
+    master = standalone_master
+    done = submit(master, "neuro", "--input", str(inputs), "--output", str(out),
+                  "--config", "conf/neuro.yaml", "--set", "write_denoised=true")
+    assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spark_master"] == master  # it really ran there
     assert manifest["counts"] == {"succeeded": 1, "rejected": 1}
