@@ -98,3 +98,15 @@ def test_local_average_subtraction_removes_slow_lighting():
     # (vessels and disc keep their contrast scaled by the local brightness).
     assert np.abs(lit.astype(float) - photo)[inner].mean() > 15
     assert np.abs(a.astype(float) - b)[inner].mean() < 6
+
+
+@pytest.mark.parametrize("height, width", [(512, 650), (224, 224), (128, 160)])
+def test_retinal_band_finds_the_tissue_between_ilm_and_sclera(height, width):
+    for seed in range(3):
+        for thinning in (0.0, 0.45):
+            # One scan: the generator's between-scan motion is then zero, so its boundaries are the truth.
+            truth = retina.layer_boundaries(1, width, "left", thinning, np.random.default_rng(seed))[:, 0] * height
+            scan = retina.oct_volume("left", thinning, np.random.default_rng(seed), 1, height, width)[0]
+            top, bottom = rp.retinal_band(scan)
+            assert abs(top - truth[0].min()) <= 0.02 * height, (seed, thinning)
+            assert abs(bottom - truth[-1].max()) <= 0.02 * height, (seed, thinning)
