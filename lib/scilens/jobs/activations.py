@@ -18,7 +18,6 @@ Outputs (:mod:`scilens.diagnosis.activations`):
 
 from __future__ import annotations
 
-from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobContext
 from scilens.diagnosis import stages
 from scilens.diagnosis.config import ActivationsConfig
@@ -49,24 +48,15 @@ class ActivationsJob(Job[ActivationsConfig]):
         int
             Items stored.
         """
-        from scilens.vision.inference import resolve_outputs
-
         cfg = ctx.config
         with ctx.step("check model, ids and data") as step:
             info = model_info(cfg.model)
-            layers = resolve_outputs(info, cfg.layers or [n for n in info.hidden_layers() if n != "probabilities"])
+            layers = stages.chosen_layers(info, cfg.layers)
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
-            frame = table.frame
-            wanted = stages.wanted_ids(ctx.spark, cfg.ids_from, cfg.ids)
+            frame, wanted = stages.select_ids(ctx.spark, table.frame, table.source, cfg.ids_from, cfg.ids,
+                                              MISSING_SHOWN)
             if wanted is not None:
-                wanted = wanted.persist()
-                missing = stages.missing_ids(wanted, frame, MISSING_SHOWN + 1)
-                if missing:
-                    shown = ", ".join(map(str, missing[:MISSING_SHOWN])) + (", ..." if len(missing) > MISSING_SHOWN
-                                                                            else "")
-                    raise InputError(f"ids absent from {table.source} (or rejected there): {shown}")
-                frame = stages.keep_ids(frame, wanted)
                 step.counts["ids"] = wanted.count()
             step.counts["layers"] = len(layers)
         with ctx.step(f"compute {len(layers)} layers") as step:
