@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from scilens import cli
+from scilens.diagnosis import topk_stages
 from scilens.diagnosis.topk import ActivationIndex, ParquetSource
 from scilens.diagnosis.topk_index import read_index_meta, read_layer_index
 from scilens.diagnosis.topk_stages import InferenceSource, inference_digest
@@ -134,8 +135,14 @@ def test_reinference_queries_equal_store_queries(spark, reinfer_index, topk_inde
     assert sum(fetched[:3]) > 0, f"no highest query re-inferred anything: {fetched}"
 
 
-def test_an_id_not_in_the_table_is_named(spark, inference_source):
+@pytest.mark.parametrize("isin_max", [topk_stages.ISIN_MAX, 0], ids=["isin", "semi-join"])
+def test_fetch_infers_the_rows_asked_in_order_and_names_an_absent_id(spark, topk_store, inference_source,
+                                                                      monkeypatch, isin_max):
+    monkeypatch.setattr(topk_stages, "ISIN_MAX", isin_max)  # both ways of keeping only the asked rows
     fetch = inference_source.fetcher("fc2")
+    data = topk_store.to_numpy(["id", "fc2"])
+    asked = np.array([17, 3, 250, 3], dtype=np.int64)
+    assert_inference_close(fetch(asked), data["fc2"][asked])  # the store's ids are 0..299 in order
     with pytest.raises(ValueError, match="item id 987654 not in the image table"):
         fetch(np.array([3, 987654], dtype=np.int64))
 

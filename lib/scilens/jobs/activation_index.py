@@ -142,7 +142,8 @@ class ActivationIndexJob(Job[ActivationIndexConfig]):
         with ctx.step("check model, ids and data") as step:
             info = model_info(cfg.model)
             layers = stages.chosen_layers(info, cfg.layers)
-            images = [str(Path(p).absolute()) for p in ctx.inputs]
+            # absolute, so that a query from another directory re-reads the same table
+            images = [str(Path(p.removeprefix("file://")).absolute()) for p in ctx.inputs]
             parts = inference_digest_parts(info.path, images, cfg.data)
             table = open_image_table(ctx.spark, images, cfg.data, info)
             ctx.reject(table.rejected)
