@@ -259,9 +259,9 @@ def inference_digest_parts(model: str | os.PathLike[str], images: Sequence[str |
         copied or moved whole keeps its digest) and ``columns`` (the column settings).
     """
     tables = []
-    for item in map(os.fspath, images):
-        files = list_files([item], (".parquet",))
-        tables.append(parquet_digest(files, root=_table_root(item)))
+    for path in images:
+        item = os.fspath(path)
+        tables.append(parquet_digest(list_files([item], (".parquet",)), root=_table_root(item)))
     return {"model": file_digest(model), "images": tables, "columns": (columns or ImageTableConfig()).to_dict()}
 
 
@@ -327,9 +327,9 @@ class InferenceSource:
     Parameters
     ----------
     spark : SparkSession
-    images : sequence of str
+    images : sequence of path-like
         The image table's inputs (as given to the index build).
-    model : str
+    model : path-like
         The saved Keras model.
     columns : ImageTableConfig, optional
         Which columns hold id, label and image.
@@ -339,8 +339,8 @@ class InferenceSource:
 
     kind = INFERENCE_KIND
 
-    def __init__(self, spark: SparkSession, images: Sequence[str], model: str, columns: ImageTableConfig | None = None,
-                 batch_size: int = 128) -> None:
+    def __init__(self, spark: SparkSession, images: Sequence[str | os.PathLike[str]], model: str | os.PathLike[str],
+                 columns: ImageTableConfig | None = None, batch_size: int = 128) -> None:
         self.spark = spark
         self.images = [os.fspath(p) for p in images]
         self.model = os.fspath(model)
