@@ -41,7 +41,10 @@ def test_job_index_equals_the_pure_build(store, index, tmp_path):
     assert (index / "report.html").is_file() and (index / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("setting, named", [("layers=[nope]", "nope"), ("model=m.keras", "not built yet")])
+@pytest.mark.parametrize("setting, named", [
+    ("layers=[nope]", "nope"),
+    ("model=absent.keras", "model absent.keras: no such file"),  # re-inference mode: the model is checked first
+])
 def test_bad_index_input_is_named(spark, store, tmp_path, job_log, setting, named):
     code = cli.main(["activation-index", "--input", str(store.path), "--output", str(tmp_path / "o"),
                      "--set", setting])

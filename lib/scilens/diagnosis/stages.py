@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +80,14 @@ from scilens.diagnosis.latent import (
     platt_targets,
 )
 from scilens.diagnosis.sampling import TECHNIQUES, SamplingConfig, SparkDraw, driver_samples
-from scilens.vision.inference import PREDICTION, ImageLayout, ModelInfo, model_outputs
+from scilens.vision.inference import PREDICTION, PROBABILITIES, ImageLayout, ModelInfo, model_outputs, resolve_outputs
 
 __all__ = [
     "SAMPLE_SCHEMA",
     "SparkSampler",
+    "activation_batches",
     "boundary_exemplar",
+    "chosen_layers",
     "compute_activations",
     "embed",
     "embedding_accuracy",
@@ -97,6 +100,7 @@ __all__ = [
     "score_gmm",
     "score_maxmargin",
     "scored_schema",
+    "select_ids",
     "simple_latent",
     "stratified_cm",
     "stratified_weighted",
@@ -815,6 +819,83 @@ def missing_ids(wanted: DataFrame, frame: DataFrame, limit: int) -> list[int]:
     return [r["id"] for r in wanted.join(frame.select("id"), "id", "left_anti").orderBy("id").limit(limit).collect()]
 
 
+def select_ids(spark: SparkSession, frame: DataFrame, source: str, ids_from: str | None, ids: Sequence[int],
+               shown: int = 10) -> tuple[DataFrame, DataFrame | None]:
+    """The rows of ``frame`` whose ids are those of ``ids_from`` and ``ids`` (all rows when both are empty).
+
+    Parameters
+    ----------
+    spark : SparkSession
+    frame : DataFrame
+        The valid rows of an image table.
+    source : str
+        The table, for messages.
+    ids_from : str or None
+        Parquet file or directory with an ``id`` column.
+    ids : sequence of int
+    shown : int
+        Absent ids named at most in the error.
+
+    Returns
+    -------
+    frame : DataFrame
+        The wanted rows.
+    wanted : DataFrame or None
+        The wanted ids (persisted), None when every row is wanted.
+
+    Raises
+    ------
+    InputError
+        When a wanted id is absent from ``frame``, naming the first ``shown``.
+    """
+    wanted = wanted_ids(spark, ids_from, ids)
+    if wanted is None:
+        return frame, None
+    wanted = wanted.persist()
+    missing = missing_ids(wanted, frame, shown + 1)
+    if missing:
+        listed = ", ".join(map(str, missing[:shown])) + (", ..." if len(missing) > shown else "")
+        raise InputError(f"ids absent from {source} (or rejected there): {listed}")
+    return keep_ids(frame, wanted), wanted
+
+
+def chosen_layers(info: ModelInfo, layers: Sequence[str] = ()) -> list[str]:
+    """The layers an activations pass computes: ``layers`` checked against the model, by default every hidden one.
+
+    Parameters
+    ----------
+    info : ModelInfo
+    layers : sequence of str
+        Layer names; empty: every layer that computes something but the probabilities (logits included).
+
+    Returns
+    -------
+    list of str
+    """
+    return resolve_outputs(info, list(layers) or [n for n in info.hidden_layers() if n != PROBABILITIES])
+
+
+def activation_batches(spark: SparkSession, info: ModelInfo, layers: Sequence[str],
+                       batch_size: int) -> AbstractContextManager[int]:
+    """Arrow batches of ``batch_size`` rows of these layers' activations (within the budget) for the actions inside.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    info : ModelInfo
+    layers : sequence of str
+    batch_size : int
+        Images per model call: ``predict_batch_udf`` calls the model on at most an Arrow batch.
+
+    Returns
+    -------
+    context manager
+        :func:`~scilens.core.session.arrow_batch_bytes` for the layers' row size.
+    """
+    row_bytes = 4 * sum(int(np.prod(info.output_shape(n))) for n in layers)
+    return arrow_batch_bytes(spark, row_bytes, min(batch_size * row_bytes, ARROW_BATCH_BUDGET), raise_limit=True)
+
+
 def keep_ids(frame: DataFrame, wanted: DataFrame) -> DataFrame:
     """The rows of ``frame`` whose id is wanted (``wanted`` is small: broadcast).
 
@@ -829,47 +910,6 @@ def keep_ids(frame: DataFrame, wanted: DataFrame) -> DataFrame:
     DataFrame
     """
     return frame.join(F.broadcast(wanted), "id", "left_semi")
-
-
-MISSING_SHOWN = 10
-
-
-def select_ids(spark: SparkSession, frame: DataFrame, ids_from: str | None, ids: Sequence[int],
-               source: str) -> tuple[DataFrame, int | None]:
-    """The rows of ``frame`` whose ids are wanted (``ids_from`` and ``ids``), after checking every one is there.
-
-    Parameters
-    ----------
-    spark : SparkSession
-    frame : DataFrame
-        The valid rows of the image table.
-    ids_from : str or None
-        Parquet file or directory with an ``id`` column.
-    ids : sequence of int
-    source : str
-        The table, for messages.
-
-    Returns
-    -------
-    frame : DataFrame
-        The wanted rows (``frame`` itself when nothing is asked for).
-    count : int or None
-        Ids wanted; None when every row is.
-
-    Raises
-    ------
-    InputError
-        Naming the first wanted ids absent from the table (or rejected there).
-    """
-    wanted = wanted_ids(spark, ids_from, ids)
-    if wanted is None:
-        return frame, None
-    wanted = wanted.persist()
-    missing = missing_ids(wanted, frame, MISSING_SHOWN + 1)
-    if missing:
-        shown = ", ".join(map(str, missing[:MISSING_SHOWN])) + (", ..." if len(missing) > MISSING_SHOWN else "")
-        raise InputError(f"ids absent from {source} (or rejected there): {shown}")
-    return keep_ids(frame, wanted), wanted.count()
 
 
 def compute_activations(df: DataFrame, info: ModelInfo, layers: Sequence[str], layout: ImageLayout,
@@ -923,9 +963,7 @@ def write_activations(frame: DataFrame, info: ModelInfo, layers: Sequence[str], 
     ActivationStore
     """
     rows = compute_activations(frame, info, layers, layout, batch_size)
-    row_bytes = 4 * sum(int(np.prod(info.output_shape(n))) for n in layers)
-    budget = min(batch_size * row_bytes, ARROW_BATCH_BUDGET)
-    with arrow_batch_bytes(frame.sparkSession, row_bytes, budget, raise_limit=True):
+    with activation_batches(frame.sparkSession, info, layers, batch_size):
         return ActivationStore.write(rows, path, info, layers)
 
 

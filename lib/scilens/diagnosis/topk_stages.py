@@ -13,11 +13,23 @@ back by :func:`~scilens.diagnosis.topk_index.read_layer_index`).
 
 Input: a DataFrame with an integer id column and one ``array<float>`` column
 per layer, each item's activations flattened in C order -- the activation
-store's ``activations.parquet`` (:mod:`scilens.diagnosis.activations`).
+store's ``activations.parquet`` (:mod:`scilens.diagnosis.activations`), or
+the same rows computed by one inference pass over an image table
+(:func:`~scilens.diagnosis.stages.compute_activations`) and never stored.
+
+An index built from an inference pass is queried through
+:class:`InferenceSource`: candidate activations are computed again by
+running the model (``predict_batch_udf``) on the candidate rows of the image
+table only. Its digest (:func:`inference_digest`) covers the model file, the
+image table's Parquet files and the table's column settings, so a query with
+a changed model or table is refused.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -27,12 +39,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from scilens.core.digest import file_digest, parquet_digest
+from scilens.core.inputs import list_files
+from scilens.diagnosis import stages
+from scilens.diagnosis.config import ImageTableConfig
+from scilens.diagnosis.image_table import ImageTable, model_info, open_image_table
 from scilens.diagnosis.topk_index import build_layer_index, layer_meta, mai_size, table_bytes, write_index_meta
+from scilens.vision.inference import ModelInfo, resolve_outputs
 
-__all__ = ["build_index_spark", "build_layer_index_spark", "check_layer_column"]
+__all__ = [
+    "INFERENCE_KIND",
+    "InferenceSource",
+    "build_index_spark",
+    "build_layer_index_spark",
+    "check_layer_column",
+    "digest_of_parts",
+    "inference_digest",
+    "inference_digest_parts",
+]
+
+INFERENCE_KIND = "inference"
+"""``source.kind`` of an index built by inference over an image table (and the kind of :class:`InferenceSource`)."""
+
+ISIN_MAX = 10_000
+"""Most candidate ids fetched with a literal ``isin`` filter (pushed to Parquet's row-group statistics);
+more go through a broadcast semi-join."""
 
 _NEURON_SCHEMA = (
     "neuron int, packed binary, count array<bigint>, lo array<float>, hi array<float>, "
@@ -198,3 +232,189 @@ def build_index_spark(df: DataFrame, layers: Sequence[str], output: str | os.Pat
     n_items = ids.sparkSession.read.parquet(str(Path(output) / "ids.parquet")).count()
     return write_index_meta(output, n_items=n_items, n_partitions=n_partitions, ratio=ratio, layers=metas,
                             source=source)
+
+
+# --- re-inference: candidate activations from the model, never from a store -----------------------------------
+
+
+def inference_digest_parts(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],
+                           columns: ImageTableConfig | None = None) -> dict[str, Any]:
+    """What :func:`inference_digest` combines, so that a mismatch can name what changed.
+
+    Parameters
+    ----------
+    model : path-like
+        The saved Keras model.
+    images : sequence of path-like
+        The image table's inputs (Parquet files, directories or globs).
+    columns : ImageTableConfig, optional
+        Which columns hold id, label and image (default: the defaults).
+
+    Returns
+    -------
+    dict
+        ``model`` (:func:`~scilens.core.digest.file_digest`), ``images``
+        (per input, :func:`~scilens.core.digest.parquet_digest` of the Parquet
+        files read, named relative to the input's directory, so that a table
+        copied or moved whole keeps its digest) and ``columns`` (the column settings).
+    """
+    tables = []
+    for path in images:
+        item = os.fspath(path)
+        tables.append(parquet_digest(list_files([item], (".parquet",)), root=_table_root(item)))
+    return {"model": file_digest(model), "images": tables, "columns": (columns or ImageTableConfig()).to_dict()}
+
+
+def _table_root(item: str) -> str:
+    """The directory an input's files are named from: the input itself, or the folder of a file or glob."""
+    path = Path(item[len("file://"):] if item.startswith("file://") else item)
+    if path.is_dir():
+        return str(path)
+    root = path.parent
+    while glob.has_magic(str(root)):
+        root = root.parent
+    return str(root)
+
+
+def inference_digest(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],
+                     columns: ImageTableConfig | None = None) -> str:
+    """Digest of the activations an inference pass computes: the model's bytes, the table's files and columns.
+
+    Parameters
+    ----------
+    model : path-like
+        The saved Keras model.
+    images : sequence of path-like
+        The image table's inputs.
+    columns : ImageTableConfig, optional
+        Which columns hold id, label and image.
+
+    Returns
+    -------
+    str
+        ``"inference:sha256:<hex>"``.
+    """
+    return digest_of_parts(inference_digest_parts(model, images, columns))
+
+
+def digest_of_parts(parts: Mapping[str, Any]) -> str:
+    """Combine :func:`inference_digest_parts` into the one digest an index records.
+
+    Parameters
+    ----------
+    parts : mapping
+        From :func:`inference_digest_parts`.
+
+    Returns
+    -------
+    str
+        ``"inference:sha256:<hex>"``.
+    """
+    return "inference:sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class InferenceSource:
+    """Candidate activations computed by running the model on the candidate rows of an image table only.
+
+    Implements :class:`~scilens.diagnosis.topk.ActivationSource`. The digest
+    is computed at construction (cheap: the model's bytes and the table's
+    Parquet footers); the model is described and the table opened and
+    checked at the first fetch, once per source. Each fetch keeps only the
+    asked ids of the table and runs one ``predict_batch_udf`` pass over them
+    (:func:`~scilens.diagnosis.stages.compute_activations`), so the rows
+    fetched are the rows inferred.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    images : sequence of path-like
+        The image table's inputs (as given to the index build).
+    model : path-like
+        The saved Keras model.
+    columns : ImageTableConfig, optional
+        Which columns hold id, label and image.
+    batch_size : int, default 128
+        Images per model call.
+    """
+
+    kind = INFERENCE_KIND
+
+    def __init__(self, spark: SparkSession, images: Sequence[str | os.PathLike[str]], model: str | os.PathLike[str],
+                 columns: ImageTableConfig | None = None, batch_size: int = 128) -> None:
+        self.spark = spark
+        self.images = [os.fspath(p) for p in images]
+        self.model = os.fspath(model)
+        self.columns = columns or ImageTableConfig()
+        self.batch_size = int(batch_size)
+        self.parts = inference_digest_parts(self.model, self.images, self.columns)
+        self._digest = digest_of_parts(self.parts)
+        self._opened: tuple[ModelInfo, ImageTable] | None = None
+
+    @property
+    def digest(self) -> str:
+        """Return :func:`inference_digest` of the model, table and columns."""
+        return self._digest
+
+    def opened(self) -> tuple[ModelInfo, ImageTable]:
+        """Return the model's description and the checked image table (opened at the first call only).
+
+        Returns
+        -------
+        tuple
+            (:class:`~scilens.vision.inference.ModelInfo`, :class:`~scilens.diagnosis.image_table.ImageTable`).
+        """
+        if self._opened is None:
+            info = model_info(self.model)
+            self._opened = info, open_image_table(self.spark, self.images, self.columns, info)
+        return self._opened
+
+    def fetcher(self, layer: str) -> Callable[[np.ndarray], np.ndarray]:
+        """Return the re-inference of ``layer`` for asked ids.
+
+        Parameters
+        ----------
+        layer : str
+            A layer of the model.
+
+        Returns
+        -------
+        Fetch
+            ids (int64 array) -> (len(ids), n_neurons) float32, in the order asked;
+            an id absent from the table (or rejected there) raises ValueError naming it.
+        """
+        info, table = self.opened()
+        resolve_outputs(info, [layer])
+        n_neurons = math.prod(info.output_shape(layer))
+
+        def fetch(wanted: np.ndarray) -> np.ndarray:
+            wanted = np.asarray(wanted, dtype=np.int64)
+            unique = np.unique(wanted)
+            if unique.size == 0:
+                return np.empty((0, n_neurons), dtype=np.float32)
+            got, values = self._infer(info, table, layer, unique)
+            absent = np.setdiff1d(unique, got)
+            if absent.size:
+                shown = ", ".join(map(str, absent[:10].tolist())) + (", ..." if absent.size > 10 else "")
+                raise ValueError(f"item id {shown} not in the image table {table.source} (or rejected there)")
+            order = np.argsort(got)
+            return values[order[np.searchsorted(got[order], wanted)]]
+
+        return fetch
+
+    def _infer(self, info: ModelInfo, table: ImageTable, layer: str,
+               ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, (n, n_neurons) float32) of the table's rows with these ids, by one inference pass."""
+        frame = table.frame
+        if ids.size <= ISIN_MAX:
+            rows = frame.where(F.col("id").isin([int(i) for i in ids]))
+        else:
+            wanted = self.spark.createDataFrame(pd.DataFrame({"id": ids.astype(np.int64)}))
+            rows = stages.keep_ids(frame, wanted)
+        acts = stages.compute_activations(rows, info, [layer], table.layout, self.batch_size).select("id", layer)
+        with stages.activation_batches(self.spark, info, [layer], self.batch_size):
+            pdf: pd.DataFrame = acts.toPandas()
+        got = pdf["id"].to_numpy(dtype=np.int64)
+        n_neurons = math.prod(info.output_shape(layer))
+        values = (np.stack(pdf[layer].to_numpy()).astype(np.float32) if len(pdf)
+                  else np.empty((0, n_neurons), dtype=np.float32))
+        return got, values.reshape(len(got), n_neurons)

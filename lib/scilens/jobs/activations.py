@@ -46,17 +46,15 @@ class ActivationsJob(Job[ActivationsConfig]):
         int
             Items stored.
         """
-        from scilens.vision.inference import resolve_outputs
-
         cfg = ctx.config
         with ctx.step("check model, ids and data") as step:
             info = model_info(cfg.model)
-            layers = resolve_outputs(info, cfg.layers or [n for n in info.hidden_layers() if n != "probabilities"])
+            layers = stages.chosen_layers(info, cfg.layers)
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
-            frame, wanted = stages.select_ids(ctx.spark, table.frame, cfg.ids_from, cfg.ids, table.source)
+            frame, wanted = stages.select_ids(ctx.spark, table.frame, table.source, cfg.ids_from, cfg.ids)
             if wanted is not None:
-                step.counts["ids"] = wanted
+                step.counts["ids"] = wanted.count()
             step.counts["layers"] = len(layers)
         with ctx.step(f"compute {len(layers)} layers") as step:
             store = stages.write_activations(frame, info, layers, table.layout, cfg.batch_size, ctx.output)

@@ -67,8 +67,8 @@ class SaliencyJob(Job[SaliencyJobConfig]):
                 raise ConfigError(f"target: {err}") from err
             table = open_image_table(ctx.spark, ctx.inputs, cfg.data, info)
             ctx.reject(table.rejected)
-            frame, wanted = stages.select_ids(ctx.spark, table.frame, cfg.ids_from, cfg.ids, table.source)
-            images = wanted if wanted is not None else frame.count()
+            frame, wanted = stages.select_ids(ctx.spark, table.frame, table.source, cfg.ids_from, cfg.ids)
+            images = (wanted if wanted is not None else frame).count()
             tasks = cfg.tasks or max(1, min(2 * ctx.spark.sparkContext.defaultParallelism, -(-images // 8)))
             step.counts.update(images=images, methods=len(cfg.methods), tasks=tasks)
         with ctx.step(f"saliency of {images} images x {len(cfg.methods)} methods") as step:
