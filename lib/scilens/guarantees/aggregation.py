@@ -25,7 +25,8 @@ the number of oracle calls. Methods:
     *textbook* Bennett interval (``bounds.bennett_halfwidth``) has width at most ``2 error`` (the seed's
     test is inverted). Since that width depends only on the pilot's bound, the start is the smallest
     ``n`` Bennett accepts (found by bisection) rather than the seed's normal-quantile size, which
-    Bennett always rejects; the doubling then only runs if the start is capped by the population. Failure: ``delta/2`` (variance bound) + ``sum_k delta / 2^(k+2) <= delta / 2``.
+    Bennett always rejects; so the doubling loop, kept from the seed, stops at its first check (or at
+    the census). Failure: ``delta/2`` (variance bound) + ``sum_k delta / 2^(k+2) <= delta / 2``.
 ``abae``
     ABAE (Kang et al. 2021) for a mean over all rows: strata by proxy quantiles, a first stage of equal
     size per stratum, then a second stage allocated proportionally to ``p_k sigma_k`` (Neyman, with
@@ -142,7 +143,7 @@ def _uniform(run: _Run, error: float, delta: float) -> Estimate:
             return run.result("uniform", mean, mean - half, mean + half)
         needed = (z * std / error) ** 2
         needed = needed / (1.0 + (needed - 1.0) / run.n)
-        n = min(run.n, max(int(math.ceil(needed)), int(n * 1.2) + 1))
+        n = min(run.n, max(math.ceil(needed), int(n * 1.2) + 1))
 
 
 def _ebs(run: _Run, error: float, delta: float, cv: bool) -> Estimate:
@@ -153,7 +154,7 @@ def _ebs(run: _Run, error: float, delta: float, cv: bool) -> Estimate:
     low, high, k = -math.inf, math.inf, 0
     while True:
         k += 1
-        n = min(run.n, int(math.ceil(_EBS_START * _EBS_GROWTH ** (k - 1))))
+        n = min(run.n, math.ceil(_EBS_START * _EBS_GROWTH ** (k - 1)))
         values = run.cv_values(order[:n], c)
         mean = float(values.mean())
         if n == run.n:  # the census: the mean is exact (the control-variate term sums to zero)
@@ -216,7 +217,8 @@ def _strata(proxy: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndar
     return [rng.permutation(part) for part in np.array_split(ranked, k) if len(part)]
 
 
-def _stratified(run: _Run, strata: list[np.ndarray], taken: np.ndarray, delta: float) -> tuple[float, float, np.ndarray]:
+def _stratified(run: _Run, strata: list[np.ndarray], taken: np.ndarray,
+                delta: float) -> tuple[float, float, np.ndarray]:
     """Stratified mean, its CLT half-width (per-stratum FPC) and the per-stratum standard deviations."""
     shares = np.array([len(s) for s in strata], dtype=np.float64) / run.n
     means, stds, var = np.zeros(len(strata)), np.zeros(len(strata)), 0.0

@@ -21,13 +21,13 @@ from scipy import stats
 from scipy.special import lambertw
 
 __all__ = [
-    "bennett_halfwidth",
     "bennett_h",
     "bennett_h_inverse",
+    "bennett_halfwidth",
     "chi2_variance_upper",
     "clt_halfwidth",
-    "conservative_mean_bounds",
     "clt_mean_bounds",
+    "conservative_mean_bounds",
     "ebs_failure",
     "empirical_bernstein_halfwidth",
     "z_value",
@@ -272,6 +272,7 @@ def conservative_mean_bounds(values: np.ndarray, value_range: float, delta: floa
     if n < 2:
         return -math.inf, math.inf
     log_term = math.log(2.0 / delta)
-    half = math.sqrt(2.0 * float(np.var(values, ddof=1)) * log_term / n) + 7.0 * value_range * log_term / (3.0 * (n - 1))
+    half = (math.sqrt(2.0 * float(np.var(values, ddof=1)) * log_term / n)
+            + 7.0 * value_range * log_term / (3.0 * (n - 1)))
     mean = float(np.mean(values))
     return mean - half, mean + half

@@ -99,7 +99,7 @@ def sampling_weights(scores: np.ndarray, method: str) -> np.ndarray:
     scores = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
     n = len(scores)
     if method == "supg++":
-        top = min(n, int(math.ceil(3.0 * float(scores.mean()) * n)))
+        top = min(n, math.ceil(3.0 * float(scores.mean()) * n))
         scores = scores.copy()
         scores[:top] = 1.0
     root = np.sqrt(scores)
