@@ -23,6 +23,9 @@ def _misses(data: pd.DataFrame, method: str, error: float) -> tuple[int, float]:
     misses, calls = 0, []
     for seed in range(TRIALS):
         result = estimate_mean(data, "proxy", Oracle("value"), error, DELTA, method=method, seed=seed)
+        # every method stops once its interval is at most 2 error wide (the seed's line 11 has it inverted)
+        assert result.high - result.low <= 2 * error + 1e-12
+        assert result.history[-1][1:] == (result.low, result.high)
         # a census returns a zero-width interval: allow the summation order's rounding
         misses += not (result.low - 1e-12 <= truth <= result.high + 1e-12)
         calls.append(result.oracle_calls)
