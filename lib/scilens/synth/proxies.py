@@ -4,7 +4,7 @@ Every population has ``id``, ``proxy`` (in [0, 1]), ``value`` (a statistic in [0
 oracle) and ``label`` (0/1, the selection oracle), all driven by one latent normal ``z`` per row:
 
 * ``strong``: ``value = sigmoid(1.5 z)`` and ``proxy`` the same with noise (correlation with ``value``
-  about 0.97, with ``label`` about 0.8); ``label = 1[z + noise > 1]`` (about 17% positives).
+  about 0.97, with ``label`` about 0.6); ``label = 1[z + noise > 1]`` (about 17% positives).
 * ``useless``: ``strong`` with its proxy column shuffled (correlation about 0).
 * ``rare``: ``label = 1[z + noise > 2.2]`` (about 2% positives), ``value = label`` (a skewed statistic);
   the proxy ranks well but is not calibrated (scores shrunk towards 0), the case SUPG++ is made for.
