@@ -1,0 +1,298 @@
+"""Aggregation with guarantees: the mean of an expensive oracle over a population, from a small sample.
+
+``estimate_mean(data, proxy, oracle, error, delta, method=...)`` samples rows without replacement from the
+finite population (a seeded permutation's prefix, so each step's sample contains the previous one),
+calls the oracle only on sampled rows (each once) and returns the estimate, a ``1 - delta`` interval and
+the number of oracle calls. Methods:
+
+``uniform``
+    Uniform sampling grown geometrically until the normal (CLT) half-width, with finite-population
+    correction, is at most ``error``. Asymptotic: its coverage is not guaranteed (and optional stopping
+    makes it worse).
+``ebs``
+    BlazeIt's EBS sampling (Mnih, Szepesvari and Audibert 2008, EBGStop; Kang et al. 2020 section 6):
+    empirical Bernstein intervals checked at geometrically spaced sample sizes, the ``k``-th spending
+    ``delta_k = delta (p-1)/p / k^p`` (a union bound over the checks), the running intersection kept;
+    stop when its width is at most ``2 error``.
+``ebs-cv``
+    ``ebs`` on control-variate values ``O + c (P - E[P])`` (seed eq. 1), ``c = -Cov(O, P) / Var(P)``
+    estimated on an independent pilot of 100 rows (so ``c`` is fixed before the main sample) and
+    ``E[P]``, ``Var(P)`` exact from the whole proxy column.
+``blazeit++``
+    The seed's Algorithm 1 with its two errors fixed: a pilot (default 1,000 rows) gives ``c`` and a
+    chi-square upper bound of the control-variate variance at ``delta / 2``; the main sample starts at
+    ``n`` with ``phi = delta / 4`` and doubles, halving ``phi``, until the
+    *textbook* Bennett interval (``bounds.bennett_halfwidth``) has width at most ``2 error`` (the seed's
+    test is inverted). Since that width depends only on the pilot's bound, the start is the smallest
+    ``n`` Bennett accepts (found by bisection) rather than the seed's normal-quantile size, which
+    Bennett always rejects; so the doubling loop, kept from the seed, stops at its first check (or at
+    the census). Failure: ``delta/2`` (variance bound) + ``sum_k delta / 2^(k+2) <= delta / 2``.
+``abae``
+    ABAE (Kang et al. 2021) for a mean over all rows: strata by proxy quantiles, a first stage of equal
+    size per stratum, then a second stage allocated proportionally to ``p_k sigma_k`` (Neyman, with
+    ``p_k`` the stratum's share of rows), grown until the stratified CLT half-width (with per-stratum
+    FPC) is at most ``error``. CLT-mode: coverage asymptotic, not guaranteed (the ABAE paper
+    bootstraps instead).
+
+The oracle's values must lie in ``value_range`` (known in advance: EBS and Bennett need it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from scilens.guarantees import bounds
+from scilens.guarantees.oracle import CachedLabels
+
+__all__ = ["METHODS", "Estimate", "estimate_mean"]
+
+METHODS = ("uniform", "ebs", "ebs-cv", "blazeit++", "abae")
+
+_CV_PILOT = 100
+_EBS_START = 20
+_EBS_GROWTH = 1.5
+
+
+@dataclass
+class Estimate:
+    """The answer of :func:`estimate_mean`.
+
+    Attributes
+    ----------
+    estimate, low, high : float
+        The estimate and its interval.
+    oracle_calls : int
+        Rows the oracle evaluated (pilot included).
+    method : str
+        The method used.
+    history : list of tuple
+        ``(oracle calls, low, high)`` at each check, for plotting the interval as it narrows.
+    sampled_ids : numpy.ndarray
+        ``id`` of every row the oracle evaluated.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    oracle_calls: int
+    method: str
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    sampled_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+class _Run:
+    """One estimation's state: population, proxy, cached oracle values, seeded generator."""
+
+    def __init__(self, data: pd.DataFrame, proxy: str | np.ndarray, oracle: Callable[[pd.DataFrame], np.ndarray],
+                 seed: int, value_range: tuple[float, float]) -> None:
+        self.data = data
+        self.proxy = np.asarray(data[proxy] if isinstance(proxy, str) else proxy, dtype=np.float64)
+        if len(self.proxy) != len(data):
+            raise ValueError(f"proxy has {len(self.proxy)} values for {len(data)} rows")
+        self.n = len(data)
+        self.cache = CachedLabels(data, oracle)
+        self.rng = np.random.default_rng(seed)
+        self.range = float(value_range[1] - value_range[0])
+        self.history: list[tuple[int, float, float]] = []
+
+    def record(self, low: float, high: float) -> None:
+        self.history.append((int(self.cache.known.sum()), low, high))
+
+    def result(self, method: str, estimate: float, low: float, high: float) -> Estimate:
+        sampled = self.cache.sampled
+        return Estimate(float(estimate), float(low), float(high), len(sampled), method, self.history,
+                        self.data["id"].to_numpy()[sampled])
+
+    def control_variate(self, positions: np.ndarray) -> tuple[float, float]:
+        """``c`` from the oracle on ``positions`` and the control-variate range ``R + |c| range(P)``."""
+        values = self.cache.get(positions)
+        var_p = float(np.var(self.proxy))
+        cov = float(np.cov(values, self.proxy[positions])[0, 1]) if len(positions) > 1 else 0.0
+        c = -cov / var_p if var_p > 0 else 0.0
+        return c, self.range + abs(c) * float(np.ptp(self.proxy))
+
+    def cv_values(self, positions: np.ndarray, c: float) -> np.ndarray:
+        return self.cache.get(positions) + c * (self.proxy[positions] - float(np.mean(self.proxy)))
+
+
+def _census(run: _Run, method: str) -> Estimate:
+    """Every row evaluated: the exact mean as a zero-width interval."""
+    mean = float(run.cache.get(np.arange(run.n)).mean())
+    run.record(mean, mean)
+    return run.result(method, mean, mean, mean)
+
+
+def _uniform(run: _Run, error: float, delta: float) -> Estimate:
+    order = run.rng.permutation(run.n)
+    z = bounds.z_value(delta)
+    n = min(100, run.n)
+    while True:
+        if n == run.n:
+            return _census(run, "uniform")
+        values = run.cache.get(order[:n])
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if n > 1 else math.inf
+        half = bounds.clt_halfwidth(std, n, delta, run.n)
+        run.record(mean - half, mean + half)
+        if half <= error:
+            return run.result("uniform", mean, mean - half, mean + half)
+        needed = (z * std / error) ** 2
+        needed = needed / (1.0 + (needed - 1.0) / run.n)
+        n = min(run.n, max(math.ceil(needed), int(n * 1.2) + 1))
+
+
+def _ebs(run: _Run, error: float, delta: float, cv: bool) -> Estimate:
+    c, value_range = 0.0, run.range
+    if cv:
+        c, value_range = run.control_variate(run.rng.permutation(run.n)[:min(_CV_PILOT, run.n)])
+    order = run.rng.permutation(run.n)
+    low, high, k = -math.inf, math.inf, 0
+    while True:
+        k += 1
+        n = min(run.n, math.ceil(_EBS_START * _EBS_GROWTH ** (k - 1)))
+        values = run.cv_values(order[:n], c)
+        mean = float(values.mean())
+        if n == run.n:  # the census: the mean is exact (the control-variate term sums to zero)
+            return _census(run, "ebs-cv" if cv else "ebs")
+        half = bounds.empirical_bernstein_halfwidth(float(values.std()), n, value_range, bounds.ebs_failure(k, delta))
+        low, high = max(low, mean - half), min(high, mean + half)
+        run.record(low, high)
+        if high - low <= 2.0 * error:
+            return run.result("ebs-cv" if cv else "ebs", (low + high) / 2.0, low, high)
+
+
+def _bennett_size(variance: float, value_range: float, phi: float, error: float, population: int) -> int:
+    """Smallest ``n`` whose Bennett half-width at ``phi`` is at most ``error`` (bisection; it falls with n).
+
+    The seed starts from the normal size ``Z(phi)^2 V / error^2``, which the Bennett interval it is then
+    judged by never accepts (Bennett is wider than the normal interval), so its first doubling is
+    certain; starting here spends the same failure budget on a sample about 20% smaller.
+    """
+    low = max(2, int(bounds.z_value(phi) ** 2 * variance / error**2))
+    if bounds.bennett_halfwidth(variance, low, value_range, phi) <= error:
+        return low
+    high = low
+    while high < population and bounds.bennett_halfwidth(variance, high, value_range, phi) > error:
+        high *= 2
+    if high >= population:
+        return population
+    while high - low > 1:
+        mid = (low + high) // 2
+        if bounds.bennett_halfwidth(variance, mid, value_range, phi) <= error:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def _blazeit_pp(run: _Run, error: float, delta: float, pilot: int) -> Estimate:
+    pilot_rows = run.rng.permutation(run.n)[:min(pilot, run.n)]
+    c, value_range = run.control_variate(pilot_rows)
+    variance_ub = bounds.chi2_variance_upper(float(np.var(run.cv_values(pilot_rows, c), ddof=1)),
+                                             len(pilot_rows), delta / 2.0)
+    order = run.rng.permutation(run.n)
+    phi = delta / 4.0
+    n = _bennett_size(variance_ub, value_range, phi, error, run.n)
+    while True:
+        n = min(n, run.n)
+        if n == run.n:
+            return _census(run, "blazeit++")
+        mean = float(run.cv_values(order[:n], c).mean())
+        half = bounds.bennett_halfwidth(variance_ub, n, value_range, phi)
+        run.record(mean - half, mean + half)
+        if 2.0 * half <= 2.0 * error:
+            return run.result("blazeit++", mean, mean - half, mean + half)
+        phi /= 2.0
+        n *= 2
+
+
+def _strata(proxy: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``k`` strata of (nearly) equal size by proxy quantile, each in a seeded random order."""
+    ranked = np.argsort(proxy, kind="stable")
+    return [rng.permutation(part) for part in np.array_split(ranked, k) if len(part)]
+
+
+def _stratified(run: _Run, strata: list[np.ndarray], taken: np.ndarray,
+                delta: float) -> tuple[float, float, np.ndarray]:
+    """Stratified mean, its CLT half-width (per-stratum FPC) and the per-stratum standard deviations."""
+    shares = np.array([len(s) for s in strata], dtype=np.float64) / run.n
+    means, stds, var = np.zeros(len(strata)), np.zeros(len(strata)), 0.0
+    for i, (rows, n_i) in enumerate(zip(strata, taken)):
+        values = run.cache.get(rows[:n_i])
+        means[i] = values.mean()
+        stds[i] = values.std(ddof=1) if n_i > 1 else run.range
+        var += shares[i] ** 2 * stds[i] ** 2 / n_i * (1.0 - n_i / len(rows))
+    return float(shares @ means), bounds.z_value(delta) * math.sqrt(max(var, 0.0)), stds
+
+
+def _abae(run: _Run, error: float, delta: float, n_strata: int, first_stage: int) -> Estimate:
+    strata = _strata(run.proxy, n_strata, run.rng)
+    sizes = np.array([len(s) for s in strata])
+    shares = sizes / run.n
+    taken = np.minimum(sizes, first_stage)
+    z = bounds.z_value(delta)
+    while True:
+        mean, half, stds = _stratified(run, strata, taken, delta)
+        run.record(mean - half, mean + half)
+        if half <= error or bool(np.all(taken == sizes)):
+            return run.result("abae", mean, mean - half, mean + half)
+        weights = shares * stds
+        weights = weights / weights.sum() if weights.sum() > 0 else shares
+        total = max((z * float(shares @ stds) / error) ** 2, 1.2 * float(taken.sum()))
+        taken = np.minimum(sizes, np.maximum(taken, np.ceil(total * weights).astype(np.int64)))
+
+
+def estimate_mean(data: pd.DataFrame, proxy: str | np.ndarray, oracle: Callable[[pd.DataFrame], np.ndarray],
+                  error: float, delta: float, method: str = "blazeit++", seed: int = 0, *,
+                  value_range: tuple[float, float] = (0.0, 1.0), pilot: int = 1000, strata: int = 5,
+                  first_stage: int = 100) -> Estimate:
+    """Mean of ``oracle`` over the rows of ``data`` within ``+-error`` with probability ``1 - delta``.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The population, with an ``id`` column.
+    proxy : str or numpy.ndarray
+        The proxy column's name (or its values, one per row): cheap, correlated with the oracle.
+    oracle : callable
+        Called on a frame of sampled rows, returns one value per row in ``value_range`` (e.g. an
+        :class:`scilens.guarantees.oracle.Oracle`). Each row is evaluated at most once.
+    error : float
+        Target half-width.
+    delta : float
+        Failure probability.
+    method : str
+        One of :data:`METHODS` (see the module docstring).
+    seed : int
+        Seed of every random choice.
+    value_range : tuple of float
+        ``(a, b)`` bounding the oracle's values (EBS and Bennett need it).
+    pilot : int
+        BlazeIt++'s pilot size (the seed's 1,000).
+    strata : int
+        ABAE's number of proxy strata.
+    first_stage : int
+        ABAE's first-stage rows per stratum.
+
+    Returns
+    -------
+    Estimate
+        Estimate, interval, oracle calls, history, sampled ids.
+    """
+    if not 0.0 < delta < 1.0 or error <= 0.0:
+        raise ValueError(f"need 0 < delta < 1 and error > 0, got delta={delta}, error={error}")
+    run = _Run(data, proxy, oracle, seed, value_range)
+    if method == "uniform":
+        return _uniform(run, error, delta)
+    if method in ("ebs", "ebs-cv"):
+        return _ebs(run, error, delta, cv=method == "ebs-cv")
+    if method == "blazeit++":
+        return _blazeit_pp(run, error, delta, pilot)
+    if method == "abae":
+        return _abae(run, error, delta, strata, first_stage)
+    raise ValueError(f"method must be one of {METHODS}, not {method!r}")
