@@ -110,3 +110,20 @@ def test_changed_store_is_refused(spark, store, index, tmp_path, job_log):
     layers.write_text(layers.read_text() + "\n")
     assert _topk(copy, tmp_path / "o", "layer=fc2", "neurons=[0]") != 0
     assert any("digest mismatch" in line for line in job_log)
+
+
+def test_store_is_sorted_by_id_in_small_row_groups(store):
+    import pyarrow.parquet as pq
+
+    from scilens.core.parquet import ROW_GROUP_BYTES
+
+    groups = 0
+    for part in sorted((store.path / "activations.parquet").glob("*.parquet")):
+        pf = pq.ParquetFile(part)
+        for g in range(pf.metadata.num_row_groups):
+            ids = pf.read_row_group(g, columns=["id"]).column(0).to_numpy()
+            assert np.all(np.diff(ids) > 0), (part.name, g)
+            # the writer closes a group once its buffer passes the target: at most one row over
+            assert pf.metadata.row_group(g).total_byte_size < ROW_GROUP_BYTES + 4096
+            groups += 1
+    assert groups >= 1
