@@ -25,6 +25,7 @@ DEMOS: dict[str, Demo] = {
     "train-model": diagnosis.train_model,
     "sample": diagnosis.sample,
     "activations": diagnosis.activations,
+    "saliency": diagnosis.saliency,
     "topk": topk.demo,
     "glaucoma-clinical": glaucoma.clinical_demo,
     "glaucoma-images": glaucoma.images_demo,

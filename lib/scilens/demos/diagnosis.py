@@ -81,3 +81,27 @@ def activations(root: Path) -> list[Shown]:
     return [(sample_out, f"{len(small.layers)} layers of {small.rows} sampled digits: {small.bytes / 2**20:.1f} MiB"),
             (full_out, f"the same for all {full.rows} digits: {full.bytes / 2**20:.1f} MiB "
              f"({full.bytes / small.bytes:.1f}x)")]
+
+
+def saliency(root: Path) -> list[Shown]:
+    """Saliency masks (integrated gradients, SmoothGrad) of the digits LeNet-5 for its MaxMargin 5 % sample.
+
+    Reuses the model and sample of the ``sample`` demo when ``make demo`` ran it just before.
+    """
+    from scilens.cli import main
+
+    previous = root.parent / "sample"
+    chosen = previous / "output" / "samples" / "technique=maxmargin" / "fraction=0.05"
+    if (previous / "model" / "model.keras").exists() and chosen.is_dir():
+        model, digits = previous / "model" / "model.keras", previous / "inputs" / "digits"
+        extra = [f"ids_from={chosen}"]
+    else:
+        model, digits = train_digits_model(root)
+        extra = [f"ids=[{','.join(map(str, range(0, 200, 2)))}]"]
+    out = root / "output"
+    if main(["saliency", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
+             *[a for s in extra for a in ("--set", s)]]) != 0:
+        raise RuntimeError("saliency demo failed")
+    return [(out / "report.html", "masks per method, the first masks over their digits"),
+            (out / "masks.png", "integrated gradients and SmoothGrad of the predicted class, over each digit"),
+            (out / "masks.parquet", "one (8, 8) float32 mask per digit and method, sorted by id")]

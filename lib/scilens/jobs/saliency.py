@@ -31,6 +31,7 @@ from scilens.vision.saliency import SaliencyConfig
 __all__ = ["JOB", "SaliencyJob", "SaliencyJobConfig"]
 
 SHOWN = 10
+METHOD_SHORT = {"integrated_gradients": "IG", "smoothgrad": "SmoothGrad"}
 MASKS_TABLE = "masks.parquet"
 
 
@@ -91,8 +92,10 @@ class SaliencyJob(Job[SaliencyJobConfig]):
         first = written.orderBy("id", "method").limit(SHOWN).toPandas()
         found = images_by_id(table, first["id"].tolist())
         contact_sheet(ctx.output / "masks.png", [found[int(i)] for i in first["id"]], first["id"].tolist(),
-                      first["probability"].tolist(), "saliency masks (score: probability of the target)",
-                      overlays=tensor.decode_column(first["mask"]))
+                      first["probability"].tolist(), "saliency masks over their images",
+                      overlays=tensor.decode_column(first["mask"]),
+                      captions=[f"id {r.id} {METHOD_SHORT.get(r.method, r.method)}\n"
+                                f"class {r.target} p={r.probability:.3f}" for r in first.itertuples()])
         summary = (written.groupBy("method").agg({"completeness_gap": "max", "probability": "mean", "id": "count"})
                    .toPandas().rename(columns={"count(id)": "masks", "avg(probability)": "mean probability",
                                                "max(completeness_gap)": "max completeness gap"}))

@@ -12,7 +12,8 @@ __all__ = ["contact_sheet"]
 
 
 def contact_sheet(path: str | Path, images: Sequence[np.ndarray], ids: Sequence[int], scores: Sequence[float],
-                  title: str, columns: int = 5, overlays: Sequence[np.ndarray | None] | None = None) -> Path:
+                  title: str, columns: int = 5, overlays: Sequence[np.ndarray | None] | None = None,
+                  captions: Sequence[str] | None = None) -> Path:
     """Draw ``images`` in a grid, each titled with its id and score, and a ``<name>.json`` side file.
 
     Parameters
@@ -30,6 +31,8 @@ def contact_sheet(path: str | Path, images: Sequence[np.ndarray], ids: Sequence[
     overlays : sequence of numpy.ndarray or None, optional
         A mask per image ((h, w), any scale), drawn over it as a translucent
         heat map, scaled per panel; None for a panel without one.
+    captions : sequence of str, optional
+        Panel titles (default: ``id <id>`` and the score on a second line).
 
     Returns
     -------
@@ -49,12 +52,13 @@ def contact_sheet(path: str | Path, images: Sequence[np.ndarray], ids: Sequence[
     for ax in axes.ravel():
         ax.axis("off")
     masks = list(overlays) if overlays is not None else [None] * n
-    for ax, image, item, score, mask in zip(axes.ravel(), images, ids, scores, masks):
+    titles = list(captions) if captions is not None else [f"id {int(i)}\n{float(s):.4g}" for i, s in zip(ids, scores)]
+    for ax, image, mask, caption in zip(axes.ravel(), images, masks, titles):
         pixels = np.squeeze(np.asarray(image, dtype=np.float32))
         ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)
         if mask is not None:
             ax.imshow(np.asarray(mask, dtype=np.float32), cmap="inferno", alpha=0.55)
-        ax.set_title(f"id {int(item)}\n{float(score):.4g}", fontsize=8)
+        ax.set_title(caption, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
