@@ -1,6 +1,6 @@
 """The layers of scilens import only downwards (DEVELOPERS.md, "The layers").
 
-core < io < synth < vision < the studies (neuro, astro, diagnosis, glaucoma: independent of each
+core < io < synth < vision < the studies (neuro, astro, diagnosis, glaucoma, masks: independent of each
 other) < jobs < cli < demos. Every import counts, including those inside functions.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import scilens
 
 PACKAGE = Path(scilens.__file__).parent
-RANK = {"core": 0, "io": 1, "synth": 2, "vision": 3, "neuro": 4, "astro": 4, "diagnosis": 4, "glaucoma": 4,
+RANK = {"core": 0, "io": 1, "synth": 2, "vision": 3, "neuro": 4, "astro": 4, "diagnosis": 4, "glaucoma": 4, "masks": 4,
         "jobs": 5, "cli": 6, "demos": 7}
 
 
