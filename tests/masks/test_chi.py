@@ -40,7 +40,7 @@ def test_bounds_are_bounds(masks, shape):
     lo, hi = bounds(chi, Grid(h, w, CELL), BINS, boxes, t, rows=rows)
     assert (lo <= exact).all() and (exact <= hi).all()
     # Not vacuous: most triples leave a gap, some are decided exactly.
-    assert (lo < hi).mean() > 0.3 and (exact > 0).mean() > 0.3
+    assert (lo < hi).mean() > 0.3 and (exact > 0).mean() > 0.2
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (50, 37)])
