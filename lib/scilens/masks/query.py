@@ -379,7 +379,12 @@ class MaskIndex:
                              f"the index holds {grid.height} x {grid.width}")
         self._stats["decoded"] += len(rows)
         self._stats["bytes"] += nbytes
-        return exact_cp(self.index.normalisation.apply(masks), boxes, t)
+        rule = self.index.normalisation
+        if len(rows) and (boxes == boxes[0]).all():
+            y0, y1, x0, x1 = (int(c) for c in boxes[0])
+            crop = rule.apply(masks, (y0, y1, x0, x1))
+            return exact_cp(crop, np.array([0, y1 - y0, 0, x1 - x0]), t)
+        return exact_cp(rule.apply(masks), boxes, t)
 
     def _count_bounds(self, rows: np.ndarray, boxes: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         ix = self.index
