@@ -388,15 +388,15 @@ def exact_cp(normalised: np.ndarray, boxes: np.ndarray, thresholds: float | np.n
     integral = np.zeros((n, v.shape[1] + 1, v.shape[2] + 1), dtype=np.int64)
     integral[:, 1:, 1:] = (v > t[:, None, None]).cumsum(axis=1).cumsum(axis=2)
     r = np.arange(n)
-    y0, y1, x0, x1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    return integral[r, y1, x1] - integral[r, y0, x1] - integral[r, y1, x0] + integral[r, y0, x0]
+    ys0, ys1, xs0, xs1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    return integral[r, ys1, xs1] - integral[r, ys0, xs1] - integral[r, ys1, xs0] + integral[r, ys0, xs0]
 
 
 def _box_count(chi: np.ndarray, rows: np.ndarray, shape: tuple[int, int, int],
                iy: tuple[np.ndarray, np.ndarray], ix: tuple[np.ndarray, np.ndarray],
                level: np.ndarray) -> np.ndarray:
     """Count above ``level`` in grid box ``[iy0, iy1) x [ix0, ix1)`` (line indices) by four look-ups."""
-    gy, gx, bins = shape
+    _, gx, bins = shape
     total = np.zeros(len(rows), dtype=np.int64)
     for yi, sy in ((iy[1], 1), (iy[0], -1)):
         for xi, sx in ((ix[1], 1), (ix[0], -1)):

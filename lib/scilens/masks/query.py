@@ -406,7 +406,7 @@ class MaskIndex:
 
     # ------------------------------------------------------------------------------------ queries
 
-    def CP(self, roi: Roi, threshold: float) -> pd.DataFrame:  # noqa: N802 -- the issue's name
+    def CP(self, roi: Roi, threshold: float) -> pd.DataFrame:
         """Exact CP of every mask queried (masks whose bounds agree are not fetched).
 
         Parameters
