@@ -287,15 +287,18 @@ def build_chi(masks: np.ndarray, *, bins: int = 16, cell: int = 16,
     dtype = count_dtype(h * w)
     out = np.empty((n, gy, gx, bins), dtype=dtype)
     rule = Normalisation.parse(normalise)
-    ys, xs = grid.ys, grid.xs
-    # Chunks keep the (chunk, H, W, bins) temporaries small.
-    step = max(1, (1 << 22) // max(1, h * w * bins))
+    # Each pixel's cell, so one bincount gives every cell's histogram of levels.
+    cell_of = (np.arange(h)[:, None] // cell) * gx + (np.arange(w)[None, :] // cell)
+    n_keys = gy * gx * (bins + 1)
+    step = max(1, (1 << 22) // max(1, h * w))
     for s in range(0, n, step):
-        q = levels(rule.apply(m[s : s + step]), bins)
-        above = q[..., None] > np.arange(bins, dtype=np.uint8)
-        # Sum pixels per cell, then cumulate over cells: far cheaper than per pixel.
-        cells = np.add.reduceat(np.add.reduceat(above, ys[:-1], axis=1, dtype=np.int64), xs[:-1], axis=2)
-        out[s : s + step] = cells.cumsum(axis=1).cumsum(axis=2)
+        q = levels(rule.apply(m[s : s + step]), bins).astype(np.int64)
+        k = len(q)
+        keys = (np.arange(k)[:, None, None] * (gy * gx) + cell_of) * (bins + 1) + q
+        hist = np.bincount(keys.ravel(), minlength=k * n_keys).reshape(k, gy, gx, bins + 1)
+        # Pixels above edge l are those of level > l: a reverse cumulative sum over levels 1..bins.
+        above = hist[..., :0:-1].cumsum(axis=-1)[..., ::-1]
+        out[s : s + step] = above.cumsum(axis=1).cumsum(axis=2)
     return out.reshape(n, -1)
 
 
