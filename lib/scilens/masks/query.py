@@ -103,7 +103,11 @@ class InMemorySource:
         tuple
             (n, H, W) masks and bytes.
         """
-        pos = np.searchsorted(self._ids, ids)
+        want = np.asarray(ids, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._ids, want), len(self._ids) - 1)
+        missing = self._ids[pos] != want
+        if missing.any():
+            raise ValueError(f"the in-memory masks lack mask id {int(want[missing][0])}")
         got = self._masks[pos]
         return got, int(got.nbytes)
 
@@ -296,6 +300,7 @@ class MaskIndex:
         self.source = source
         self.last_stats: QueryStats | None = None
         self._stats: dict[str, int] = {}
+        self._started = 0.0
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], source: MaskSource) -> MaskIndex:
@@ -362,8 +367,9 @@ class MaskIndex:
     # ------------------------------------------------------------------------------------ machinery
 
     def _begin(self, n: int) -> float:
+        """Reset the counters; the query's clock started before its bounds were computed."""
         self._stats = {"masks": n, "decoded": 0, "bytes": 0}
-        return time.perf_counter()
+        return self._started
 
     def _end(self, started: float) -> None:
         s = self._stats
@@ -395,6 +401,7 @@ class MaskIndex:
         """Rows, score bounds and the exact scorer (by position among the rows) of a per-mask query."""
         t = self._threshold(threshold)
         rows, boxes = self._roi(roi)
+        self._started = time.perf_counter()
         lo, hi = self._count_bounds(rows, boxes, t)
         area = ((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).astype(np.float64)
         denom = area if fraction else np.ones(len(rows))
