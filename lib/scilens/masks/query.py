@@ -115,10 +115,11 @@ class InMemorySource:
 class ParquetMaskSource:
     """Masks read by id from a Parquet mask table (tensor column ``mask_column``, int64 ``id_column``).
 
-    A fetch reads only the row groups whose id statistics can hold a wanted id
-    (a semi-join by id; the table is written sorted by id with small row
-    groups) and only the id and mask columns. ``bytes`` is the compressed
-    size of the column chunks read.
+    A fetch decodes only the mask column of the row groups holding the wanted
+    ids (:class:`~scilens.core.parquet.KeyedParquet`: the id column is read
+    once, at construction); the mask tables scilens writes are sorted by id
+    in small row groups, so that is a few masks per wanted id. ``bytes`` is
+    the compressed size of the column chunks read.
 
     Parameters
     ----------
@@ -133,32 +134,15 @@ class ParquetMaskSource:
     kind = "parquet"
 
     def __init__(self, table: str | os.PathLike[str], mask_column: str = "mask", id_column: str = "id") -> None:
-        import pyarrow.parquet as pq
+        from scilens.core.parquet import KeyedParquet
 
         root = Path(table)
         self._digest = parquet_digest([root])
-        files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
-        self._mask, self._id = mask_column, id_column
-        self._groups: list[tuple[Any, int, int, int, int]] = []  # (file, group, min id, max id, bytes)
-        for f in files:
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            if mask_column not in names or id_column not in names:
-                raise ValueError(f"{f}: the mask table needs columns {id_column!r} and {mask_column!r}, has {names}")
-            for g in range(pf.metadata.num_row_groups):
-                self._groups.append((pf, g, *self._group_range(pf, g)))
-
-    def _group_range(self, pf: Any, g: int) -> tuple[int, int, int]:
-        rg = pf.metadata.row_group(g)
-        lo, hi, size = np.iinfo(np.int64).min, np.iinfo(np.int64).max, 0
-        for c in range(rg.num_columns):
-            col = rg.column(c)
-            top = col.path_in_schema.split(".")[0]
-            if top == self._id and col.statistics is not None and col.statistics.has_min_max:
-                lo, hi = int(col.statistics.min), int(col.statistics.max)
-            if top in (self._id, self._mask):
-                size += int(col.total_compressed_size)
-        return lo, hi, size
+        self._table = KeyedParquet(root, id_column)
+        self._mask = mask_column
+        for f in self._table.files:
+            if mask_column not in f.schema_arrow.names:
+                raise ValueError(f"the mask table {root} has no column {mask_column!r}; it has {f.schema_arrow.names}")
 
     @property
     def digest(self) -> str:
@@ -166,7 +150,7 @@ class ParquetMaskSource:
         return self._digest
 
     def fetch(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
-        """Return the masks of ``ids`` (in the order asked) and the bytes of the row groups read.
+        """Return the masks of ``ids`` (in the order asked) and the bytes of the column chunks read.
 
         Parameters
         ----------
@@ -178,23 +162,15 @@ class ParquetMaskSource:
         tuple
             (n, H, W) masks and bytes read.
         """
-        wanted = np.unique(np.asarray(ids, dtype=np.int64))
-        found: dict[int, np.ndarray] = {}
-        read = 0
-        for pf, g, lo, hi, size in self._groups:
-            a, b = np.searchsorted(wanted, lo, side="left"), np.searchsorted(wanted, hi, side="right")
-            if a >= b:
-                continue
-            table = pf.read_row_group(g, columns=[self._id, self._mask])
-            read += size
-            want = set(wanted[a:b].tolist())
-            for rid, rec in zip(table.column(self._id).to_pylist(), table.column(self._mask).to_pylist(), strict=True):
-                if rid in want:
-                    found[int(rid)] = decode(rec)
-        missing = [int(i) for i in wanted if int(i) not in found]
-        if missing:
-            raise ValueError(f"the mask table lacks mask id {missing[0]} ({len(missing)} missing)")
-        return stack_masks([found[int(i)] for i in np.asarray(ids, dtype=np.int64)], np.asarray(ids)), read
+        from scilens.core.parquet import MissingKeys
+
+        ids = np.asarray(ids, dtype=np.int64)
+        try:
+            table, cost = self._table.read(ids, [self._mask])
+        except MissingKeys as err:
+            raise ValueError(f"the mask table lacks mask id {int(err.absent[0])} ({err.absent.size} missing)") from err
+        masks = [decode(rec) for rec in table.column(self._mask).to_pylist()]
+        return stack_masks(masks, ids), cost.bytes
 
 
 @dataclass
