@@ -13,6 +13,7 @@ import scilens
 
 PACKAGE = Path(scilens.__file__).parent
 RANK = {"core": 0, "io": 1, "synth": 2, "vision": 3, "neuro": 4, "astro": 4, "diagnosis": 4, "glaucoma": 4,
+        "assertions": 4,
         "jobs": 5, "cli": 6, "demos": 7}
 
 
