@@ -212,13 +212,14 @@ def run(spark):
              for f in SCHEMA.fields]
     records = [tuple(None if _value(v) is None else cast(v) for cast, v in zip(casts, row))
                for row in tables[SCHEMA.fieldNames()].itertuples(index=False)]
-    df = spark.createDataFrame(records, SCHEMA).repartition(3)
+    df = spark.createDataFrame(records, SCHEMA).repartition(2)
     checker = Checker(key=list(KEY))
     for name, (make, _) in CASES.items():
         checker.register(make(), name=name)
     result = checker.run(df)
-    severities = result.severities.toPandas()
-    rejected = result.rejected.toPandas()
+    with result.sized_batches():
+        severities = result.severities.toPandas()
+        rejected = result.rejected.toPandas()
     result.unpersist()
     reference_frame = pd.DataFrame.from_records(records, columns=SCHEMA.fieldNames())
     return reference_frame, severities, rejected

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +14,13 @@ from pyspark.sql import functions as F
 from scilens.assertions.common import RESULT_SCHEMA, Assertion, as_list, require_columns
 from scilens.core.inputs import InputError
 from scilens.core.quarantine import REJECTED_COLUMN
+from scilens.core.session import arrow_batch_bytes
 
-__all__ = ["CheckResult", "Checker"]
+__all__ = ["ROW_BYTES", "CheckResult", "Checker"]
+
+ROW_BYTES = 1024
+"""Bytes an Arrow batch budgets per row of a model-output table: small tabular rows, thousands per batch
+(the session's default batch is sized for images)."""
 
 
 @dataclass
@@ -36,6 +42,18 @@ class CheckResult:
     rejected: DataFrame
     _persisted: list[DataFrame] = field(default_factory=list, repr=False)
 
+    @contextlib.contextmanager
+    def sized_batches(self) -> Iterator[int]:
+        """Arrow batches sized for small tabular rows (:data:`ROW_BYTES`) for the actions run in the block.
+
+        Yields
+        ------
+        int
+            Rows per Arrow batch inside the block.
+        """
+        with arrow_batch_bytes(self.severities.sparkSession, ROW_BYTES, raise_limit=True) as rows:
+            yield rows
+
     def write(self, path: str | Path, mode: str = "error") -> dict[str, int]:
         """Write the severity table as Parquet and count its rows per assertion.
 
@@ -51,7 +69,8 @@ class CheckResult:
         dict
             Assertion name -> flagged rows or groups (from the written file).
         """
-        self.severities.write.mode(mode).parquet(str(path))
+        with self.sized_batches():
+            self.severities.write.mode(mode).parquet(str(path))
         spark = self.severities.sparkSession
         counts = spark.read.parquet(str(path)).groupBy("assertion").count().collect()
         return {r["assertion"]: int(r["count"]) for r in counts}

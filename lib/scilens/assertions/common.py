@@ -171,8 +171,9 @@ def output_schema(df: DataFrame, key: Sequence[str]) -> T.StructType:
     return with_rejected_field(T.StructType(fields))
 
 
-def _record(row: pd.Series, key: Sequence[str]) -> str:
-    return ", ".join(f"{c}={row[c]}" for c in key)
+def _record(row: pd.DataFrame, key: Sequence[str]) -> str:
+    # column by column: a row as one Series would upcast an int key to float next to a float column
+    return ", ".join(f"{c}={row[c].iloc[0]}" for c in key)
 
 
 def _frame(batch: pd.DataFrame, key: Sequence[str], severity: pd.Series, detail: pd.Series) -> pd.DataFrame:
@@ -223,7 +224,7 @@ def guarded_batches(batches: Iterable[pd.DataFrame], evaluate: Evaluation, key: 
             try:
                 yield _frame(row, key, *evaluate(row))
             except Exception as exc:  # the row is quarantined, the rest run
-                yield rejected_row(key, rejection("", assertion, exc, _record(row.iloc[0], key)), assertion)
+                yield rejected_row(key, rejection("", assertion, exc, _record(row, key)), assertion)
 
 
 def rejected_row(key: Sequence[str], record: dict[str, str], assertion: str) -> pd.DataFrame:
