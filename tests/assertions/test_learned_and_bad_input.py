@@ -1,4 +1,7 @@
-"""A learned assertion ranks injected label errors and outliers on top; bad input is refused or quarantined."""
+"""A learned assertion ranks injected label errors and outliers on top; bad input is refused before running.
+
+A raising row is quarantined in test_reference.py (it shares that run).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from scilens.assertions import (
     Checker,
     IdentifierConsistencyAssertion,
     LearnedAssertion,
-    PerRowAssertion,
     SequenceConsistencyAssertion,
 )
 from scilens.assertions.density import bandwidths
@@ -27,9 +29,9 @@ def synthetic(seed: int = 7) -> tuple[pd.DataFrame, set[int]]:
     """
     rng = np.random.default_rng(seed)
     a = rng.normal(0, 1, (N_CLEAN, 2))
-    b = rng.normal(0, 1, (N_CLEAN, 2)) + [8, 0]
+    b = rng.normal(0, 1, (N_CLEAN, 2)) + np.array([8.0, 0.0])
     flipped = rng.normal(0, 1, (N_FLIPPED, 2))
-    far = rng.normal(0, 0.2, (N_FAR, 2)) + [0, 7]
+    far = rng.normal(0, 0.2, (N_FAR, 2)) + np.array([0.0, 7.0])
     x = np.vstack([a, b, flipped, far])
     label = ["a"] * N_CLEAN + ["b"] * N_CLEAN + ["b"] * N_FLIPPED + ["a"] * N_FAR
     trusted = [True] * (2 * N_CLEAN) + [False] * (N_FLIPPED + N_FAR)
@@ -49,9 +51,11 @@ def test_learned_assertion_ranks_injected_rows_on_top(spark):
     checker.register(LearnedAssertion("label", ["x", "y"], trusted="trusted"), name="density")
     result = checker.run(df)
     with result.sized_batches():
-        top = result.severities.orderBy("severity", ascending=False).limit(len(injected)).toPandas()
+        scored = result.severities.toPandas()
         assert result.rejected.count() == 0
     result.unpersist()
+    assert len(scored) > 2 * N_CLEAN - 10  # every row is scored; only the most typical ones abstain (0)
+    top = scored.nlargest(len(injected), "severity")
     flagged = {int(dict(k)["id"]) for k in top["key"]}
     assert flagged == injected
     assert top["detail"].str.contains("tail probability 0").all()  # beyond every trusted row
@@ -68,6 +72,7 @@ def test_bandwidth_rules():
 
 @pytest.fixture(scope="module")
 def small(spark):
+    """30 rows of 10 eyes; classes a and b have 2 trusted rows each."""
     rows = [(i, i % 3, i // 3, f"s{i}", float(i), "a" if i % 2 else "b", i < 4) for i in range(30)]
     schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("eye", T.LongType()),
                            T.StructField("scan", T.LongType()), T.StructField("text", T.StringType()),
@@ -99,26 +104,3 @@ def test_too_few_trusted_rows_are_refused_naming_class_and_count(small):
     checker.register(LearnedAssertion("cls", ["p"], trusted="trusted", min_trusted=3))
     with pytest.raises(InputError, match=r"class 'a' has 2.*class 'b' has 2"):
         checker.run(small)
-
-
-def test_a_raising_row_is_rejected_naming_the_assertion_and_the_rest_run(spark, small):
-    def fragile(p: pd.Series) -> pd.Series:
-        if (p == 13).any():
-            raise ValueError("cannot judge 13")
-        return p > 20
-
-    checker = Checker(key="id")
-    checker.register(PerRowAssertion(fragile, "p"), name="fragile")
-    checker.register(IdentifierConsistencyAssertion("eye", "cls"), name="eye labels")
-    result = checker.run(small)
-    with result.sized_batches():
-        severities = result.severities.toPandas()
-        rejected = result.rejected.toPandas()
-    result.unpersist()
-    assert len(rejected) == 1
-    assert rejected["step"].iloc[0] == "fragile" and rejected["record"].iloc[0] == "id=13"
-    assert "fragile" in rejected["message"].iloc[0] and "cannot judge 13" in rejected["message"].iloc[0]
-    fragile_ids = sorted(int(dict(k)["id"]) for k, a in zip(severities["key"], severities["assertion"])
-                         if a == "fragile")
-    assert fragile_ids == list(range(21, 30))
-    assert (severities["assertion"] == "eye labels").sum() == 30  # every eye mixes a and b
