@@ -221,7 +221,7 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def run(spark):
+def run(spark, tmp_path_factory):
     tables = random_tables()
     casts = [{T.LongType(): int, T.DoubleType(): float, T.BooleanType(): bool, T.StringType(): str}[f.dataType]
              for f in SCHEMA.fields]
@@ -232,10 +232,13 @@ def run(spark):
     for name, (make, _) in CASES.items():
         checker.register(make(), name=name)
     result = checker.run(df)
+    path = tmp_path_factory.mktemp("assertions") / "severity.parquet"
+    counts = result.write(path)
     with result.sized_batches():
-        severities = result.severities.toPandas()
         rejected = result.rejected.toPandas()
     result.unpersist()
+    severities = pd.read_parquet(path)  # the written table, read without Spark
+    assert counts == severities["assertion"].value_counts().to_dict()
     reference_frame = pd.DataFrame.from_records(records, columns=SCHEMA.fieldNames())
     return reference_frame, severities, rejected
 
