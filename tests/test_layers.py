@@ -1,7 +1,7 @@
 """The layers of scilens import only downwards (DEVELOPERS.md, "The layers").
 
-core < io < synth < vision < the studies (neuro, astro, diagnosis, glaucoma, guarantees, masks: independent of
-each other) < jobs < cli < demos. Every import counts, including those inside functions.
+core < io < synth < vision < the studies (neuro, astro, diagnosis, glaucoma, guarantees, masks, assertions:
+independent of each other) < jobs < cli < demos. Every import counts, including those inside functions.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import scilens
 
 PACKAGE = Path(scilens.__file__).parent
 RANK = {"core": 0, "io": 1, "synth": 2, "vision": 3, "neuro": 4, "astro": 4, "diagnosis": 4, "glaucoma": 4,
-        "guarantees": 4, "masks": 4,
+        "guarantees": 4, "masks": 4, "assertions": 4,
         "jobs": 5, "cli": 6, "demos": 7}
 
 
