@@ -170,14 +170,9 @@ def saliency_frame(frame: DataFrame, info: ModelInfo, layout: ImageLayout, confi
     path, shape = info.path, tuple(info.input_shape)
 
     def compute(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from scilens.vision.inference import load_keras_model
+        from scilens.vision.inference import with_model
 
-        model = None
-        for batch in batches:
-            if batch.empty:
-                continue
-            if model is None:  # once per task, and only for a task with images
-                model = load_keras_model(path)
+        for model, batch in with_model(path, batches):
             rows = []
             for item, label, image in zip(batch["id"], batch["label"], _images(batch, layout, shape)):
                 label = None if pd.isna(label) else int(label)

@@ -385,14 +385,9 @@ def saliency_rows(spark: SparkSession, table: Path, model: Path, modality: str, 
     model_path, methods = str(model), section.methods
 
     def compute(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from scilens.vision.inference import load_keras_model
+        from scilens.vision.inference import with_model
 
-        keras_model = None
-        for batch in batches:
-            if batch.empty:
-                continue
-            if keras_model is None:  # once per task, and only for a task with images
-                keras_model = load_keras_model(model_path)
+        for keras_model, batch in with_model(model_path, batches):
             out = [_encoded(r, "image", "mask")
                    for r in pipeline.saliency_records(keras_model, _with_images(batch), modality, methods)]
             yield pd.DataFrame(out, columns=SALIENCY_SCHEMA.fieldNames())

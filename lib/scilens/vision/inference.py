@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -58,6 +59,7 @@ __all__ = [
     "model_outputs",
     "output_schema",
     "predict_numpy",
+    "with_model",
 ]
 
 LOGITS = "logits"
@@ -73,6 +75,30 @@ def load_keras_model(path: str | Path) -> Any:
     from tensorflow import keras
 
     return keras.models.load_model(str(path), compile=False)
+
+
+def with_model(path: str | Path, batches: Iterable[pd.DataFrame]) -> Iterator[tuple[Any, pd.DataFrame]]:
+    """Pair each non-empty batch of a ``mapInPandas`` task with the model, loaded once per task.
+
+    Parameters
+    ----------
+    path : path-like
+        The saved Keras model (readable from the executor).
+    batches : iterable of pandas.DataFrame
+        The task's batches.
+
+    Returns
+    -------
+    Iterator of (keras.Model, pandas.DataFrame)
+        The model is loaded at the first non-empty batch, so a task without rows never loads it.
+    """
+    model = None
+    for batch in batches:
+        if batch.empty:
+            continue
+        if model is None:
+            model = load_keras_model(path)
+        yield model, batch
 
 
 @dataclass(frozen=True)
