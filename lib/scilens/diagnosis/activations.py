@@ -68,8 +68,11 @@ class ActivationStore:
     @classmethod
     def write(cls, rows: DataFrame, path: str | Path, info: ModelInfo, layers: Sequence[str]) -> ActivationStore:
         """Write ``rows`` (from :func:`scilens.diagnosis.stages.compute_activations`) as a store at ``path``."""
+        from scilens.core.parquet import write_sorted
+
         path = Path(path)
-        rows.write.mode("overwrite").parquet(str(path / STORE_TABLE))
+        # sorted by id in small row groups: an index query fetches its few candidates by id
+        write_sorted(rows, path / STORE_TABLE, ["id"])
         spark = rows.sparkSession
         count = spark.read.parquet(str(path / STORE_TABLE)).count()
         size = directory_bytes(path / STORE_TABLE)
