@@ -143,6 +143,11 @@ class KeyedParquet:
         """Rows in the table."""
         return len(self._keys)
 
+    @property
+    def files(self) -> list:
+        """The table's files (``pyarrow.parquet.ParquetFile``), in path order."""
+        return list(self._files)
+
     def read(self, wanted: np.ndarray, columns: Sequence[str]) -> tuple[pa.Table, ReadCost]:
         """The rows of ``wanted`` keys, in the order asked (repeats allowed), with the asked columns.
 
