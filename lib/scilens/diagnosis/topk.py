@@ -236,6 +236,13 @@ class QueryStats:
         Where the candidates came from (the source's ``kind``).
     n_items : int
         ``N``, to read ``rows_fetched`` as a fraction.
+    store_row_groups : int
+        Row groups of the store decoded for the query's fetches (0 for a
+        source that reads no Parquet: matrix, re-inference).
+    store_bytes : int
+        Compressed bytes of the store's column chunks decoded for them:
+        what the fetches really read, whole row groups of the layer column
+        (``bytes_read`` counts only the fetched rows' values).
     """
 
     rows_fetched: int
@@ -244,6 +251,8 @@ class QueryStats:
     seconds: float
     source: str
     n_items: int
+    store_row_groups: int = 0
+    store_bytes: int = 0
 
 
 @dataclass
@@ -444,17 +453,28 @@ class ActivationIndex:
                 best_pos, best_key = pos[top], keys[top]
         return best_pos, best_key
 
-    def _finish(self, layer: str, grp: _Group, fetched: list[np.ndarray], started: float) -> None:
+    def _store_cost(self) -> tuple[int, int]:
+        """(row groups, bytes) the source has decoded so far; (0, 0) for sources without a ``cost``."""
+        cost = getattr(self.source, "cost", None)
+        return (int(cost.row_groups), int(cost.bytes)) if cost is not None else (0, 0)
+
+    def _finish(
+        self, layer: str, grp: _Group, fetched: list[np.ndarray], started: float, cost_before: tuple[int, int]
+    ) -> None:
         rows = np.unique(np.concatenate(fetched)) if fetched else np.empty(0, dtype=np.int64)
         parts = sum(len(np.unique(grp.pids[rows, c])) for c in range(len(grp.cols)))
         n_neurons = int(self.meta["layers"][layer]["neurons"])
+        seconds = time.perf_counter() - started
+        cost_after = self._store_cost()
         self.last_stats = QueryStats(
             rows_fetched=int(rows.size),
             partitions_read=int(parts),
             bytes_read=int(grp.index_bytes + rows.size * n_neurons * 4),
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
             source=self.source.kind,
             n_items=self.n_items,
+            store_row_groups=cost_after[0] - cost_before[0],
+            store_bytes=cost_after[1] - cost_before[1],
         )
 
     # ------------------------------------------------------------------------------------ queries
@@ -481,7 +501,7 @@ class ActivationIndex:
         group = self._check_group(layer, neurons, k)
         if agg not in AGGREGATES:
             raise ValueError(f"unknown aggregate {agg!r}; use one of {AGGREGATES}")
-        started = time.perf_counter()
+        started, cost_before = time.perf_counter(), self._store_cost()
         grp = self._group(layer, group)
         fetched: list[np.ndarray] = []
         pos, key = self._run(
@@ -493,7 +513,7 @@ class ActivationIndex:
             k=k,
             fetched=fetched,
         )
-        self._finish(layer, grp, fetched, started)
+        self._finish(layer, grp, fetched, started, cost_before)
         return pd.DataFrame({"id": self.ids[pos], "score": -key})
 
     def nearest(
@@ -523,7 +543,7 @@ class ActivationIndex:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
         target = self._position(item_id)
-        started = time.perf_counter()
+        started, cost_before = time.perf_counter(), self._store_cost()
         grp = self._group(layer, group)
         fetched = [np.array([target])]
         q = self._fetch(layer, self.source.fetcher(layer), fetched[0], grp.cols)[0]
@@ -539,5 +559,5 @@ class ActivationIndex:
             k=k,
             fetched=fetched,
         )
-        self._finish(layer, grp, fetched, started)
+        self._finish(layer, grp, fetched, started, cost_before)
         return pd.DataFrame({"id": self.ids[pos], "score": key})
