@@ -119,25 +119,26 @@ class KeyedParquet:
             raise ValueError(f"{root}: no Parquet files")
         self.key = key
         self._files = [pq.ParquetFile(p) for p in paths]
-        keys, groups = [], []
+        keys, groups, rows = [], [], []
         self._groups: list[tuple[int, int]] = []
         for f, pf in enumerate(self._files):
             if key not in pf.schema_arrow.names:
                 raise ValueError(f"{paths[f]}: no key column {key!r}")
-            for g in range(pf.metadata.num_row_groups):
-                column = pf.read_row_group(g, columns=[key]).column(0).to_numpy().astype(np.int64)
-                keys.append(column)
-                groups.append(np.full(len(column), len(self._groups), dtype=np.int64))
-                self._groups.append((f, g))
-        all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.int64)
-        rows = np.concatenate([np.arange(len(k)) for k in keys]) if keys else np.empty(0, dtype=np.int64)
+            # one read of the key column per file; the footer's row counts place each row in its group
+            keys.append(pf.read(columns=[key]).column(0).to_numpy().astype(np.int64))
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+            groups.append(np.repeat(np.arange(len(self._groups), len(self._groups) + len(sizes)), sizes))
+            rows.append(np.concatenate([np.arange(n) for n in sizes]) if sizes else np.empty(0, dtype=np.int64))
+            self._groups += [(f, g) for g in range(len(sizes))]
+        all_keys = np.concatenate(keys)
+        rows_in_group = np.concatenate(rows).astype(np.int64)
         order = np.argsort(all_keys, kind="stable")
         self._keys = all_keys[order]
         dup = np.flatnonzero(np.diff(self._keys) == 0)
         if dup.size:
             raise ValueError(f"{root}: key {int(self._keys[dup[0]])} is held by more than one row")
-        self._group = np.concatenate(groups)[order] if groups else np.empty(0, dtype=np.int64)
-        self._row = rows[order]
+        self._group = np.concatenate(groups).astype(np.int64)[order]
+        self._row = rows_in_group[order]
 
     def __len__(self) -> int:
         """Rows in the table."""
@@ -178,14 +179,13 @@ class KeyedParquet:
         if not found.all():
             raise MissingKeys(np.unique(wanted[~found]))
         groups, rows = self._group[at], self._row[at]
-        pieces, cost = [], ReadCost()
+        pieces, cost, names = [], ReadCost(), set(columns)
         for g in np.unique(groups):
             f, rg = self._groups[int(g)]
             chunk = self._files[f].read_row_group(rg, columns=list(columns))
             mine = np.flatnonzero(groups == g)
             pieces.append((mine, chunk.take(pa.array(rows[mine]))))
             meta = self._files[f].metadata.row_group(rg)
-            names = set(columns)
             cost.row_groups += 1
             cost.bytes += sum(meta.column(c).total_compressed_size for c in range(meta.num_columns)
                               if meta.column(c).path_in_schema.split(".")[0] in names)
