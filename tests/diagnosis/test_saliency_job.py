@@ -81,3 +81,31 @@ def test_bad_settings_are_named(spark, trained_digits, tmp_path, job_log, settin
                      "--set", f"model={trained_digits.model_path}", "--set", setting])
     assert code != 0 and not (tmp_path / "o").exists()
     assert any(named in line for line in job_log), job_log[-3:]
+
+
+def test_an_array_layout_table_gives_the_tensor_layout_masks(spark, trained_digits, masks, tmp_path):
+    # The same digits stored as flattened float arrays (the other image layout a scilens table may have).
+    out = tmp_path / "o"
+    assert cli.main(["saliency", "--input", str(trained_digits.array_table), "--output", str(out),
+                     "--set", f"model={trained_digits.model_path}", "--set", "ids=[0,2,4]",
+                     "--set", "data.image_shape=[8,8,1]", "--set", "ig_steps=32", "--set", "smoothgrad_samples=8"]) == 0
+    got = pd.read_parquet(out / "masks.parquet").sort_values(["id", "method"])
+    want = pd.read_parquet(masks / "masks.parquet").set_index(["id", "method"])
+    assert got["id"].tolist() == [0, 0, 2, 2, 4, 4]
+    for row in got.itertuples():
+        ref = want.loc[(row.id, row.method)]
+        assert (row.prediction, row.target) == (ref["prediction"], ref["target"])
+        np.testing.assert_allclose(tensor.decode(row.mask), tensor.decode(ref["mask"]), rtol=1e-4, atol=1e-6)
+
+
+def test_a_single_output_model_always_explains_its_one_output():
+    from scilens.diagnosis.saliency import check_target, resolve_target
+
+    for rule in ("predicted", "label", 0):
+        assert resolve_target(rule, 1, np.array([0.8])) == 0
+    assert resolve_target("predicted", 3, np.array([0.1, 0.7, 0.2])) == 1
+    assert resolve_target("label", 2, np.array([0.1, 0.7, 0.2])) == 2
+    with pytest.raises(ValueError, match="not a class"):
+        resolve_target("label", 5, np.array([0.1, 0.7, 0.2]))
+    with pytest.raises(ValueError, match=r"class in 0\.\.0"):
+        check_target("1", 1)
