@@ -65,6 +65,17 @@ def _area(boxes):
     return ((b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])).astype(np.float64)
 
 
+def _score(v, boxes, t, by):
+    """The brute-force measure ``by`` of every mask (float64, as the index computes it)."""
+    cp = _brute_cp(v, boxes, t)
+    if by == "fraction":
+        return cp / _area(boxes)
+    if by == "share":
+        whole = np.count_nonzero(v > t, axis=(1, 2)).astype(np.float64)
+        return np.divide(cp, whole, out=np.zeros(len(cp)), where=whole > 0)
+    return cp.astype(np.float64)
+
+
 def _holds(s, op, value):
     return {">": s > value, ">=": s >= value, "<": s < value, "<=": s <= value}[op]
 
@@ -88,12 +99,12 @@ def test_filter_exact(data, index):
     for _ in range(300):
         roi, boxes = _random_roi(rng, data["sorted_ids"])
         t = int(rng.integers(0, BINS + 1)) / BINS
-        fraction = bool(rng.random() < 0.5)
+        by = str(rng.choice(["count", "fraction", "share"]))
         op = str(rng.choice([">", ">=", "<", "<="]))
-        score = _brute_cp(data["v"], boxes, t) / (_area(boxes) if fraction else 1.0)
+        score = _score(data["v"], boxes, t, by)
         # An attained value, so ties with the value are exercised.
         value = float(np.quantile(score, rng.uniform(0.0, 1.0), method="lower"))
-        got = index.filter(roi, t, op, value, fraction=fraction)
+        got = index.filter(roi, t, op, value, by=by)
         want = data["sorted_ids"][_holds(score, op, value)]
         assert np.array_equal(got["id"].to_numpy(), want), (roi if isinstance(roi, tuple) else "per-mask", t, op)
         decided += index.last_stats.decided_by_index
@@ -106,9 +117,9 @@ def test_topk_exact(data, index):
     for _ in range(300):
         roi, boxes = _random_roi(rng, data["sorted_ids"])
         t = int(rng.integers(0, BINS + 1)) / BINS
-        by, order = str(rng.choice(["count", "fraction"])), str(rng.choice(["desc", "asc"]))
+        by, order = str(rng.choice(["count", "fraction", "share"])), str(rng.choice(["desc", "asc"]))
         k = int(rng.choice([1, 5, 25, 100]))
-        score = _brute_cp(data["v"], boxes, t) / (_area(boxes) if by == "fraction" else 1.0)
+        score = _score(data["v"], boxes, t, by)
         top = np.lexsort((data["sorted_ids"], -score if order == "desc" else score))[:k]
         got = index.topk(roi, t, k, by=by, order=order)
         assert np.array_equal(got["id"].to_numpy(), data["sorted_ids"][top])

@@ -27,9 +27,20 @@ import pyarrow.parquet as pq
 
 from scilens.masks.chi import Grid, Normalisation, build_chi, count_dtype
 
-__all__ = ["INDEX_FORMAT", "BuiltIndex", "build_index", "mask_digest", "read_index", "stack_masks", "write_index"]
+__all__ = [
+    "CHI_TABLE",
+    "INDEX_FORMAT",
+    "BuiltIndex",
+    "build_index",
+    "mask_digest",
+    "read_index",
+    "stack_masks",
+    "write_index",
+    "write_meta",
+]
 
 INDEX_FORMAT = "scilens-mask-index/1"
+CHI_TABLE = "chi.parquet"
 
 
 @dataclass
@@ -190,6 +201,11 @@ def mask_digest(masks: np.ndarray, ids: np.ndarray | Sequence[int] | None = None
     return "sha256:" + h.hexdigest()
 
 
+def _check_source(source: Mapping[str, Any]) -> None:
+    if "digest" not in source:
+        raise ValueError("source must carry a 'digest' so that queries on a changed mask table are refused")
+
+
 def write_index(output: str | os.PathLike[str], index: BuiltIndex, *, source: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``chi.parquet``, then ``index.json``.
 
@@ -208,8 +224,7 @@ def write_index(output: str | os.PathLike[str], index: BuiltIndex, *, source: Ma
     dict
         The metadata written.
     """
-    if "digest" not in source:
-        raise ValueError("source must carry a 'digest' so that queries on a changed mask table are refused")
+    _check_source(source)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     dtype = index.chi.dtype.newbyteorder("<")
@@ -218,21 +233,56 @@ def write_index(output: str | os.PathLike[str], index: BuiltIndex, *, source: Ma
     cols: dict[str, Any] = {"id": pa.array(index.ids, pa.int64())}
     cols.update({k: pa.array(v) for k, v in index.keys.items()})
     cols["chi"] = pa.array([blob[i * width : (i + 1) * width] for i in range(index.rows)], pa.binary())
-    path = out / "chi.parquet"
-    pq.write_table(pa.table(cols), path, compression="zstd")
+    pq.write_table(pa.table(cols), out / CHI_TABLE, compression="zstd")
+    return write_meta(out, grid=index.grid, bins=index.bins, normalisation=index.normalisation, rows=index.rows,
+                      keys=list(index.keys), source=source)
+
+
+def write_meta(output: str | os.PathLike[str], *, grid: Grid, bins: int, normalisation: Normalisation, rows: int,
+               keys: Sequence[str], source: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``index.json`` for the ``chi.parquet`` already under ``output`` (last: it marks the index complete).
+
+    Shared by :func:`write_index` and the Spark build (:mod:`scilens.masks.stages`), so
+    both describe an index the same way.
+
+    Parameters
+    ----------
+    output : path-like
+        The index directory, holding ``chi.parquet`` (a file or a directory of part files).
+    grid : Grid
+        Mask shape and cell.
+    bins : int
+        Levels.
+    normalisation : Normalisation
+        The rule.
+    rows : int
+        Masks indexed.
+    keys : sequence of str
+        Key columns stored beside ``id``.
+    source : mapping
+        What it was built from; must hold ``digest``.
+
+    Returns
+    -------
+    dict
+        The metadata written.
+    """
+    _check_source(source)
+    chi = Path(output) / CHI_TABLE
+    files = sorted(chi.rglob("*.parquet")) if chi.is_dir() else [chi]
     meta = {
         "format": INDEX_FORMAT,
-        "bins": int(index.bins),
-        "cell": int(index.grid.cell),
-        "normalise": index.normalisation.spec,
-        "rows": index.rows,
-        "shape": [index.grid.height, index.grid.width],
-        "count_dtype": str(count_dtype(index.grid.height * index.grid.width)),
-        "keys": sorted(index.keys),
-        "bytes": {"chi": path.stat().st_size},
+        "bins": int(bins),
+        "cell": int(grid.cell),
+        "normalise": normalisation.spec,
+        "rows": int(rows),
+        "shape": [grid.height, grid.width],
+        "count_dtype": str(count_dtype(grid.height * grid.width)),
+        "keys": sorted(keys),
+        "bytes": {"chi": sum(f.stat().st_size for f in files)},
         "source": dict(source),
     }
-    (out / "index.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (Path(output) / "index.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return meta
 
 
@@ -255,7 +305,7 @@ def read_index(path: str | os.PathLike[str]) -> tuple[BuiltIndex, dict[str, Any]
     meta: dict[str, Any] = json.loads(meta_path.read_text())
     if meta.get("format") != INDEX_FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {INDEX_FORMAT!r}")
-    table = pq.read_table(Path(path) / "chi.parquet").sort_by("id")
+    table = pq.read_table(Path(path) / CHI_TABLE).sort_by("id")
     h, w = (int(s) for s in meta["shape"])
     dtype = np.dtype(meta["count_dtype"]).newbyteorder("<")
     blob = b"".join(table.column("chi").to_pylist())

@@ -3,8 +3,18 @@
 ``CP(mask, roi, t)`` is the number of pixels of the half-open box ``roi =
 (y0, y1, x0, x1)`` whose normalised value is ``> t``; ``roi`` is one box for
 every mask, or one box per mask (a mapping id -> box, whose keys are then the
-masks queried, or an (M, 4) array in the index's id order). The *fraction*
-is ``CP / area`` (float64 division). Query forms:
+masks queried, or an (M, 4) array in the index's id order). A query ranks or
+compares one measure of each mask (``by``):
+
+* ``count`` -- ``CP`` itself;
+* ``fraction`` -- ``CP / area`` of the box (float64 division);
+* ``share`` -- ``CP(roi) / CP(whole mask)``: the share of the mask's pixels
+  above ``t`` that lie inside the box (0 for a mask with none), so "more than
+  40% of the salient pixels outside the retinal band" is ``share < 0.6`` over
+  the band. Its bounds are ``lo(roi) / hi(whole)`` and ``hi(roi) /
+  max(lo(whole), hi(roi))``.
+
+Query forms:
 
 * :meth:`MaskIndex.filter` -- ids whose CP (or fraction) satisfies ``op value``
   (``>``, ``>=``, ``<``, ``<=``), ascending;
@@ -41,9 +51,10 @@ from scilens.core.tensor import decode
 from scilens.masks.chi import bounds, check_boxes, check_thresholds, exact_cp
 from scilens.masks.index import BuiltIndex, mask_digest, read_index, stack_masks
 
-__all__ = ["OPS", "InMemorySource", "MaskIndex", "MaskSource", "ParquetMaskSource", "QueryStats"]
+__all__ = ["BY", "OPS", "InMemorySource", "MaskIndex", "MaskSource", "ParquetMaskSource", "QueryStats"]
 
 OPS = (">", ">=", "<", "<=")
+BY = ("count", "fraction", "share")
 Roi = tuple[int, int, int, int] | Mapping[int, Any] | np.ndarray
 
 
@@ -209,6 +220,12 @@ def _decide(lo: np.ndarray, hi: np.ndarray, op: str, value: float) -> tuple[np.n
     return hi <= value, lo > value
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` in float64, 0 where ``den`` is 0 (a mask with no pixel above the threshold)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
 def _holds(s: np.ndarray, op: str, value: float) -> np.ndarray:
     return {">": s > value, ">=": s >= value, "<": s < value, "<=": s <= value}[op]
 
@@ -352,8 +369,8 @@ class MaskIndex:
         self.last_stats = QueryStats(s["masks"], s["masks"] - s["decoded"], s["decoded"], s["bytes"],
                                      time.perf_counter() - started)
 
-    def _exact(self, rows: np.ndarray, boxes: np.ndarray, t: float) -> np.ndarray:
-        """Exact CP of index rows (fetched from the source)."""
+    def _fetch(self, rows: np.ndarray) -> np.ndarray:
+        """The masks of index rows, from the source (counted in the query's stats)."""
         masks, nbytes = self.source.fetch(self.index.ids[rows])
         grid = self.index.grid
         if masks.shape[1:] != (grid.height, grid.width):
@@ -361,8 +378,16 @@ class MaskIndex:
                              f"the index holds {grid.height} x {grid.width}")
         self._stats["decoded"] += len(rows)
         self._stats["bytes"] += nbytes
+        return masks
+
+    def _exact(self, rows: np.ndarray, boxes: np.ndarray, t: float) -> np.ndarray:
+        """Exact CP of index rows (fetched from the source)."""
+        return self._cp(self._fetch(rows), boxes, t)
+
+    def _cp(self, masks: np.ndarray, boxes: np.ndarray, t: float) -> np.ndarray:
+        """Exact CP of fetched masks, one box each, with the index's quantiser."""
         rule = self.index.normalisation
-        if len(rows) and (boxes == boxes[0]).all():
+        if len(masks) and (boxes == boxes[0]).all():
             y0, y1, x0, x1 = (int(c) for c in boxes[0])
             crop = rule.apply(masks, (y0, y1, x0, x1))
             return exact_cp(crop, np.array([0, y1 - y0, 0, x1 - x0]), t)
@@ -372,15 +397,28 @@ class MaskIndex:
         ix = self.index
         return bounds(ix.chi, ix.grid, ix.bins, boxes, t, rows=rows)
 
-    def _scores(self, roi: Roi, threshold: float, fraction: bool) -> tuple[
+    def _whole(self, n: int) -> np.ndarray:
+        return np.broadcast_to(np.array([0, self.index.grid.height, 0, self.index.grid.width]), (n, 4))
+
+    def _scores(self, roi: Roi, threshold: float, by: str) -> tuple[
             np.ndarray, np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
         """Rows, score bounds and the exact scorer (by position among the rows) of a per-mask query."""
+        if by not in BY:
+            raise ValueError(f"by must be one of {BY}, got {by!r}")
         t = self._threshold(threshold)
         rows, boxes = self._roi(roi)
         self._started = time.perf_counter()
         lo, hi = self._count_bounds(rows, boxes, t)
+        if by == "share":
+            whole_lo, whole_hi = self._count_bounds(rows, self._whole(len(rows)), t)
+
+            def exact_share(pos: np.ndarray) -> np.ndarray:
+                masks = self._fetch(rows[pos])
+                return _ratio(self._cp(masks, boxes[pos], t), self._cp(masks, self._whole(len(pos)), t))
+
+            return rows, _ratio(lo, whole_hi), _ratio(hi, np.maximum(whole_lo, hi)), exact_share
         area = ((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).astype(np.float64)
-        denom = area if fraction else np.ones(len(rows))
+        denom = area if by == "fraction" else np.ones(len(rows))
 
         def exact(pos: np.ndarray) -> np.ndarray:
             return self._exact(rows[pos], boxes[pos], t) / denom[pos]
@@ -404,7 +442,7 @@ class MaskIndex:
         pandas.DataFrame
             ``id`` ascending and ``cp`` (int64).
         """
-        rows, lo, hi, exact = self._scores(roi, threshold, fraction=False)
+        rows, lo, hi, exact = self._scores(roi, threshold, "count")
         started = self._begin(len(rows))
         cp = lo.copy()
         todo = np.flatnonzero(lo != hi)
@@ -413,8 +451,8 @@ class MaskIndex:
         self._end(started)
         return pd.DataFrame({"id": self.index.ids[rows], "cp": cp.astype(np.int64)})
 
-    def filter(self, roi: Roi, threshold: float, op: str, value: float, fraction: bool = False) -> pd.DataFrame:
-        """Masks whose CP (or CP / area) satisfies ``op value``.
+    def filter(self, roi: Roi, threshold: float, op: str, value: float, by: str = "count") -> pd.DataFrame:
+        """Masks whose CP (or its fraction of the box, or its share of the mask) satisfies ``op value``.
 
         Parameters
         ----------
@@ -426,8 +464,8 @@ class MaskIndex:
             Comparison.
         value : float
             Compared with.
-        fraction : bool, default False
-            Compare ``CP / area`` instead of ``CP``.
+        by : {"count", "fraction", "share"}, default "count"
+            Compare ``CP``, ``CP / area`` or ``CP / CP(whole mask)`` (module doc).
 
         Returns
         -------
@@ -436,14 +474,14 @@ class MaskIndex:
         """
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}; use one of {OPS}")
-        rows, lo, hi, exact = self._scores(roi, threshold, fraction)
+        rows, lo, hi, exact = self._scores(roi, threshold, by)
         started = self._begin(len(rows))
         keep = _filter(lo, hi, op, float(value), exact)
         self._end(started)
         return pd.DataFrame({"id": self.index.ids[rows[keep]]})
 
     def topk(self, roi: Roi, threshold: float, k: int, by: str = "count", order: str = "desc") -> pd.DataFrame:
-        """The ``k`` masks of highest (or lowest) CP or fraction, ties by id ascending.
+        """The ``k`` masks of highest (or lowest) CP, fraction or share, ties by id ascending.
 
         Parameters
         ----------
@@ -453,19 +491,19 @@ class MaskIndex:
             In ``[0, 1]``.
         k : int
             Number of masks (at most the number queried).
-        by : {"count", "fraction"}, default "count"
-            Rank by CP or CP / area.
+        by : {"count", "fraction", "share"}, default "count"
+            Rank by ``CP``, ``CP / area`` or ``CP / CP(whole mask)``.
         order : {"desc", "asc"}, default "desc"
             Highest or lowest first.
 
         Returns
         -------
         pandas.DataFrame
-            ``id`` and ``score`` (float64: CP or CP / area), best first.
+            ``id`` and ``score`` (float64: CP, fraction or share), best first.
         """
-        if by not in ("count", "fraction") or order not in ("desc", "asc"):
-            raise ValueError(f"by must be count|fraction and order desc|asc, got by={by!r} order={order!r}")
-        rows, lo, hi, exact = self._scores(roi, threshold, by == "fraction")
+        if order not in ("desc", "asc"):
+            raise ValueError(f"order must be desc|asc, got {order!r}")
+        rows, lo, hi, exact = self._scores(roi, threshold, by)
         self._check_k(k, len(rows))
         started = self._begin(len(rows))
         pos, score = _topk(lo, hi, int(k), order == "desc", exact)
@@ -517,7 +555,7 @@ class MaskIndex:
             raise ValueError(f"group_by={group_by!r} is not an indexed key column; keys: {sorted(self.index.keys)}")
         if (k is None) == (op is None) or (op is not None and (op not in OPS or value is None)):
             raise ValueError(f"give either k, or op (one of {OPS}) and value")
-        rows, lo, hi, exact = self._scores(roi, threshold, fraction=False)
+        rows, lo, hi, exact = self._scores(roi, threshold, "count")
         groups, member = np.unique(self.index.keys[group_by][rows], return_inverse=True)
         member = member.ravel()
         size = np.bincount(member, minlength=len(groups)).astype(np.float64)
