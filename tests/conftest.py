@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -68,3 +69,21 @@ def standalone_master(tmp_path_factory):
 
     with standalone_cluster(tmp_path_factory.mktemp("cluster-state")) as url:
         yield url
+
+
+class _Log(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def job_log():
+    """Messages of the scilens logger during a test (it does not propagate to pytest's capture)."""
+    handler = _Log()
+    logging.getLogger("scilens").addHandler(handler)
+    yield handler.lines
+    logging.getLogger("scilens").removeHandler(handler)

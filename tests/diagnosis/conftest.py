@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,24 +123,6 @@ def sampled(spark, trained_digits, digits_with_bad_rows, tmp_path_factory):
                      "--set", f"techniques=[{','.join(SAMPLED_TECHNIQUES)}]", "--set", "fractions=[0.05,0.2]"])
     assert code == 0
     return out
-
-
-class _Log(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def job_log():
-    """Messages of the scilens logger during a test (it does not propagate to pytest's capture)."""
-    handler = _Log()
-    logging.getLogger("scilens").addHandler(handler)
-    yield handler.lines
-    logging.getLogger("scilens").removeHandler(handler)
 
 
 TOPK_LAYERS = ["fc2", "logits"]

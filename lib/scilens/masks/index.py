@@ -3,7 +3,8 @@
 Layout on disk, under ``<output>``::
 
     index.json      format, bins, cell, normalise, rows, shape, count dtype, bytes per table, source digest
-    chi.parquet     id (int64), the key columns, chi (binary: the mask's flattened CHI, little-endian)
+    chi.parquet     the mask id (``id``, or the mask table's name for it), the key columns,
+                    chi (binary: the mask's flattened CHI, little-endian); a file or Spark's part files
 
 All masks of one index have one shape; a table of masks with several shapes
 is refused naming the shapes (index each shape separately). A NaN or
@@ -239,7 +240,7 @@ def write_index(output: str | os.PathLike[str], index: BuiltIndex, *, source: Ma
 
 
 def write_meta(output: str | os.PathLike[str], *, grid: Grid, bins: int, normalisation: Normalisation, rows: int,
-               keys: Sequence[str], source: Mapping[str, Any]) -> dict[str, Any]:
+               keys: Sequence[str], source: Mapping[str, Any], id_column: str = "id") -> dict[str, Any]:
     """Write ``index.json`` for the ``chi.parquet`` already under ``output`` (last: it marks the index complete).
 
     Shared by :func:`write_index` and the Spark build (:mod:`scilens.masks.stages`), so
@@ -258,9 +259,11 @@ def write_meta(output: str | os.PathLike[str], *, grid: Grid, bins: int, normali
     rows : int
         Masks indexed.
     keys : sequence of str
-        Key columns stored beside ``id``.
+        Key columns stored beside the mask id.
     source : mapping
         What it was built from; must hold ``digest``.
+    id_column : str, default "id"
+        The mask id's column in ``chi.parquet`` (the mask table's name for it).
 
     Returns
     -------
@@ -278,6 +281,7 @@ def write_meta(output: str | os.PathLike[str], *, grid: Grid, bins: int, normali
         "rows": int(rows),
         "shape": [grid.height, grid.width],
         "count_dtype": str(count_dtype(grid.height * grid.width)),
+        "id_column": id_column,
         "keys": sorted(keys),
         "bytes": {"chi": sum(f.stat().st_size for f in files)},
         "source": dict(source),
@@ -305,14 +309,15 @@ def read_index(path: str | os.PathLike[str]) -> tuple[BuiltIndex, dict[str, Any]
     meta: dict[str, Any] = json.loads(meta_path.read_text())
     if meta.get("format") != INDEX_FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {INDEX_FORMAT!r}")
-    table = pq.read_table(Path(path) / CHI_TABLE).sort_by("id")
+    id_column = meta.get("id_column", "id")
+    table = pq.read_table(Path(path) / CHI_TABLE).sort_by(id_column)
     h, w = (int(s) for s in meta["shape"])
     dtype = np.dtype(meta["count_dtype"]).newbyteorder("<")
     blob = b"".join(table.column("chi").to_pylist())
     chi = np.frombuffer(blob, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(table.num_rows, -1)
     keys = {k: table.column(k).to_numpy(zero_copy_only=False) for k in meta["keys"]}
     index = BuiltIndex(
-        ids=table.column("id").to_numpy().astype(np.int64),
+        ids=table.column(id_column).to_numpy().astype(np.int64),
         chi=chi,
         grid=Grid(h, w, int(meta["cell"])),
         bins=int(meta["bins"]),

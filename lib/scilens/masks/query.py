@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -159,6 +159,11 @@ class ParquetMaskSource:
     def digest(self) -> str:
         """Return :func:`scilens.core.digest.parquet_digest` of the table."""
         return self._digest
+
+    @property
+    def table(self) -> Any:
+        """The :class:`~scilens.core.parquet.KeyedParquet` masks are read from (other columns by id, too)."""
+        return self._table
 
     def fetch(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
         """Return the masks of ``ids`` (in the order asked) and the bytes of the column chunks read.
@@ -296,15 +301,16 @@ class MaskIndex:
         self._started = 0.0
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], source: MaskSource) -> MaskIndex:
+    def open(cls, path: str | os.PathLike[str], source: MaskSource | None = None) -> MaskIndex:
         """Open the index at ``path``; refuse it if ``source`` is not the table it was built from.
 
         Parameters
         ----------
         path : path-like
             The index directory.
-        source : MaskSource
-            Where masks are fetched from.
+        source : MaskSource, optional
+            Where masks are fetched from; default: the Parquet mask table the
+            index records it was built from (``mask-index`` job).
 
         Returns
         -------
@@ -312,7 +318,52 @@ class MaskIndex:
             The opened index.
         """
         index, meta = read_index(path)
+        if source is None:
+            built = meta.get("source", {})
+            if "path" not in built:
+                raise ValueError(f"{path}: the index records no mask table path; give the source")
+            source = ParquetMaskSource(built["path"], built.get("mask_column", "mask"), meta.get("id_column", "id"))
         return cls(index, meta, source)
+
+    def boxes(self, spec: Sequence[int | str]) -> tuple[int, int, int, int] | np.ndarray:
+        """A query's ``roi`` from a spec whose entries are pixels or indexed key columns.
+
+        Parameters
+        ----------
+        spec : sequence of int or str
+            Four entries ``(y0, y1, x0, x1)``; a text entry that is not a number names
+            an indexed key column (one value per mask, e.g. a retinal band's top row);
+            empty: the whole mask.
+
+        Returns
+        -------
+        tuple or numpy.ndarray
+            One box, or an (M, 4) array of boxes in the index's id order.
+        """
+        grid = self.index.grid
+        if len(spec) == 0:
+            return (0, grid.height, 0, grid.width)
+        if len(spec) != 4:
+            raise ValueError(f"roi needs four entries (y0, y1, x0, x1), got {list(spec)}")
+        columns: list[np.ndarray] = []
+        for entry in spec:
+            text = str(entry).strip()
+            try:
+                columns.append(np.full(self.index.rows, int(text), dtype=np.int64))
+                continue
+            except ValueError:
+                pass
+            if text not in self.index.keys:
+                raise ValueError(f"roi entry {text!r} is neither a number nor an indexed key column "
+                                 f"({sorted(self.index.keys)})")
+            values = self.index.keys[text]
+            if not np.issubdtype(np.asarray(values).dtype, np.integer):
+                raise ValueError(f"roi column {text!r} holds {np.asarray(values).dtype} values, not integers")
+            columns.append(np.asarray(values, dtype=np.int64))
+        boxes = np.stack(columns, axis=1)
+        if all(isinstance(e, int) or str(e).strip().lstrip("-").isdigit() for e in spec):
+            return tuple(int(c) for c in boxes[0])  # type: ignore[return-value]
+        return boxes
 
     @classmethod
     def from_built(cls, index: BuiltIndex, source: MaskSource) -> MaskIndex:
