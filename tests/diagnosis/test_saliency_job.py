@@ -30,6 +30,9 @@ def masks(spark, trained_digits, digits_with_bad_rows, tmp_path_factory):
 def test_masks_equal_the_single_process_kernels(masks, trained_digits):
     got = pd.read_parquet(masks / "masks.parquet").sort_values(["id", "method"])
     assert len(got) == 2 * len(IDS) and sorted(set(got["id"])) == IDS
+    # One mask id per (image, method), in the order of the config's methods: what mask-index fetches by.
+    position = got["method"].map({"integrated_gradients": 0, "smoothgrad": 1})
+    assert got["mask_id"].tolist() == (2 * got["id"] + position).tolist() and got["mask_id"].is_unique
     config = SaliencyConfig(ig_steps=32, smoothgrad_samples=8)
     images = dict(zip(trained_digits.digits.ids.tolist(), trained_digits.digits.images))
     labels = dict(zip(trained_digits.digits.ids.tolist(), trained_digits.digits.labels.tolist()))

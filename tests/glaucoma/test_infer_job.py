@@ -53,6 +53,12 @@ def test_saliency_masks_are_stored_complete_and_drawn(spark, glaucoma_inference,
     assert set(masks.loc[masks.modality == "oct", "scan"]) == {0, 4}  # the central scan and stride 4
     for row in masks.itertuples():
         assert tensor.decode(row.mask).shape == tensor.decode(row.image).shape[:2]
+    # Keys for mask-index: one mask id per mask; each OCT scan's retinal band, as the kernel finds it.
+    assert masks["mask_id"].is_unique and masks["band_top"].isna().tolist() == (masks.modality == "cfp").tolist()
+    from scilens.glaucoma.preprocess import retinal_band
+
+    for row in masks[masks.modality == "oct"].itertuples():
+        assert (row.band_top, row.band_bottom) == retinal_band(tensor.decode(row.image))
     from scilens.vision.inference import load_keras_model
 
     model = load_keras_model(oct_training / "model.keras")

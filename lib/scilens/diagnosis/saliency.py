@@ -31,6 +31,7 @@ __all__ = ["MASK_SCHEMA", "TARGET_RULES", "check_target", "image_saliency", "res
 TARGET_RULES = ("predicted", "label")
 
 MASK_SCHEMA = T.StructType([
+    T.StructField("mask_id", T.LongType(), False),
     T.StructField("id", T.LongType(), False),
     T.StructField("label", T.IntegerType(), True),
     T.StructField("prediction", T.IntegerType(), False),
@@ -40,7 +41,9 @@ MASK_SCHEMA = T.StructType([
     T.StructField("completeness_gap", T.DoubleType(), True),
     T.StructField("mask", tensor.TENSOR_TYPE, False),
 ])
-"""Rows of ``masks.parquet``: the item, the model's prediction, and one (h, w) float32 mask per method."""
+"""Rows of ``masks.parquet``: the mask's own id (``id x methods + the method's position`` in the config, unique,
+what ``scilens mask-index`` fetches masks by), the item, the model's prediction, and one (h, w) float32 mask per
+method."""
 
 
 def check_target(target: str, n_classes: int) -> str | int:
@@ -168,6 +171,7 @@ def saliency_frame(frame: DataFrame, info: ModelInfo, layout: ImageLayout, confi
         Rows of :data:`MASK_SCHEMA`, one per image and method.
     """
     path, shape = info.path, tuple(info.input_shape)
+    position = {method: k for k, method in enumerate(config.methods)}
 
     def compute(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from scilens.vision.inference import with_model
@@ -177,7 +181,8 @@ def saliency_frame(frame: DataFrame, info: ModelInfo, layout: ImageLayout, confi
             for item, label, image in zip(batch["id"], batch["label"], _images(batch, layout, shape)):
                 label = None if pd.isna(label) else int(label)
                 for record in image_saliency(model, image, label, target, config):
-                    rows.append({**record, "id": int(item), "mask": tensor.encode(record["mask"])})
+                    rows.append({**record, "id": int(item), "mask": tensor.encode(record["mask"]),
+                                 "mask_id": int(item) * len(position) + position[record["method"]]})
             yield pd.DataFrame(rows, columns=MASK_SCHEMA.fieldNames())
 
     return (frame.select(F.col("id").cast("long"), F.col("label").cast("int"), layout.column)

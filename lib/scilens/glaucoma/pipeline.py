@@ -162,18 +162,21 @@ def saliency_records(model: Any, rows: Iterable[tuple[Any, np.ndarray]], modalit
     -------
     Iterator of dict
         ``eid``, ``eye``, ``label``, ``modality``, ``scan``, ``method``, ``probability`` (the model's
-        output), ``completeness_gap``, ``image`` and ``mask`` (arrays).
+        output), ``completeness_gap``, ``band_top`` and ``band_bottom`` (an OCT scan's retinal band,
+        :func:`~scilens.glaucoma.preprocess.retinal_band`; None for a photo), ``image`` and ``mask`` (arrays).
     """
+    from scilens.glaucoma.preprocess import retinal_band
     from scilens.vision.saliency import saliency_masks
 
     for row, image in rows:
         x = image.astype(np.float32)
         x = x[..., None] if x.ndim == 2 else x
         p = float(np.asarray(model(x[None], training=False)).ravel()[0])
+        top, bottom = retinal_band(image) if modality == "oct" else (None, None)
         for method, (mask, gap) in saliency_masks(model, x, methods).items():
             yield {"eid": row.eid, "eye": row.eye, "label": row.label, "modality": modality,
                    "scan": int(row.scan), "method": method, "probability": p, "completeness_gap": gap,
-                   "image": image, "mask": mask}
+                   "band_top": top, "band_bottom": bottom, "image": image, "mask": mask}
 
 
 def auc_with_ci(frame: pd.DataFrame, score: str, bootstrap: BootstrapConfig) -> dict[str, float]:

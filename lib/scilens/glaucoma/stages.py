@@ -75,11 +75,17 @@ FUNDUS_SCHEMA = T.StructType([
     tensor.tensor_field("image", nullable=False),
 ])
 SALIENCY_SCHEMA = T.StructType([
-    T.StructField("eid", T.LongType()), T.StructField("eye", T.StringType()), T.StructField("label", T.StringType()),
+    T.StructField("mask_id", T.LongType()), T.StructField("eid", T.LongType()),
+    T.StructField("eye", T.StringType()), T.StructField("label", T.StringType()),
     T.StructField("modality", T.StringType()), T.StructField("scan", T.IntegerType()),
     T.StructField("method", T.StringType()), T.StructField("probability", T.DoubleType()),
-    T.StructField("completeness_gap", T.DoubleType()), tensor.tensor_field("image"), tensor.tensor_field("mask"),
+    T.StructField("completeness_gap", T.DoubleType()), T.StructField("band_top", T.IntegerType()),
+    T.StructField("band_bottom", T.IntegerType()), tensor.tensor_field("image"), tensor.tensor_field("mask"),
 ])
+"""Rows of ``saliency.parquet``. ``mask_id`` is unique per mask (from the modality, the eye's position among the
+chosen eyes, the scan and the method: :func:`saliency_rows`), what ``scilens mask-index`` fetches masks by;
+``band_top``/``band_bottom`` bound an OCT scan's retinal band (:func:`scilens.glaucoma.preprocess.retinal_band`,
+null for photos), a box per mask for ``scilens mask-query``."""
 
 
 def _encoded(row: dict[str, Any], *columns: str) -> dict[str, Any]:
@@ -374,26 +380,34 @@ def fit_ensemble(vectors: DataFrame, features: list[str], params: XGBParams, fol
 
 def saliency_rows(spark: SparkSession, table: Path, model: Path, modality: str, eyes: pd.DataFrame,
                   section: SaliencySection, n_scans: int) -> DataFrame:
-    """Saliency masks of the chosen eyes' images, computed on the executors."""
+    """Saliency masks of the chosen eyes' images, computed on the executors.
+
+    Each mask's id is ``((modality x eyes + eye position) x n_scans + scan) x methods + method position``:
+    unique, and known without a shuffle.
+    """
     images = spark.read.parquet(str(table))
-    chosen = spark.createDataFrame(eyes[["eid", "eye"]])
+    chosen = spark.createDataFrame(eyes[["eid", "eye"]].assign(eye_index=np.arange(len(eyes))))
     images = images.join(F.broadcast(chosen), ["eid", "eye"])
     if modality == "oct":
         images = images.where(F.col("scan").isin(pipeline.saliency_scans(n_scans, section.scan_stride)))
     else:
         images = images.withColumn("scan", F.lit(0))
     model_path, methods = str(model), section.methods
+    position = {method: k for k, method in enumerate(methods.methods)}
+    first_eye = ("oct", "cfp").index(modality) * len(eyes)
 
     def compute(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from scilens.vision.inference import with_model
 
         for keras_model, batch in with_model(model_path, batches):
-            out = [_encoded(r, "image", "mask")
+            eye_at = {(r.eid, r.eye): int(r.eye_index) for r in batch.itertuples()}
+            out = [_encoded({**r, "mask_id": ((first_eye + eye_at[(r["eid"], r["eye"])]) * n_scans + r["scan"])
+                             * len(position) + position[r["method"]]}, "image", "mask")
                    for r in pipeline.saliency_records(keras_model, _with_images(batch), modality, methods)]
             yield pd.DataFrame(out, columns=SALIENCY_SCHEMA.fieldNames())
 
     n = max(1, len(eyes))
-    return (images.select("eid", "eye", "label", "scan", "image").repartition(min(n, 8))
+    return (images.select("eid", "eye", "label", "scan", "image", "eye_index").repartition(min(n, 8))
             .mapInPandas(compute, SALIENCY_SCHEMA))
 
 

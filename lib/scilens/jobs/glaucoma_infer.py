@@ -18,8 +18,11 @@ Outputs:
   (mean |SHAP| per scan and the clustered per-retina heat map, Fig. 3.4B-C), ``model.json``;
 * ``imaging_metrics.json`` -- AUC with 95% CI on ``evaluation_split`` of the fundus model, the OCT
   ensemble and the OCT + fundus ensemble;
-* ``saliency.parquet`` -- integrated-gradients and SmoothGrad masks (``eid``, ``eye``, ``modality``,
-  ``scan``, ``method``, ``mask`` tensor, ...) for a few eyes, queryable later; ``saliency/*.png`` overlays.
+* ``saliency.parquet`` -- integrated-gradients and SmoothGrad masks (``mask_id``, ``eid``, ``eye``,
+  ``modality``, ``scan``, ``method``, ``band_top``/``band_bottom`` (an OCT scan's retinal band), ``image``
+  and ``mask`` tensors, ...) for a few eyes, sorted by ``mask_id`` in small row groups: ``scilens mask-index
+  --set key_columns=[mask_id,eid,scan,band_top,band_bottom] --set where="modality = 'oct'"`` indexes it;
+  ``saliency/*.png`` overlays.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pyspark.sql import functions as F
 from scilens.core.config import ConfigError
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobContext, JobFailed
+from scilens.core.parquet import write_sorted
 from scilens.glaucoma.config import GlaucomaInferConfig
 
 __all__ = ["JOB", "GlaucomaInferConfig", "GlaucomaInferJob"]
@@ -118,7 +122,7 @@ class GlaucomaInferJob(Job[GlaucomaInferConfig]):
                 evaluated = vectors.where(F.col("split") == evaluation).select("eid", "eye", "label").toPandas()
                 eyes = pipeline.choose_eyes(evaluated, config.saliency.eyes)
                 masks = stages.saliency_masks(ctx.spark, tables, models, eyes, config.saliency, n_scans)
-                masks.write.mode("overwrite").parquet(str(ctx.output / "saliency.parquet"))
+                write_sorted(masks, ctx.output / "saliency.parquet", ["mask_id"])
                 stored = ctx.spark.read.parquet(str(ctx.output / "saliency.parquet"))
                 step.counts["masks"] = stored.count()
                 step.counts["figures"] = figures.eye_saliency_figures(stored.drop("completeness_gap").toPandas(),

@@ -10,10 +10,13 @@ output chosen by ``target`` (:mod:`scilens.diagnosis.saliency`). The config is
 
 Outputs:
 
-* ``masks.parquet`` -- id, label, prediction, method, target, probability (of
-  the target output), completeness_gap (integrated gradients), mask (an
-  (h, w) float32 tensor); sorted by id in small row groups, so fetching a few
-  masks by id reads few row groups (:func:`scilens.core.parquet.write_sorted`);
+* ``masks.parquet`` -- mask_id (unique per mask: ``id x methods`` plus the
+  method's position in ``methods``), id, label, prediction, method, target,
+  probability (of the target output), completeness_gap (integrated
+  gradients), mask (an (h, w) float32 tensor); sorted by mask_id (so by id)
+  in small row groups, so fetching a few masks by id reads few row groups
+  (:func:`scilens.core.parquet.write_sorted`); ``scilens mask-index
+  --set key_columns=[mask_id,id,method]`` indexes it;
 * ``report.html`` and ``masks.png`` (the first images with their masks over them).
 """
 
@@ -75,7 +78,7 @@ class SaliencyJob(Job[SaliencyJobConfig]):
         with ctx.step(f"saliency of {images} images x {len(cfg.methods)} methods") as step:
             settings = SaliencyConfig(**{f.name: getattr(cfg, f.name) for f in fields(SaliencyConfig)})
             masks = saliency_frame(frame, info, table.layout, settings, target, tasks)
-            write_sorted(masks, ctx.output / MASKS_TABLE, ["id", "method"])
+            write_sorted(masks, ctx.output / MASKS_TABLE, ["mask_id"])
             written = ctx.spark.read.parquet(str(ctx.output / MASKS_TABLE))
             step.counts["masks"] = n_masks = written.count()
         with ctx.step("report"):
