@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from scilens.demos import astro, diagnosis, glaucoma, ingest, neuro, topk
+from scilens.demos import astro, diagnosis, glaucoma, ingest, masks, neuro, topk
 from scilens.demos.index import Shown
 
 Demo = Callable[[Path], list[Shown]]
@@ -32,5 +32,6 @@ DEMOS: dict[str, Demo] = {
     "glaucoma-train": glaucoma.train_demo,
     "glaucoma-infer": glaucoma.infer_demo,
     "glaucoma-final": glaucoma.final_demo,
+    "masks": masks.demo,
 }
 """Job name -> its demo, in run order (was each job module's ``DEMO_RANK``: 0, 10, 20, 50-52, 60-64)."""

@@ -43,7 +43,7 @@ class MaskQueryJob(Job[MaskQueryConfig]):
     config_class = MaskQueryConfig
 
     def run(self, ctx: JobContext[MaskQueryConfig]) -> int:
-        """Run the query; return the number of rows of the answer."""
+        """Run the query; return the number of masks it ranged over (an empty answer is an answer)."""
         from scilens.masks.index import read_index
         from scilens.masks.query import MaskIndex, ParquetMaskSource
 
@@ -79,7 +79,7 @@ class MaskQueryJob(Job[MaskQueryConfig]):
                                decided_by_index=stats_dict.get("decided_by_index", 0))
         with ctx.step("figure and report"):
             self._report(ctx, index, answer, stats_dict)
-        return len(answer)
+        return int(stats_dict.get("masks", index.index.rows))
 
     @staticmethod
     def _report(ctx: JobContext[MaskQueryConfig], index: Any, answer: pd.DataFrame, stats: dict) -> None:
@@ -93,6 +93,8 @@ class MaskQueryJob(Job[MaskQueryConfig]):
         if len(shown):
             _matches_figure(ctx.output / "matches.png", index, shown, id_column, cfg)
             sections.append((f"First {len(shown)} of {len(answer)} returned", "<img src='matches.png'>"))
+        elif answer.empty:
+            sections.append(("Returned", f"<p>No mask of the {stats.get('masks', 0)} queried meets the condition.</p>"))
         sections.append(("Answer", html_table(answer.head(200).to_dict("records"))))
         write_html(ctx.output / "report.html", "scilens mask-query", sections)
 
@@ -146,8 +148,13 @@ def _matches_figure(path: Any, index: Any, shown: pd.DataFrame, id_column: str, 
         got, _ = table.read(ids, [cfg.image_column])
         images = [np.asarray(im) for im in tensor.decode_column(pd.Series(got.column(0).to_pylist()))]
     score = shown["score"] if "score" in shown.columns else shown.get("cp", pd.Series(np.zeros(len(shown))))
+    # the mask id, its score and the values of up to three other keys (not the box's) name each panel
+    keys = [k for k in shown.columns if k not in (id_column, "score", "cp", *map(str, cfg.roi))][:3]
+    captions = [f"{id_column} {r[id_column]}: {s:.3g}\n" + " ".join(str(r[k]) for k in keys)
+                for (_, r), s in zip(shown.iterrows(), score.astype(float), strict=True)]
     contact_sheet(path, images, ids.tolist(), score.astype(float).tolist(),
-                  f"mask-query: {cfg.form} by {cfg.by}, threshold {cfg.threshold}", overlays=list(masks))
+                  f"mask-query: {cfg.form} by {cfg.by}, threshold {cfg.threshold}", overlays=list(masks),
+                  captions=captions)
 
 
 JOB = MaskQueryJob
