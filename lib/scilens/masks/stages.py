@@ -13,7 +13,7 @@ driver but the shape counts and one duplicate id, if any.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,9 @@ def chi_batch(batch: pd.DataFrame, *, table: str, mask_column: str, key_columns:
     chis: list[bytes | None] = [None] * len(masks)
     shapes = {m.shape for m in masks if m is not None}
     for shape in shapes:
-        rows = [i for i, m in enumerate(masks) if m is not None and m.shape == shape]
-        built = build_chi(np.stack([masks[i] for i in rows]), bins=bins, cell=cell, normalise=normalise)
+        same = [(i, m) for i, m in enumerate(masks) if m is not None and m.shape == shape]
+        rows = [i for i, _ in same]
+        built = build_chi(np.stack([m for _, m in same]), bins=bins, cell=cell, normalise=normalise)
         little = built.astype(built.dtype.newbyteorder("<"), copy=False)
         for i, chi in zip(rows, little, strict=True):
             chis[i] = chi.tobytes()
@@ -138,7 +139,7 @@ def chi_rows(frame: DataFrame, *, table: str, mask_column: str, key_columns: Seq
                                                T.StructField("width", T.IntegerType()),
                                                T.StructField("chi", T.BinaryType())]))
 
-    def build(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def build(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield chi_batch(batch, table=table, mask_column=mask_column, key_columns=key_columns, bins=bins,
                             cell=cell, normalise=normalise)
