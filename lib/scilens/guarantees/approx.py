@@ -416,8 +416,15 @@ def answer(spec: Spec, state: Step, rows_total: int, confidence: float, fraction
 class Reader(Protocol):
     """A sampled table: its size, its columns, and the statistics of a slice of ``_u``."""
 
-    rows_total: int
-    columns: Sequence[str]
+    @property
+    def rows_total(self) -> int:
+        """Rows in the table."""
+        ...
+
+    @property
+    def columns(self) -> Sequence[str]:
+        """Its column names."""
+        ...
 
     def read(self, spec: Spec, low: float, high: float) -> Step:
         """Statistics of ``spec`` over the rows with ``low <= _u < high``."""

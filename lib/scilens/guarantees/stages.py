@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -233,7 +234,8 @@ class SparkReader:
             keep = keep & F.coalesce(_condition(where), F.lit(False))
         keys = [F.col(c) for c in spec.by]
         if spec.kind == "quantile":
-            rows = part.select(*keys, F.when(keep, F.col(str(spec.column)).cast("double")).alias("_v")).toPandas()
+            rows: pd.DataFrame = part.select(*keys, F.when(keep, F.col(str(spec.column)).cast("double"))
+                                             .alias("_v")).toPandas()
             values = rows.dropna(subset=["_v"])
             groups: dict[tuple, Any] = {}
             parts = values.groupby(list(spec.by), dropna=False) if spec.by else [((), values)]
@@ -267,8 +269,9 @@ class SparkReader:
         summary = Summarizer.metrics("mean", "variance", "count").summary(vector)
         keys = [F.col(c) for c in spec.by]
         stats = (part.groupBy(*keys).agg(F.count(F.lit(1)).alias("_rows"), summary.alias("_s"))
-                 .select(*keys, "_rows", F.col("_s.count").alias("_n"), vector_to_array("_s.mean").alias("_mean"),
-                         vector_to_array("_s.variance").alias("_var")).collect())
+                 .select(*keys, "_rows", F.col("_s.count").alias("_n"),
+                         vector_to_array(F.col("_s.mean")).alias("_mean"),
+                         vector_to_array(F.col("_s.variance")).alias("_var")).collect())
         step = Step(sum(r["_rows"] for r in stats), {})
         for r in stats:
             if r["_n"]:
