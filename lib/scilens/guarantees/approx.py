@@ -39,8 +39,18 @@ Estimators and intervals (``1 - confidence`` split over both tails)
     No bootstrap: the order-statistic interval is exact where the bootstrap is asymptotic, and costs
     nothing beyond the sorted sample.
 
-CLT intervals are asymptotic, and stopping when the interval is narrow enough (optional stopping)
-lowers their coverage a little; the doubling schedule checks only ``log2(N / start_rows)`` times.
+Stopping
+--------
+``within_ci`` stops once the interval is narrow enough, a decision that depends on the sample
+(optional stopping: the interval at a data-chosen step covers less often than one at a fixed step). So
+that its answer covers with ``confidence`` whichever step stops, each of the schedule's ``K`` checks
+before the census (``K = ceil(log2(N / start_rows))``) is made at ``1 - (1 - confidence) / K``
+(Bonferroni; ``Answer.looks`` is ``K``): intervals about 1.4x wider at ``K = 10`` and 95%, hence about
+twice the rows of a single look, and in practice conservative. ``within_time`` stops on the clock, not
+on the data, and :meth:`Query.at` reads one fixed sample: both use the plain ``confidence``. The CLT
+intervals remain asymptotic (the normal approximation of a mean of ``n`` values); the order-statistic
+and exact-binomial ones are not.
+
 A group the sample has not met has no answer (a stratified sample would; BlinkDB keeps both).
 """
 
@@ -225,6 +235,9 @@ class Answer:
         Wall time of the whole progressive loop.
     groups : dict, optional
         Group key tuple to :class:`Answer` when grouped.
+    looks : int
+        Checks ``1 - confidence`` was split over (Bonferroni): the steps ``within_ci``'s schedule can take;
+        1 for a single read or a stop on time.
     """
 
     estimate: Any
@@ -237,6 +250,7 @@ class Answer:
     fraction: float = 1.0
     seconds: float = 0.0
     groups: dict[tuple, Answer] | None = None
+    looks: int = 1
 
     @property
     def half_width(self) -> float:
@@ -473,6 +487,11 @@ def progressive(reader: Reader, spec: Spec, confidence: float, *, error: float |
     if exact is not None:
         return exact
     fraction = 1.0 if total == 0 else min(1.0, max(start_rows, 1) / total)
+    # stopping when the interval is narrow enough depends on the data: the reported interval covers with
+    # 1 - alpha only if every check the schedule can make spends alpha / looks (a stop on time is data-blind)
+    # (the schedule's last step, a census, cannot miss)
+    looks = 1 if error is None else max(1, math.ceil(math.log2(1.0 / fraction) - 1e-9))
+    per_look = 1.0 - (1.0 - confidence) / looks
     state, low = Step(), 0.0
     costs: list[tuple[float, float]] = []  # (fraction read, seconds) of each step
     while True:
@@ -481,13 +500,20 @@ def progressive(reader: Reader, spec: Spec, confidence: float, *, error: float |
         state = state + reader.read(spec, low, high)
         now = clock()
         costs.append((high - low, now - step_start))
-        result = answer(spec, state, total, confidence, min(fraction, 1.0), now - started)
+        result = _relabel(answer(spec, state, total, per_look, min(fraction, 1.0), now - started), confidence, looks)
         if fraction >= 1.0 or (error is not None and result.half_width <= error):
             return result
         next_low, next_fraction = fraction, min(1.0, 2.0 * fraction)
         if seconds is not None and (now - started) + _projected(costs, next_fraction - next_low) > seconds:
             return result
         low, fraction = next_low, next_fraction
+
+
+def _relabel(result: Answer, confidence: float, looks: int) -> Answer:
+    """``result`` (computed at the per-look confidence) labelled with the confidence of the whole loop."""
+    for part in [result, *(result.groups or {}).values()]:
+        part.confidence, part.looks = confidence, looks
+    return result
 
 
 def _projected(costs: list[tuple[float, float]], width: float) -> float:
@@ -519,6 +545,8 @@ class Query:
 
     def within_ci(self, confidence: float = 0.95, *, error: float, start_rows: int = START_ROWS) -> Answer:
         """Sample until the ``confidence`` interval's half-width is at most ``error`` (absolute units).
+
+        ``1 - confidence`` is split over the schedule's checks (see the module doc, "Stopping").
 
         Parameters
         ----------

@@ -260,23 +260,24 @@ class SparkReader:
         return step
 
     def _vector_mean(self, part: DataFrame, spec: Spec, keep: Column) -> Step:
-        """Elementwise moments of an array column (an activation layer) with Spark ML's Summarizer."""
+        """Elementwise moments of an array column (an activation layer) with Spark ML's Summarizer.
+
+        The Summarizer takes no null vector and fails on a group of zero weight, so it runs over the kept
+        rows only, and the slice's rows are counted by a second job.
+        """
         from pyspark.ml.functions import array_to_vector, vector_to_array
         from pyspark.ml.stat import Summarizer
 
         column = F.col(str(spec.column))
-        vector = array_to_vector(F.when(keep & column.isNotNull(), column))
-        summary = Summarizer.metrics("mean", "variance", "count").summary(vector)
+        summary = Summarizer.metrics("mean", "variance", "count").summary(array_to_vector(column))
         keys = [F.col(c) for c in spec.by]
-        stats = (part.groupBy(*keys).agg(F.count(F.lit(1)).alias("_rows"), summary.alias("_s"))
-                 .select(*keys, "_rows", F.col("_s.count").alias("_n"),
-                         vector_to_array(F.col("_s.mean")).alias("_mean"),
+        stats = (part.where(keep & column.isNotNull()).groupBy(*keys).agg(summary.alias("_s"))
+                 .select(*keys, F.col("_s.count").alias("_n"), vector_to_array(F.col("_s.mean")).alias("_mean"),
                          vector_to_array(F.col("_s.variance")).alias("_var")).collect())
-        step = Step(sum(r["_rows"] for r in stats), {})
+        step = Step(part.count(), {})
         for r in stats:
-            if r["_n"]:
-                step.groups[tuple(r[c] for c in spec.by)] = Moments.from_variance(
-                    r["_n"], np.asarray(r["_mean"]), np.asarray(r["_var"]))
+            step.groups[tuple(r[c] for c in spec.by)] = Moments.from_variance(
+                r["_n"], np.asarray(r["_mean"]), np.asarray(r["_var"]))
         return step
 
 
