@@ -45,6 +45,7 @@ from pyspark.sql import types as T
 
 from scilens.core import compat
 from scilens.core.parquet import ROW_GROUP_BYTES, ReadCost, write_sorted
+from scilens.core.session import get_spark
 from scilens.guarantees.approx import U_COLUMN, Answer, Approx, Moments, Spec, Step
 
 __all__ = [
@@ -292,7 +293,7 @@ def _open(source: DataFrame | str | os.PathLike[str], spark: SparkSession | None
             source = source.withColumn(U_COLUMN, uniform_column(seed))
         return source, source.count()
     table = SampledTable.open(source)
-    session = spark or SparkSession.builder.getOrCreate()
+    session = spark or get_spark()  # the active session when there is one
     return session.read.parquet(table.path), table.rows
 
 
@@ -310,7 +311,7 @@ def approx(source: DataFrame | str | os.PathLike[str], *, spark: SparkSession | 
         column (e.g. a sampled table read and filtered), counted once; without, ``_u`` is drawn on the
         fly with a warning (every step then scans the table).
     spark : SparkSession, optional
-        Session reading a path (default: the active one).
+        Session reading a path (default: :func:`scilens.core.session.get_spark`, the active one if any).
     seed : int
         Seed of an on-the-fly ``_u``.
 
