@@ -20,9 +20,10 @@ Estimators and intervals (``1 - confidence`` split over both tails)
 ``mean(col)``
     The sample mean of the non-null values; closed form: the CLT half-width
     (:func:`scilens.guarantees.bounds.clt_halfwidth`) with the finite-population correction
-    ``sqrt((N_g - n_g) / (N_g - 1))``, where ``N_g`` (the non-null rows of the group in the table) is
-    estimated as ``N n_g / n`` when grouped or filtered by nulls (exact ``N`` otherwise). Array columns
-    (an activation layer) get one interval per element.
+    ``sqrt((N_g - n_g) / (N_g - 1))``, where ``N_g`` (the table's non-null rows of the group, or of the
+    ``where`` domain) is estimated as ``N n_g / n`` from the ``n_g`` of the ``n`` sampled rows (exactly
+    ``N`` ungrouped, unfiltered, without nulls). Array columns (an activation layer) get one interval per
+    element.
 ``sum(col)``, ``count(where=...)``
     Totals: ``N`` times the sample mean of a per-row value ``z`` over *all* sampled rows (``z`` is the
     value, nulls as 0, or the indicator of ``where``; outside the group, 0 -- the domain total of survey
@@ -51,7 +52,10 @@ on the data, and :meth:`Query.at` reads one fixed sample: both use the plain ``c
 intervals remain asymptotic (the normal approximation of a mean of ``n`` values); the order-statistic
 and exact-binomial ones are not.
 
-A group the sample has not met has no answer (a stratified sample would; BlinkDB keeps both).
+Grouped answers hold one interval per group, each at ``confidence`` (no correction across groups);
+``within_ci`` stops when all of them are narrow enough. A group the sample has not met has no answer
+(a stratified sample would; BlinkDB keeps both), and a group met fewer than twice has an infinite mean
+interval, which keeps the loop going (to the census if the group is that rare).
 """
 
 from __future__ import annotations

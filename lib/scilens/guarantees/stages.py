@@ -132,7 +132,9 @@ def write_sampled(df: DataFrame, path: str | os.PathLike[str], *, seed: int, key
         partitioning) instead of ``F.rand(seed)``.
     row_group_bytes : int, default 256 KiB
         Row-group size (uncompressed): the granularity of a sample's read. A fraction ``f`` reads about
-        ``f`` of the row groups plus one per file, so keep many row groups per file.
+        ``f`` of the row groups plus one per file, so keep many row groups per file. Given in bytes, not
+        rows, because Parquet's writer closes a row group on its buffered size
+        (:func:`scilens.core.parquet.write_sorted`, the one writer of sorted tables).
     files : int, optional
         Output files, each a ``_u`` range (default: the session's default parallelism).
 
