@@ -184,7 +184,7 @@ def million(spark, tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("approx") / "million"
     df = spark.range(ROWS).select("id", F.exp(F.randn(7)).alias("x"), (F.col("id") % 3).cast("int").alias("g"))
-    info = write_sampled(df, path, seed=11)
+    info = write_sampled(df, path, seed=11, files=1)
     assert info.rows == ROWS
     return path
 
@@ -315,13 +315,13 @@ def test_q1_mean_activation_with_intervals_equals_the_in_memory_answer(store):
 
     path, frame = store
     frame = frame.assign(dense=[np.asarray(v, dtype=np.float64) for v in frame.dense])
-    got = approx_mean_activation(path, "dense", Group(label=1, correct=False), error=0.2)
+    got = approx_mean_activation(path, "dense", Group(label=1, correct=False), error=0.3)
     want = (Approx(FrameReader(frame)).where("label == 1").where("correct == False").mean("dense")
-            .within_ci(error=0.2))
+            .within_ci(error=0.3))
     assert got.rows_read == want.rows_read < len(frame)
     for field in ("estimate", "low", "high"):
         np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-6)
-    assert np.all(np.asarray(got.high) - np.asarray(got.low) <= 0.4)
+    assert np.all(np.asarray(got.high) - np.asarray(got.low) <= 0.6)
     exact = approx_mean_activation(path, "dense", Group(label=1, correct=False), fraction=1.0)
     full = np.stack(frame.dense[(frame.label == 1) & ~frame.correct]).mean(0)
     np.testing.assert_allclose(exact.estimate, full, rtol=1e-6)
