@@ -292,7 +292,8 @@ NEURONS = 6
 
 @pytest.fixture(scope="module")
 def store(spark, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """An activation-store table (id, label, prediction, correct, layer) sampled by id; neuron j's mean is j."""
+    """An activation-store table (id, label, prediction, correct, layer) sampled by id; neuron j's mean is j
+    (neuron 0: 3 on the misclassified)."""
     from pyspark.sql import functions as F
 
     from scilens.guarantees.stages import write_sampled
@@ -304,6 +305,9 @@ def store(spark, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     items = items.withColumn("prediction", F.when(F.rand(2) < 0.8, F.col("label"))
                              .otherwise((F.rand(3) * 3).cast("int")))
     items = items.withColumn("correct", F.col("label") == F.col("prediction"))
+    # neuron 0 fires 3 higher on the misclassified items (what Q3 should find)
+    items = items.withColumn("dense", F.transform("dense", lambda v, i: F.when(
+        (i == 0) & ~F.col("correct"), v + F.lit(3.0).cast("float")).otherwise(v)))
     path = tmp_path_factory.mktemp("store") / "activations-sampled"
     write_sampled(items, path, seed=2, key="id", row_group_bytes=64 << 10)
     return path, spark.read.parquet(str(path)).toPandas()
@@ -326,6 +330,19 @@ def test_q1_mean_activation_with_intervals_equals_the_in_memory_answer(store):
     full = np.stack(frame.dense[(frame.label == 1) & ~frame.correct]).mean(0)
     np.testing.assert_allclose(exact.estimate, full, rtol=1e-6)
     np.testing.assert_array_equal(exact.low, exact.high)
+
+
+def test_q3_finds_the_neuron_that_separates_incorrect_from_correct(store):
+    from scilens.diagnosis.queries import Group
+    from scilens.guarantees.stages import approx_compare_mean_activation
+
+    path, frame = store
+    wrong, right, differs = approx_compare_mean_activation(path, "dense", Group(label=2, correct=False),
+                                                           Group(label=2, correct=True), error=0.4)
+    assert differs[0]
+    assert np.asarray(wrong.low)[0] - np.asarray(right.high)[0] < 3.0 < np.asarray(wrong.high)[0] - np.asarray(
+        right.low)[0]
+    assert wrong.rows_read < len(frame)
 
 
 def test_q2_top_neurons_are_found_and_certain_from_a_small_sample(store):

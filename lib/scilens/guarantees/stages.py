@@ -20,7 +20,7 @@ without ``_u`` is still answered, with a warning: ``_u`` is drawn on the fly (``
 step scans the whole table; write it once with :func:`write_sampled` to read less.
 
 The diagnosis queries of :mod:`scilens.diagnosis.queries` on an activation store (layers are array
-columns) get intervals through :func:`approx_mean_activation` (Q1, and Q3 as two calls),
+columns) get intervals through :func:`approx_mean_activation` (Q1), :func:`approx_compare_mean_activation` (Q3),
 :func:`approx_top_k_neurons` (Q2, Q5's top neurons) and :func:`approx_max_neuron_distribution` (Q5's
 argmax histogram). They take the store's items group as a Spark Column, a SQL string, or any object
 with a ``condition()`` method returning one (``scilens.diagnosis.queries.Group``; the study is not
@@ -53,6 +53,7 @@ __all__ = [
     "SampledTable",
     "SparkReader",
     "approx",
+    "approx_compare_mean_activation",
     "approx_max_neuron_distribution",
     "approx_mean_activation",
     "approx_top_k_neurons",
@@ -371,6 +372,33 @@ def approx_mean_activation(source: DataFrame | str | os.PathLike[str], layer: st
         ``estimate``, ``low``, ``high``: arrays of one value per neuron (CLT + FPC, per neuron).
     """
     return _query(source, layer, group, confidence, error, seconds, fraction, lambda a: a.mean(layer))
+
+
+def approx_compare_mean_activation(source: DataFrame | str | os.PathLike[str], layer: str, group_a: Any,
+                                   group_b: Any, *, confidence: float = 0.95, error: float | None = None,
+                                   seconds: float | None = None,
+                                   fraction: float | None = None) -> tuple[Answer, Answer, np.ndarray]:
+    """Q3: the mean activation pattern of two groups (class ``a`` incorrect vs correct), with intervals.
+
+    Parameters
+    ----------
+    source, layer, confidence, error, seconds, fraction
+        As :func:`approx_mean_activation` (``seconds`` is each group's budget).
+    group_a, group_b : Column, str or diagnosis Group
+        The two groups.
+
+    Returns
+    -------
+    a, b : Answer
+        Each group's :func:`approx_mean_activation`.
+    differs : numpy.ndarray
+        Per neuron, whether the two intervals are disjoint (the means differ, at ``1 - 2 (1 - confidence)``
+        jointly by the union bound).
+    """
+    a, b = (approx_mean_activation(source, layer, g, confidence=confidence, error=error, seconds=seconds,
+                                   fraction=fraction) for g in (group_a, group_b))
+    differs = (np.asarray(a.low) > np.asarray(b.high)) | (np.asarray(b.low) > np.asarray(a.high))
+    return a, b, differs
 
 
 def approx_top_k_neurons(source: DataFrame | str | os.PathLike[str], layer: str, k: int, group: Any = None, *,
