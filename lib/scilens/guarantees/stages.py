@@ -132,8 +132,9 @@ def write_sampled(df: DataFrame, path: str | os.PathLike[str], *, seed: int, key
         A column identifying rows: ``_u`` is then a hash of it and ``seed`` (independent of the
         partitioning) instead of ``F.rand(seed)``.
     row_group_bytes : int, default 256 KiB
-        Row-group size (uncompressed): the granularity of a sample's read. A fraction ``f`` reads about
-        ``f`` of the row groups plus one per file, so keep many row groups per file. Given in bytes, not
+        Row-group size (uncompressed): the granularity of a sample's read. The files hold consecutive
+        ``_u`` ranges, so a fraction ``f`` reads about ``f`` of the row groups plus the one it ends in
+        (and every file's footer); keep ``1 / f`` well below the number of row groups. Given in bytes, not
         rows, because Parquet's writer closes a row group on its buffered size
         (:func:`scilens.core.parquet.write_sorted`, the one writer of sorted tables).
     files : int, optional
