@@ -1,0 +1,465 @@
+"""Approximate aggregates over Spark tables: sampled tables, the Spark reader, the diagnosis queries.
+
+A *sampled table* (:func:`write_sampled`) is a Parquet table with a stored uniform column ``_u`` in
+[0, 1), range-partitioned into files by ``_u`` and sorted by it within each file in small row groups,
+with a sidecar ``_scilens_sample.json`` (what it is: column, seed, key, rows). The sample of fraction
+``f`` is the rows with ``_u < f``; each row group's footer statistics hold its ``_u`` range, so the
+Parquet reader skips every row group starting at or above ``f`` and a sample reads about ``f`` of the
+row groups (:func:`sample_read_cost` counts them from the footers). ``df.sample(f)`` draws the same
+kind of sample but decodes every row to draw it.
+
+``_u`` is ``F.rand(seed)`` by default: reproducible for a given input partitioning. Given ``key`` (a
+column that identifies rows), it is a hash of the key and the seed instead, the same whatever the
+partitioning, so a rewritten table samples the same rows.
+
+:func:`approx` (a path or a DataFrame) returns the builder of :mod:`scilens.guarantees.approx` over a
+:class:`SparkReader`: every step is one Spark aggregation over the rows with ``f_{k-1} <= _u < f_k``
+(means and totals: ``count``, ``avg``, ``var_samp`` per group in the JVM; quantiles: the slice's values
+collected to the driver through Arrow, which the order-statistic interval needs whole). A DataFrame
+without ``_u`` is still answered, with a warning: ``_u`` is drawn on the fly (``F.rand(seed)``), so every
+step scans the whole table; write it once with :func:`write_sampled` to read less.
+
+The diagnosis queries of :mod:`scilens.diagnosis.queries` on an activation store (layers are array
+columns) get intervals through :func:`approx_mean_activation` (Q1), :func:`approx_compare_mean_activation` (Q3),
+:func:`approx_top_k_neurons` (Q2, Q5's top neurons) and :func:`approx_max_neuron_distribution` (Q5's
+argmax histogram). They take the store's items group as a Spark Column, a SQL string, or any object
+with a ``condition()`` method returning one (``scilens.diagnosis.queries.Group``; the study is not
+imported: studies do not import each other). Q4 (SVCCA) has no interval here: it is not a mean of
+per-row values, and would need the bootstrap over items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from scilens.core import compat
+from scilens.core.parquet import ROW_GROUP_BYTES, ReadCost, write_sorted
+from scilens.core.session import get_spark
+from scilens.guarantees.approx import U_COLUMN, Answer, Approx, Moments, Spec, Step
+
+__all__ = [
+    "SAMPLE_FILE",
+    "SampledTable",
+    "SparkReader",
+    "approx",
+    "approx_compare_mean_activation",
+    "approx_max_neuron_distribution",
+    "approx_mean_activation",
+    "approx_top_k_neurons",
+    "sample_read_cost",
+    "uniform_column",
+    "write_sampled",
+]
+
+SAMPLE_FILE = "_scilens_sample.json"
+"""The sidecar of a sampled table (Spark's readers skip files starting with ``_``)."""
+
+_FORMAT = "scilens.sampled/1"
+_HASH_BITS = 53  # a double holds 53-bit integers exactly: u = (hash mod 2^53) / 2^53 in [0, 1)
+
+
+@dataclass(frozen=True)
+class SampledTable:
+    """What the sidecar of a sampled table says.
+
+    Attributes
+    ----------
+    path : str
+        The table directory.
+    rows : int
+        Rows in the table.
+    seed : int
+        Seed of ``_u``.
+    key : str, optional
+        The column ``_u`` is a hash of (none: ``F.rand(seed)``).
+    """
+
+    path: str
+    rows: int
+    seed: int
+    key: str | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> SampledTable:
+        """Read the sidecar of the sampled table at ``path``.
+
+        Raises
+        ------
+        ValueError
+            ``path`` holds no sidecar (not written by :func:`write_sampled`), naming the remedy.
+        """
+        meta = Path(path) / SAMPLE_FILE
+        if not meta.exists():
+            raise ValueError(f"{path}: not a sampled table (no {SAMPLE_FILE}); write one with write_sampled()")
+        info = json.loads(meta.read_text())
+        if info.get("format") != _FORMAT:
+            raise ValueError(f"{meta}: format {info.get('format')!r}, expected {_FORMAT!r}")
+        return cls(os.fspath(path), int(info["rows"]), int(info["seed"]), info.get("key"))
+
+
+def uniform_column(seed: int, key: str | None = None) -> Column:
+    """The ``_u`` column: ``F.rand(seed)``, or a seeded 53-bit hash of ``key`` scaled to [0, 1)."""
+    if key is None:
+        return F.rand(seed)
+    bits = F.xxhash64(F.lit(seed), F.col(key)).bitwiseAND(F.lit((1 << _HASH_BITS) - 1))
+    return bits.cast("double") / float(1 << _HASH_BITS)
+
+
+def write_sampled(df: DataFrame, path: str | os.PathLike[str], *, seed: int, key: str | None = None,
+                  row_group_bytes: int = ROW_GROUP_BYTES, files: int | None = None) -> SampledTable:
+    """Write ``df`` as a sampled table: a stored uniform ``_u``, files and row groups in ``_u`` order.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The rows (without a ``_u`` column).
+    path : path-like
+        The table directory (overwritten); a local or mounted path (the sidecar is written there).
+    seed : int
+        Seed of ``_u``.
+    key : str, optional
+        A column identifying rows: ``_u`` is then a hash of it and ``seed`` (independent of the
+        partitioning) instead of ``F.rand(seed)``.
+    row_group_bytes : int, default 256 KiB
+        Row-group size (uncompressed): the granularity of a sample's read. The files hold consecutive
+        ``_u`` ranges, so a fraction ``f`` reads about ``f`` of the row groups plus the one it ends in
+        (and every file's footer); keep ``1 / f`` well below the number of row groups. Given in bytes, not
+        rows, because Parquet's writer closes a row group on its buffered size
+        (:func:`scilens.core.parquet.write_sorted`, the one writer of sorted tables).
+    files : int, optional
+        Output files, each a ``_u`` range (default: the session's default parallelism).
+
+    Returns
+    -------
+    SampledTable
+        The sidecar's content.
+
+    Raises
+    ------
+    ValueError
+        ``df`` already has a ``_u`` column, or no column ``key``.
+    """
+    if U_COLUMN in df.columns:
+        raise ValueError(f"the frame already has a {U_COLUMN!r} column: it is the sampled table's own")
+    if key is not None and key not in df.columns:
+        raise ValueError(f"no key column {key!r}; columns are {', '.join(df.columns)}")
+    files = files or df.sparkSession.sparkContext.defaultParallelism
+    write_sorted(df.withColumn(U_COLUMN, uniform_column(seed, key)), path, [U_COLUMN],
+                 row_group_bytes=row_group_bytes, files=files)
+    rows = df.sparkSession.read.parquet(os.fspath(path)).count()
+    table = SampledTable(os.fspath(path), rows, seed, key)
+    (Path(path) / SAMPLE_FILE).write_text(json.dumps(
+        {"format": _FORMAT, "column": U_COLUMN, "rows": rows, "seed": seed, "key": key,
+         "row_group_bytes": row_group_bytes, "files": files}, indent=1))
+    return table
+
+
+def sample_read_cost(path: str | os.PathLike[str], fraction: float) -> tuple[ReadCost, ReadCost]:
+    """Row groups and bytes the sample ``_u < fraction`` reads, from the footers of a sampled table.
+
+    A row group is read when its ``_u`` minimum is below ``fraction`` (the statistics filter skips the
+    others); all its column chunks count.
+
+    Parameters
+    ----------
+    path : path-like
+        A sampled table.
+    fraction : float
+        The sample's fraction.
+
+    Returns
+    -------
+    tuple of ReadCost
+        ``(read, whole table)``.
+    """
+    import pyarrow.parquet as pq
+
+    read, whole = ReadCost(), ReadCost()
+    for part in sorted(Path(path).rglob("*.parquet")):
+        meta = pq.ParquetFile(part).metadata
+        u_index = meta.schema.to_arrow_schema().get_field_index(U_COLUMN)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            size = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+            whole.row_groups += 1
+            whole.bytes += size
+            stats = group.column(u_index).statistics
+            if stats is None or not stats.has_min_max or stats.min < fraction:
+                read.row_groups += 1
+                read.bytes += size
+    return read, whole
+
+
+def _condition(where: Any) -> Column:
+    """A Spark condition from a Column, a SQL string, or an object with ``condition()`` (a diagnosis Group)."""
+    if isinstance(where, Column):
+        return where
+    if isinstance(where, str):
+        return F.expr(where)
+    if hasattr(where, "condition"):
+        return where.condition()
+    raise TypeError(f"a condition is a Column, a SQL string or has condition(); got {type(where).__name__}")
+
+
+class SparkReader:
+    """The statistics of a slice of ``_u`` of a Spark table, for :class:`~scilens.guarantees.approx.Approx`.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The table, with a ``_u`` column.
+    rows_total : int
+        Rows in it.
+    """
+
+    def __init__(self, df: DataFrame, rows_total: int) -> None:
+        self.df = df
+        self.rows_total = int(rows_total)
+        self.columns = list(df.columns)
+
+    def _is_array(self, column: str) -> bool:
+        return isinstance(self.df.schema[column].dataType, T.ArrayType)
+
+    def read(self, spec: Spec, low: float, high: float) -> Step:
+        """Statistics of ``spec`` over the rows with ``low <= _u < high``."""
+        part = self.df.where((F.col(U_COLUMN) >= F.lit(low)) & (F.col(U_COLUMN) < F.lit(high)))
+        keep = F.lit(True)
+        for where in spec.where:
+            keep = keep & F.coalesce(_condition(where), F.lit(False))
+        keys = [F.col(c) for c in spec.by]
+        if spec.kind == "quantile":
+            rows: pd.DataFrame = part.select(*keys, F.when(keep, F.col(str(spec.column)).cast("double"))
+                                             .alias("_v")).toPandas()
+            values = rows.dropna(subset=["_v"])
+            groups: dict[tuple, Any] = {}
+            parts = values.groupby(list(spec.by), dropna=False) if spec.by else [((), values)]
+            for key, group in parts:
+                groups[key if isinstance(key, tuple) else (key,)] = group["_v"].to_numpy(dtype=np.float64)
+            return Step(len(rows), groups)
+        if spec.kind == "mean" and self._is_array(str(spec.column)):
+            return self._vector_mean(part, spec, keep)
+        if spec.kind == "count":
+            value = F.when(keep, F.lit(1.0)).otherwise(F.lit(0.0))
+        elif spec.kind == "sum":
+            value = F.when(keep, F.coalesce(F.col(str(spec.column)).cast("double"), F.lit(0.0))).otherwise(0.0)
+        else:
+            value = F.when(keep, F.col(str(spec.column)).cast("double"))
+        counted = F.count(F.lit(1)) if spec.is_total else F.count(value)
+        result = part.groupBy(*keys).agg(F.count(F.lit(1)).alias("_rows"), counted.alias("_n"),
+                                         F.avg(value).alias("_mean"), F.var_samp(value).alias("_var")).collect()
+        step = Step(sum(r["_rows"] for r in result), {})
+        for r in result:
+            if r["_n"]:
+                step.groups[tuple(r[c] for c in spec.by)] = Moments.from_variance(r["_n"], r["_mean"], r["_var"])
+        return step
+
+    def _vector_mean(self, part: DataFrame, spec: Spec, keep: Column) -> Step:
+        """Elementwise moments of an array column (an activation layer) with Spark ML's Summarizer.
+
+        The Summarizer takes no null vector and fails on a group of zero weight, so it runs over the kept
+        rows only, and the slice's rows are counted by a second job.
+        """
+        from pyspark.ml.functions import array_to_vector, vector_to_array
+        from pyspark.ml.stat import Summarizer
+
+        column = F.col(str(spec.column))
+        summary = Summarizer.metrics("mean", "variance", "count").summary(array_to_vector(column))
+        keys = [F.col(c) for c in spec.by]
+        stats = (part.where(keep & column.isNotNull()).groupBy(*keys).agg(summary.alias("_s"))
+                 .select(*keys, F.col("_s.count").alias("_n"), vector_to_array(F.col("_s.mean")).alias("_mean"),
+                         vector_to_array(F.col("_s.variance")).alias("_var")).collect())
+        step = Step(part.count(), {})
+        for r in stats:
+            step.groups[tuple(r[c] for c in spec.by)] = Moments.from_variance(
+                r["_n"], np.asarray(r["_mean"]), np.asarray(r["_var"]))
+        return step
+
+
+def _open(source: DataFrame | str | os.PathLike[str], spark: SparkSession | None,
+          seed: int) -> tuple[DataFrame, int]:
+    """The frame (with ``_u``) and its row count, from a sampled table's path or a DataFrame."""
+    if isinstance(source, DataFrame):
+        if U_COLUMN not in source.columns:
+            warnings.warn(f"the frame has no stored {U_COLUMN!r} column: drawing it on the fly, so every sample "
+                          f"scans the whole table; write it once with write_sampled(df, path, seed=...) and "
+                          f"pass the path to read about f of it", stacklevel=3)
+            source = source.withColumn(U_COLUMN, uniform_column(seed))
+        return source, source.count()
+    table = SampledTable.open(source)
+    session = spark or get_spark()  # the active session when there is one
+    return session.read.parquet(table.path), table.rows
+
+
+def approx(source: DataFrame | str | os.PathLike[str], *, spark: SparkSession | None = None,
+           seed: int = 0) -> Approx:
+    """Approximate aggregates over a sampled table (a path) or any DataFrame (see the module doc).
+
+    ``approx(path).group_by("g").mean("x").within_ci(0.95, error=0.01)``; each answer is an
+    :class:`~scilens.guarantees.approx.Answer` (estimate, low, high, rows read, rows in the table).
+
+    Parameters
+    ----------
+    source : DataFrame or path-like
+        A sampled table's directory (its size is read from the sidecar), or a DataFrame: with a ``_u``
+        column (e.g. a sampled table read and filtered), counted once; without, ``_u`` is drawn on the
+        fly with a warning (every step then scans the table).
+    spark : SparkSession, optional
+        Session reading a path (default: :func:`scilens.core.session.get_spark`, the active one if any).
+    seed : int
+        Seed of an on-the-fly ``_u``.
+
+    Returns
+    -------
+    Approx
+        The builder: ``mean``, ``sum``, ``count(where=)``, ``quantile``, ``group_by``, ``where``.
+    """
+    df, rows = _open(source, spark, seed)
+    return Approx(SparkReader(df, rows))
+
+
+def _query(source: DataFrame | str | os.PathLike[str], layer: str, group: Any, confidence: float,
+           error: float | None, seconds: float | None, fraction: float | None, build: Any) -> Answer:
+    """Run ``build(Approx)`` (a Query) within ``error``, ``seconds``, or at ``fraction``: exactly one of them."""
+    if sum(x is not None for x in (error, seconds, fraction)) != 1:
+        raise ValueError("give exactly one of error=, seconds= or fraction=")
+    df, rows = _open(source, None, 0)
+    if layer not in df.columns:
+        raise ValueError(f"no layer {layer!r} in the store; columns are {', '.join(df.columns)}")
+    builder = Approx(SparkReader(df.withColumn("_neuron", (compat.array_position(
+        F.col(layer), F.array_max(F.col(layer))) - 1).cast("int")), rows))
+    if group is not None:
+        builder = builder.where(_condition(group))
+    query = build(builder)
+    if error is not None:
+        return query.within_ci(confidence, error=error)
+    if seconds is not None:
+        return query.within_time(seconds, confidence)
+    return query.at(float(fraction or 1.0), confidence)
+
+
+def approx_mean_activation(source: DataFrame | str | os.PathLike[str], layer: str, group: Any = None, *,
+                           confidence: float = 0.95, error: float | None = None, seconds: float | None = None,
+                           fraction: float | None = None) -> Answer:
+    """Q1/Q3: the mean activation of every neuron of ``layer`` over ``group``, with intervals.
+
+    Parameters
+    ----------
+    source : DataFrame or path-like
+        A sampled activation store table (:func:`write_sampled` of the store's ``activations.parquet``).
+    layer : str
+        The layer column (flattened arrays).
+    group : Column, str or diagnosis Group, optional
+        The items (default all).
+    confidence : float
+        Two-sided coverage of each neuron's interval.
+    error, seconds, fraction : float
+        Exactly one: stop when every neuron's half-width is at most ``error``, within ``seconds``, or
+        read the fixed sample ``_u < fraction``.
+
+    Returns
+    -------
+    Answer
+        ``estimate``, ``low``, ``high``: arrays of one value per neuron (CLT + FPC, per neuron).
+    """
+    return _query(source, layer, group, confidence, error, seconds, fraction, lambda a: a.mean(layer))
+
+
+def approx_compare_mean_activation(source: DataFrame | str | os.PathLike[str], layer: str, group_a: Any,
+                                   group_b: Any, *, confidence: float = 0.95, error: float | None = None,
+                                   seconds: float | None = None,
+                                   fraction: float | None = None) -> tuple[Answer, Answer, np.ndarray]:
+    """Q3: the mean activation pattern of two groups (class ``a`` incorrect vs correct), with intervals.
+
+    Parameters
+    ----------
+    source, layer, confidence, error, seconds, fraction
+        As :func:`approx_mean_activation` (``seconds`` is each group's budget).
+    group_a, group_b : Column, str or diagnosis Group
+        The two groups.
+
+    Returns
+    -------
+    a, b : Answer
+        Each group's :func:`approx_mean_activation`.
+    differs : numpy.ndarray
+        Per neuron, whether the two intervals are disjoint (the means differ, at ``1 - 2 (1 - confidence)``
+        jointly by the union bound).
+    """
+    a, b = (approx_mean_activation(source, layer, g, confidence=confidence, error=error, seconds=seconds,
+                                   fraction=fraction) for g in (group_a, group_b))
+    differs = (np.asarray(a.low) > np.asarray(b.high)) | (np.asarray(b.low) > np.asarray(a.high))
+    return a, b, differs
+
+
+def approx_top_k_neurons(source: DataFrame | str | os.PathLike[str], layer: str, k: int, group: Any = None, *,
+                         confidence: float = 0.95, error: float | None = None, seconds: float | None = None,
+                         fraction: float | None = None) -> tuple[np.ndarray, Answer, bool]:
+    """Q2/Q5: the ``k`` neurons of ``layer`` with the largest estimated mean activation over ``group``.
+
+    Parameters
+    ----------
+    source, layer, group, confidence, error, seconds, fraction
+        As :func:`approx_mean_activation`.
+    k : int
+        Neurons wanted.
+
+    Returns
+    -------
+    neurons : numpy.ndarray
+        Their indices, largest estimate first.
+    means : Answer
+        Every neuron's mean and interval.
+    certain : bool
+        Whether the intervals separate the set: the ``k``-th neuron's low end is above every other
+        neuron's high end (each interval at ``confidence``; no multiplicity correction).
+    """
+    means = approx_mean_activation(source, layer, group, confidence=confidence, error=error, seconds=seconds,
+                                   fraction=fraction)
+    estimate = np.asarray(means.estimate)
+    order = np.argsort(-estimate, kind="stable")
+    top, rest = order[:k], order[k:]
+    certain = bool(rest.size == 0 or np.min(np.asarray(means.low)[top]) > np.max(np.asarray(means.high)[rest]))
+    return top, means, certain
+
+
+def approx_max_neuron_distribution(source: DataFrame | str | os.PathLike[str], layer: str, neurons: int,
+                                   group: Any = None, *, confidence: float = 0.95, error: float | None = None,
+                                   seconds: float | None = None, fraction: float | None = None) -> Answer:
+    """Q5/S3: how many items of ``group`` have their largest activation at each neuron, with intervals.
+
+    Parameters
+    ----------
+    source, layer, group, confidence, error, seconds, fraction
+        As :func:`approx_mean_activation` (``error`` in items).
+    neurons : int
+        Neurons of the layer.
+
+    Returns
+    -------
+    Answer
+        ``estimate``, ``low``, ``high``: arrays of one count per neuron (a neuron no sampled item peaks
+        at has estimate 0 and the exact binomial upper end of the group's rows).
+    """
+    answer = _query(source, layer, group, confidence, error, seconds, fraction,
+                    lambda a: a.group_by("_neuron").count())
+    groups = answer.groups or {}
+    estimate, low, high = np.zeros(neurons), np.zeros(neurons), np.zeros(neurons)
+    unseen = (1.0 - ((1.0 - confidence) / 2.0) ** (1.0 / max(answer.rows_read, 1))) * answer.rows_total
+    high[:] = 0.0 if answer.rows_read >= answer.rows_total else unseen
+    for (neuron,), a in groups.items():
+        if neuron is not None and 0 <= neuron < neurons:
+            estimate[neuron], low[neuron], high[neuron] = a.estimate, a.low, a.high
+    return Answer(estimate, low, high, answer.rows_read, answer.rows_total, confidence, answer.method,
+                  answer.fraction, answer.seconds)
+
