@@ -20,8 +20,12 @@ __all__ = ["JOBS", "load_job", "main"]
 
 
 def _discover_jobs() -> dict[str, str]:
-    """Job name -> module: every module ``scilens.jobs.<name>`` is the job ``<name>`` (``_`` read as ``-``)."""
-    return {info.name.replace("_", "-"): f"scilens.jobs.{info.name}"
+    """Job name -> module: every module ``scilens.jobs.<name>`` is the job ``<name>``.
+
+    ``_`` reads as ``-``, and a trailing ``_`` is dropped for a job named by a Python keyword
+    (``assert_`` is ``assert``).
+    """
+    return {info.name.rstrip("_").replace("_", "-"): f"scilens.jobs.{info.name}"
             for info in pkgutil.iter_modules(scilens.jobs.__path__) if not info.name.startswith("_")}
 
 

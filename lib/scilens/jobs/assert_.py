@@ -1,0 +1,167 @@
+"""``scilens assert``: model assertions over a job's outputs, one severity table and the top-flagged items.
+
+Input: a directory of model outputs (``glaucoma-infer``'s, ``sample``'s, ``astro``'s) and an assertion set
+(``--set assertions=glaucoma|diagnosis|astro|<YAML>``, :mod:`scilens.assertions.sets`): the set's tables
+are Spark SQL over the input's Parquet tables, and each table's assertions run in one pass
+(:class:`scilens.assertions.checker.Checker`). The config is :class:`scilens.assertions.config.AssertConfig`.
+
+Outputs:
+
+* ``severity.parquet`` -- ``table``, ``assertion``, ``key`` (the judged row's or group's key columns, as a
+  map), ``severity`` (> 0), ``detail``;
+* ``counts.json`` -- flagged rows or groups per assertion;
+* ``top.csv`` and ``report.html`` -- items ranked by their summed severity (the set's ``show.group``), with
+  ``top.png``: the set's curve (e.g. an eye's OCT probability per B-scan) for each top item;
+* ``_rejected`` -- rows on which an assertion raised, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scilens.assertions.config import AssertConfig
+from scilens.core.inputs import InputError
+from scilens.core.job import Job, JobContext
+
+__all__ = ["JOB", "AssertConfig", "AssertJob"]
+
+
+class AssertJob(Job[AssertConfig]):
+    """The ``assert`` job."""
+
+    name = "assert"
+    summary = "Run a set of model assertions (per-row, consistency, learned) over a job's outputs; rank flagged items."
+    config_class = AssertConfig
+
+    def run(self, ctx: JobContext[AssertConfig]) -> int:
+        """Load the set, build its tables, run each table's assertions; return the rows checked."""
+        from pyspark.sql import functions as F
+
+        from scilens.assertions.checker import Checker
+        from scilens.assertions.sets import load_set
+
+        cfg = ctx.config
+        with ctx.step("load the assertion set and the tables") as step:
+            chosen = load_set(cfg.assertions)
+            if len(ctx.inputs) != 1:
+                raise InputError(f"give exactly one input directory, got {len(ctx.inputs)}")
+            root = Path(ctx.inputs[0].removeprefix("file://"))
+            for view, relative in chosen.views.items():
+                path = root / relative
+                if not path.exists():
+                    raise InputError(f"assertion set {chosen.name}: view {view!r} needs {path}, which does not exist")
+                ctx.spark.read.parquet(str(path)).createOrReplaceTempView(view)
+            frames = {}
+            for table in chosen.tables:
+                frames[table.name] = ctx.spark.sql(table.sql)
+                frames[table.name].createOrReplaceTempView(table.name)
+            step.counts.update(tables=len(frames), assertions=sum(len(t.assertions) for t in chosen.tables))
+        severities, checked, counts = [], 0, {}
+        for table in chosen.tables:
+            with ctx.step(f"{table.name}: {len(table.assertions)} assertions") as step:
+                checker = Checker(key=table.key)
+                for assertion in table.assertions:
+                    checker.register(assertion)
+                result = checker.run(frames[table.name])
+                part = ctx.output / "_parts" / table.name
+                counts.update({f"{table.name}: {k}": v for k, v in result.write(part, mode="overwrite").items()})
+                ctx.reject(result.rejected)
+                rows = frames[table.name].count()
+                checked += rows
+                severities.append(ctx.spark.read.parquet(str(part)).withColumn("table", F.lit(table.name)))
+                step.counts.update(rows=rows, flagged=sum(v for k, v in counts.items()
+                                                          if k.startswith(f"{table.name}: ")))
+        with ctx.step("severity table and report") as step:
+            union = severities[0]
+            for frame in severities[1:]:
+                union = union.unionByName(frame)
+            union.select("table", "assertion", "key", "severity", "detail").write.parquet(
+                str(ctx.output / "severity.parquet"))
+            (ctx.output / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
+            flagged = ctx.spark.read.parquet(str(ctx.output / "severity.parquet")).toPandas()
+            top = _top_items(flagged, chosen.show.group if chosen.show else None, cfg.top)
+            top.to_csv(ctx.output / "top.csv", index=False)
+            _report(ctx, chosen, counts, top, frames)
+            step.counts.update(flagged=len(flagged), top=len(top))
+        import shutil
+
+        shutil.rmtree(ctx.output / "_parts", ignore_errors=True)
+        return checked
+
+
+def _top_items(flagged: pd.DataFrame, group: list[str] | None, n: int) -> pd.DataFrame:
+    """Items ranked by summed severity, with the assertions that flagged them (ties by the group's values)."""
+    if flagged.empty:
+        return pd.DataFrame(columns=[*(group or ["key"]), "severity", "assertions", "flags"])
+    keys = flagged["key"].map(dict)
+    if group:
+        items = pd.DataFrame({c: keys.map(lambda k, c=c: k.get(c)) for c in group})
+        mask = items.notna().all(axis=1)
+    else:
+        group = ["key"]
+        items = pd.DataFrame({"key": keys.map(lambda k: ", ".join(f"{a}={b}" for a, b in sorted(k.items())))})
+        mask = pd.Series(True, index=items.index)
+    frame = pd.concat([items, flagged[["assertion", "severity"]]], axis=1)[mask]
+    ranked = (frame.groupby(group, dropna=False)
+              .agg(severity=("severity", "sum"), flags=("severity", "size"),
+                   assertions=("assertion", lambda a: "; ".join(sorted(set(a)))))
+              .reset_index().sort_values(["severity", *group], ascending=[False, *[True] * len(group)]))
+    return ranked.head(n).reset_index(drop=True)
+
+
+def _report(ctx: JobContext[AssertConfig], chosen: Any, counts: dict[str, int], top: pd.DataFrame,
+            frames: dict[str, Any]) -> None:
+    from scilens.diagnosis.report import html_table, write_html
+
+    sections = [("Assertion set", f"<p>{chosen.name}: {chosen.description}</p>"),
+                ("Flagged per assertion", html_table([{"assertion": k, "flagged": v} for k, v in counts.items()])),
+                (f"Top {len(top)} flagged items", html_table(top.to_dict("records")))]
+    show = chosen.show
+    if show and show.table and show.x and show.y and len(top) and show.table in frames:
+        _curves(ctx.output / "top.png", frames[show.table], top, show)
+        sections.insert(2, ("The top items' curves", "<img src='top.png'>"))
+    write_html(ctx.output / "report.html", "scilens assert", sections)
+
+
+def _curves(path: Path, frame: Any, top: pd.DataFrame, show: Any) -> None:
+    """One panel per top item: ``show.y`` against ``show.x`` over its rows of ``show.table``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import functools
+    import operator
+
+    import matplotlib.pyplot as plt
+    from pyspark.sql import functions as F
+
+    # the top items' rows only: one OR of per-item ANDs over the group's columns (compared as text)
+    items = [functools.reduce(operator.and_, [F.col(c).cast("string") == str(v)
+                                              for c, v in zip(show.group, row, strict=True)])
+             for row in top[show.group].itertuples(index=False)]
+    rows = frame.where(functools.reduce(operator.or_, items)).select(*show.group, show.x, show.y).toPandas()
+    n = len(top)
+    cols = min(5, n)
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(2.6 * cols, 2.2 * -(-n // cols)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (_, item) in zip(axes.ravel(), top.iterrows(), strict=False):
+        mine = rows
+        for column in show.group:
+            mine = mine[mine[column].astype(str) == str(item[column])]
+        mine = mine.sort_values(show.x)
+        ax.axis("on")
+        ax.plot(mine[show.x], mine[show.y], marker=".", lw=1)
+        ax.set_title(" ".join(str(item[c]) for c in show.group) + f"\nseverity {item['severity']:.3g}", fontsize=8)
+        ax.set_xlabel(show.x, fontsize=7)
+        ax.set_ylabel(show.y, fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+JOB = AssertJob
