@@ -184,10 +184,14 @@ def build_index_spark(frame: DataFrame, output: str | Path, *, table: str, mask_
         twice (naming it), or no mask left to index.
     """
     rule = Normalisation.parse(normalise)
-    first = frame.select(F.col(f"{mask_column}.data")).where(F.col(mask_column).isNotNull()).first()
-    row_bytes = len(first[0]) if first is not None else 1 << 20
     rows = chi_rows(frame, table=table, mask_column=mask_column, key_columns=key_columns, bins=bins, cell=cell,
                     normalise=rule)
+    if not isinstance(frame.schema[mask_column].dataType, T.StructType):
+        raise InputError(f"{table}: column {mask_column!r} is {frame.schema[mask_column].dataType.simpleString()}, "
+                         f"not a scilens tensor (struct of shape, dtype, data)")
+    # Arrow batches sized by one mask's bytes, so an executor holds a bounded number of masks at once
+    first = frame.select(F.col(f"{mask_column}.data")).where(F.col(mask_column).isNotNull()).first()
+    row_bytes = len(first[0]) if first is not None else 1 << 20
     with arrow_batch_bytes(frame.sparkSession, row_bytes):
         # persisted: the shapes, the duplicate check, the write and the rejections read it; CHIs are small
         rows = rows.persist()
