@@ -87,9 +87,10 @@ class EstimateJob(Job[EstimateConfig]):
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.fill_between(history["oracle_calls"], history["low"], history["high"], step="post", alpha=0.3,
-                        label=f"{1 - result['delta']:.0%} interval")
-        ax.plot(history["oracle_calls"], (history["low"] + history["high"]) / 2, "o-", ms=3, label="midpoint")
+        middle, half = (history["low"] + history["high"]) / 2, (history["high"] - history["low"]) / 2
+        ax.fill_between(history["oracle_calls"], history["low"], history["high"], alpha=0.2)
+        ax.errorbar(history["oracle_calls"], middle, yerr=half, fmt="o", ms=3, capsize=4,
+                    label=f"{1 - result['delta']:.0%} interval at each check")
         ax.axhline(result["estimate"], color="k", lw=0.8, ls="--", label=f"estimate {result['estimate']:.4f}")
         ax.set(xlabel="oracle calls", ylabel=f"mean of {result['oracle']}",
                title=f"{result['method']}: the interval as it narrowed (target +-{result['error']})")
