@@ -56,7 +56,13 @@ def test_spark_estimate_equals_the_in_memory_one(spark, population, table, metho
     truth = population.set_index("id")
     assert np.array_equal(sample["oracle"].to_numpy(), truth.loc[sample["id"], "label"].to_numpy())
     assert np.array_equal(sample["proxy"].to_numpy(), truth.loc[sample["id"], "proxy"].to_numpy())
+    # In draw order: the method's, and (uniform) the seeded permutation's prefix.
+    assert np.array_equal(sample["id"].to_numpy(), expected.drawn_ids)
     assert list(sample["draw"]) == list(range(len(sample))) and sample["call"].is_monotonic_increasing
+    assert (sample["draws"] == 1).all()  # without replacement
+    if method == "uniform":
+        prefix = np.random.default_rng(5).permutation(ROWS)[:got.oracle_calls]
+        assert np.array_equal(expected.drawn_ids, _by_id(population)["id"].to_numpy()[prefix])
     assert found.rows == ROWS
     assert got.low <= population["label"].mean() <= got.high  # the truth, here; 1 - delta of the time in general
 
@@ -75,6 +81,11 @@ def test_spark_selection_equals_the_in_memory_one(spark, population, table, targ
     selected = np.sort(found.selected.select("id").toPandas()["id"].to_numpy())
     assert np.array_equal(selected, expected.ids)
     assert len(expected.ids) > 0
+    # The sample: every draw (with replacement) counted, in the order first drawn.
+    sample = found.sample
+    assert len(expected.drawn_ids) == 400 == sample["draws"].sum()
+    _, first = np.unique(expected.drawn_ids, return_index=True)
+    assert np.array_equal(sample["id"].to_numpy(), expected.drawn_ids[np.sort(first)])
     if target == "recall":  # the truth on this population (a strong proxy, 400 draws)
         assert population.loc[population["id"].isin(selected), "label"].sum() >= 0.9 * population["label"].sum()
 
@@ -96,11 +107,12 @@ def test_pandas_input_and_a_callable_oracle(population):
 
 def test_recall_curve_counts_the_sampled_positives():
     sample = pd.DataFrame({"proxy": [0.9, 0.8, 0.8, 0.5, 0.1], "oracle": [1, 0, 1, 1, 0],
-                           "mass": [1.0, 1.0, 1.0, 2.0, 4.0]})
+                           "mass": [1.0, 1.0, 1.0, 2.0, 4.0], "draws": [1, 1, 2, 1, 1]})
     curve = recall_curve(sample)
     assert list(curve["cut"]) == [0.9, 0.8, 0.5, 0.1]
     assert np.allclose(curve["sample_recall"], [1 / 3, 2 / 3, 1, 1])
-    assert np.allclose(curve["weighted_recall"], [1 / 4, 2 / 4, 1, 1])
+    # positive mass x draws: 1 (0.9), 2 (0.8, drawn twice), 2 (0.5): of 5
+    assert np.allclose(curve["weighted_recall"], [1 / 5, 3 / 5, 1, 1])
 
 
 def test_estimate_job_writes_what_it_says(table, tmp_path, population):

@@ -542,8 +542,8 @@ def proxy_scores(df: DataFrame, proxy: str) -> pd.DataFrame:
 class SparkOracle:
     """The oracle's values of sampled rows, fetched from the Spark table by id (one Spark job per call).
 
-    Wrapped in :class:`scilens.guarantees.oracle.Oracle`, which counts the rows; this records them in
-    the order it evaluated them.
+    Wrapped in :class:`scilens.guarantees.oracle.Oracle`, which counts the rows; this records them
+    with their values and the call that evaluated them.
 
     Parameters
     ----------
@@ -588,16 +588,33 @@ class SparkOracle:
         self.drawn.append(pd.DataFrame({"id": ids["id"].to_numpy(), "oracle": values, "call": len(self.drawn) + 1}))
         return values
 
-    def sample(self, scores: pd.DataFrame) -> pd.DataFrame:
-        """The evaluated rows in evaluation order: ``draw``, ``call``, ``id``, ``proxy``, ``oracle``.
+    def sample(self, scores: pd.DataFrame, drawn_ids: np.ndarray) -> pd.DataFrame:
+        """The evaluated rows in draw order: ``draw``, ``draws``, ``call``, ``id``, ``proxy``, ``oracle``.
 
-        Each oracle call's rows come in table (id) order; calls in the order the method made them.
+        Parameters
+        ----------
+        scores : pandas.DataFrame
+            :func:`proxy_scores`.
+        drawn_ids : numpy.ndarray
+            Every draw's id in draw order (repeats: draws with replacement).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per evaluated row, ordered by its first draw (``draw``, from 0); ``draws`` is how
+            often it was drawn and ``call`` the oracle call that evaluated it (a call's rows are
+            fetched in id order).
         """
         drawn = (pd.concat(self.drawn, ignore_index=True) if self.drawn
                  else pd.DataFrame({"id": scores["id"].iloc[:0], "oracle": [], "call": []}))
         out = drawn.merge(scores, on="id", how="left")
-        out.insert(0, "draw", np.arange(len(out), dtype=np.int64))
-        return out[["draw", "call", "id", "proxy", "oracle"]]
+        ids, first, counts = np.unique(np.asarray(drawn_ids), return_index=True, return_counts=True)
+        where = np.searchsorted(ids, out["id"].to_numpy())
+        if len(ids) != len(out) or not np.array_equal(ids[np.minimum(where, len(ids) - 1)], out["id"].to_numpy()):
+            raise RuntimeError(f"the method drew {len(ids)} rows, the oracle evaluated {len(out)}")
+        out["draw"] = np.argsort(np.argsort(first[where], kind="stable"), kind="stable")
+        out["draws"] = counts[where]
+        return out.sort_values("draw")[["draw", "draws", "call", "id", "proxy", "oracle"]].reset_index(drop=True)
 
 
 @dataclass
@@ -609,7 +626,7 @@ class SparkEstimate:
     estimate : scilens.guarantees.aggregation.Estimate
         Estimate, interval, oracle calls, history.
     sample : pandas.DataFrame
-        The evaluated rows in evaluation order (:meth:`SparkOracle.sample`).
+        The evaluated rows in draw order (:meth:`SparkOracle.sample`).
     rows : int
         Rows in the population.
     """
@@ -666,7 +683,7 @@ def estimate_mean_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | 
     answer = estimate_mean(scores, "proxy", counted, error, delta, method, seed, **options)
     if answer.oracle_calls != counted.calls:
         raise RuntimeError(f"oracle counted {counted.calls} rows, the method reports {answer.oracle_calls}")
-    return SparkEstimate(answer, spark_oracle.sample(scores), len(scores))
+    return SparkEstimate(answer, spark_oracle.sample(scores, answer.drawn_ids), len(scores))
 
 
 @dataclass
@@ -680,7 +697,7 @@ class SparkSelection:
     selected : pyspark.sql.DataFrame
         The selected rows of the table: ``proxy >= threshold`` union the sampled positives.
     sample : pandas.DataFrame
-        The evaluated rows in evaluation order (:meth:`SparkOracle.sample`) and ``mass``, each row's
+        The evaluated rows in draw order (:meth:`SparkOracle.sample`) and ``mass``, each row's
         importance mass ``(1/|D|) / q``.
     rows : int
         Rows in the population.
@@ -743,7 +760,7 @@ def select_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | Any, ta
     answer = chooser(scores, "proxy", counted, target_value, delta, budget, method, bound, seed)
     if answer.oracle_calls != counted.calls:
         raise RuntimeError(f"oracle counted {counted.calls} rows, the method reports {answer.oracle_calls}")
-    sample = spark_oracle.sample(scores)
+    sample = spark_oracle.sample(scores, answer.drawn_ids)
     # each sampled row's importance mass (1/|D|) / q, for plotting recall over the population
     values = scores["proxy"].to_numpy()
     order = np.argsort(-values, kind="stable")

@@ -14,8 +14,8 @@ The config is :class:`scilens.guarantees.config.EstimateConfig`.
 Outputs:
 
 * ``answer.json`` -- estimate, low, high, oracle calls, rows, method, error, delta, seed;
-* ``sample.parquet`` -- the rows the oracle evaluated, in evaluation order (``draw``; ``call``: the
-  oracle call, whose rows come in id order), with ``id``, ``proxy`` and ``oracle``;
+* ``sample.parquet`` -- the rows the oracle evaluated, in draw order (``draw``; ``call``: the oracle
+  call that evaluated it), with ``id``, ``proxy`` and ``oracle``;
 * ``interval.png`` -- the interval at each check against the oracle calls spent;
 * ``report.html``.
 """

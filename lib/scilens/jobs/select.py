@@ -15,8 +15,9 @@ Outputs:
 
 * ``selected.parquet`` -- ``id`` and the proxy of every selected row, written by Spark;
 * ``answer.json`` -- target, threshold, selected rows, oracle calls, rows, method, bound;
-* ``sample.parquet`` -- the rows the oracle evaluated in evaluation order, with ``id``, ``proxy``,
-  ``oracle`` and ``mass`` (the importance mass ``(1/|D|) / q``);
+* ``sample.parquet`` -- the rows the oracle evaluated, in the order first drawn (``draw``), with
+  ``draws`` (times drawn: the draws are with replacement), ``id``, ``proxy``, ``oracle`` and
+  ``mass`` (the importance mass ``(1/|D|) / q``);
 * ``recall.png`` -- recall against the proxy cut: on the sample, and importance-weighted;
 * ``report.html``.
 """
@@ -42,18 +43,18 @@ def recall_curve(sample: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     sample : pandas.DataFrame
-        ``proxy``, ``oracle`` (0/1) and ``mass`` of the evaluated rows.
+        ``proxy``, ``oracle`` (0/1), ``mass`` and ``draws`` (times drawn) of the evaluated rows.
 
     Returns
     -------
     pandas.DataFrame
         ``cut``, ``sample_recall`` (share of the sampled positives above the cut) and
-        ``weighted_recall`` (each sampled row weighted by its importance mass once: the population's
-        recall, as the sample sees it).
+        ``weighted_recall`` (every draw weighted by its importance mass: SUPG's estimate of the
+        population's recall of the cut).
     """
     ordered = sample.sort_values("proxy", ascending=False, kind="stable")
     positive = ordered["oracle"].to_numpy() > 0
-    mass = ordered["mass"].to_numpy() * positive
+    mass = ordered["mass"].to_numpy() * ordered["draws"].to_numpy() * positive
     count = np.cumsum(positive) / max(int(positive.sum()), 1)
     weighted = np.cumsum(mass) / (mass.sum() if mass.sum() > 0 else 1.0)
     curve = pd.DataFrame({"cut": ordered["proxy"].to_numpy(), "sample_recall": count, "weighted_recall": weighted})
