@@ -74,6 +74,8 @@ class Estimate:
         ``(oracle calls, low, high)`` at each check, for plotting the interval as it narrows.
     sampled_ids : numpy.ndarray
         ``id`` of every row the oracle evaluated.
+    drawn_ids : numpy.ndarray
+        The same ids in the order the method drew them (first asked for; the pilot's first).
     """
 
     estimate: float
@@ -83,6 +85,27 @@ class Estimate:
     method: str
     history: list[tuple[int, float, float]] = field(default_factory=list)
     sampled_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    drawn_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+class _DrawOrder(CachedLabels):
+    """:class:`CachedLabels` remembering the order rows were first asked for: the draw order.
+
+    The oracle still gets each call's new rows in table order; this only keeps what the permutation
+    (or the strata) drew first, for a sample written in draw order.
+    """
+
+    def __init__(self, data: pd.DataFrame, oracle: Callable[[pd.DataFrame], np.ndarray]) -> None:
+        super().__init__(data, oracle)
+        self.order: list[int] = []
+
+    def get(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        fresh = positions[~self.known[positions]]
+        if len(fresh):
+            _, first = np.unique(fresh, return_index=True)
+            self.order.extend(fresh[np.sort(first)].tolist())
+        return super().get(positions)
 
 
 class _Run:
@@ -95,7 +118,7 @@ class _Run:
         if len(self.proxy) != len(data):
             raise ValueError(f"proxy has {len(self.proxy)} values for {len(data)} rows")
         self.n = len(data)
-        self.cache = CachedLabels(data, oracle)
+        self.cache = _DrawOrder(data, oracle)
         self.rng = np.random.default_rng(seed)
         self.range = float(value_range[1] - value_range[0])
         self.history: list[tuple[int, float, float]] = []
@@ -104,9 +127,9 @@ class _Run:
         self.history.append((int(self.cache.known.sum()), low, high))
 
     def result(self, method: str, estimate: float, low: float, high: float) -> Estimate:
-        sampled = self.cache.sampled
+        sampled, ids = self.cache.sampled, self.data["id"].to_numpy()
         return Estimate(float(estimate), float(low), float(high), len(sampled), method, self.history,
-                        self.data["id"].to_numpy()[sampled])
+                        ids[sampled], ids[np.asarray(self.cache.order, dtype=np.int64)])
 
     def control_variate(self, positions: np.ndarray) -> tuple[float, float]:
         """``c`` from the oracle on ``positions`` and the control-variate range ``R + |c| range(P)``."""

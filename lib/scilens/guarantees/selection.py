@@ -60,6 +60,9 @@ class Selection:
         What was run.
     sampled_ids : numpy.ndarray
         ``id`` of every row the oracle evaluated.
+    drawn_ids : numpy.ndarray
+        ``id`` of every draw in the order drawn (``budget`` of them, repeats included: the draws are
+        with replacement).
     """
 
     ids: np.ndarray
@@ -68,6 +71,7 @@ class Selection:
     method: str
     bound: str
     sampled_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    drawn_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _Sample:
     ranks: np.ndarray
     labels: np.ndarray
     masses: np.ndarray
+    drawn: np.ndarray
 
 
 def sampling_weights(scores: np.ndarray, method: str) -> np.ndarray:
@@ -113,9 +118,10 @@ def _draw(data: pd.DataFrame, proxy: str | np.ndarray, cache: CachedLabels, budg
     scores = np.asarray(data[proxy] if isinstance(proxy, str) else proxy, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
     q = sampling_weights(scores[order], method)
-    ranks = np.sort(rng.choice(len(q), size=budget, replace=True, p=q))
+    drawn = rng.choice(len(q), size=budget, replace=True, p=q)
+    ranks = np.sort(drawn)
     labels = cache.get(order[ranks])
-    return _Sample(order, q, ranks, labels, (1.0 / len(q)) / q[ranks])
+    return _Sample(order, q, ranks, labels, (1.0 / len(q)) / q[ranks], drawn)
 
 
 def _bounds(values: np.ndarray, value_range: float, delta: float, bound: str) -> tuple[float, float]:
@@ -185,7 +191,8 @@ def _select(data: pd.DataFrame, proxy: str | np.ndarray, oracle: Callable[[pd.Da
     ids = data["id"].to_numpy()
     positives = cache.sampled[cache.values[cache.sampled] > 0]
     chosen = np.union1d(ids[scores >= threshold], ids[positives])
-    return Selection(chosen, threshold, len(cache.sampled), method, bound, ids[cache.sampled])
+    return Selection(chosen, threshold, len(cache.sampled), method, bound, ids[cache.sampled],
+                     ids[sample.order[sample.drawn]])
 
 
 def select_recall(data: pd.DataFrame, proxy: str | np.ndarray, oracle: Callable[[pd.DataFrame], np.ndarray],

@@ -49,15 +49,23 @@ from scilens.core.session import get_spark
 from scilens.guarantees.approx import U_COLUMN, Answer, Approx, Moments, Spec, Step
 
 __all__ = [
+    "ORACLE_COLUMN",
     "SAMPLE_FILE",
     "SampledTable",
+    "SparkEstimate",
+    "SparkOracle",
     "SparkReader",
+    "SparkSelection",
     "approx",
     "approx_compare_mean_activation",
     "approx_max_neuron_distribution",
     "approx_mean_activation",
     "approx_top_k_neurons",
+    "estimate_mean_spark",
+    "open_table",
+    "proxy_scores",
     "sample_read_cost",
+    "select_spark",
     "uniform_column",
     "write_sampled",
 ]
@@ -463,3 +471,331 @@ def approx_max_neuron_distribution(source: DataFrame | str | os.PathLike[str], l
     return Answer(estimate, low, high, answer.rows_read, answer.rows_total, confidence, answer.method,
                   answer.fraction, answer.seconds)
 
+
+
+# --- aggregation and selection with an oracle, on Spark -------------------------------------------------------
+
+ORACLE_COLUMN = "oracle"
+"""The oracle's values in the frames :class:`SparkOracle` returns."""
+
+_SHOWN_IDS = 10  # ids named in an error message
+
+
+def _as_spark(df: DataFrame | pd.DataFrame) -> DataFrame:
+    """A Spark frame (a pandas frame, for small data, becomes one in the active session)."""
+    if isinstance(df, DataFrame):
+        return df
+    return get_spark().createDataFrame(df)
+
+
+def _named(ids: Any) -> str:
+    ids = list(ids)
+    more = f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else ""
+    return ", ".join(str(i) for i in ids[:_SHOWN_IDS]) + more
+
+
+def proxy_scores(df: DataFrame, proxy: str) -> pd.DataFrame:
+    """``id`` and ``proxy`` of every row, on the driver, ordered by ``id``.
+
+    The in-memory methods need the whole proxy column (strata, ranking, sampling weights): one id and
+    one double per row, ~16 bytes, which bounds the table at ~10^8 rows on a default driver (a few GB
+    of memory). Ordering by ``id`` makes the draw independent of the table's partitioning.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The population, with an ``id`` column.
+    proxy : str
+        The proxy column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id`` and ``proxy`` (float64), one row per table row.
+
+    Raises
+    ------
+    scilens.core.inputs.InputError
+        A column is missing, an id repeats or a proxy value is null (naming the ids).
+    """
+    from scilens.core.inputs import InputError
+    from scilens.core.session import restored_conf
+
+    missing = [c for c in ("id", proxy) if c not in df.columns]
+    if missing:
+        raise InputError(f"no column {', '.join(map(repr, missing))} in the table (columns: {', '.join(df.columns)})")
+    spark = df.sparkSession
+    # two numbers per row: batches of 64k rows, not the session's default sized for images
+    with restored_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "65536"):
+        scores: pd.DataFrame = df.select(F.col("id"), F.col(proxy).cast("double").alias("proxy")).orderBy("id") \
+            .toPandas()
+    nulls = scores.loc[scores["proxy"].isna(), "id"]
+    if len(nulls):
+        raise InputError(f"proxy {proxy!r} is null (or not a number) for {len(nulls)} rows, ids {_named(nulls)}: "
+                         f"fill them or leave them out with where")
+    repeated = scores.loc[scores["id"].duplicated(), "id"]
+    if len(repeated):
+        raise InputError(f"id is not unique: ids {_named(repeated.unique())} repeat")
+    return scores.reset_index(drop=True)
+
+
+class SparkOracle:
+    """The oracle's values of sampled rows, fetched from the Spark table by id (one Spark job per call).
+
+    Wrapped in :class:`scilens.guarantees.oracle.Oracle`, which counts the rows; this records them
+    with their values and the call that evaluated them.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The table, with ``id``.
+    source : str or callable
+        A column of ``df`` (read for the sampled rows only), or a function from a pandas frame of the
+        sampled rows (every column of ``df``) to one value per row.
+    value_range : tuple of float, optional
+        Values outside it are an error naming the ids.
+    """
+
+    def __init__(self, df: DataFrame, source: str | Any,
+                 value_range: tuple[float, float] | None = None) -> None:
+        from scilens.core.inputs import InputError
+
+        if isinstance(source, str) and source not in df.columns:
+            raise InputError(f"no oracle column {source!r} in the table (columns: {', '.join(df.columns)})")
+        self.df = df
+        self.source = source
+        self.value_range = value_range
+        self.drawn: list[pd.DataFrame] = []
+
+    def __call__(self, rows: pd.DataFrame) -> np.ndarray:
+        """Oracle values of ``rows`` (a frame with ``id``), in their order."""
+        from scilens.core.inputs import InputError
+
+        ids = rows[["id"]].reset_index(drop=True)
+        wanted = self.df.sparkSession.createDataFrame(ids)
+        columns = [F.col("id"), F.col(self.source).cast("double").alias(ORACLE_COLUMN)] \
+            if isinstance(self.source, str) else [F.col(c) for c in self.df.columns]
+        fetched = self.df.join(F.broadcast(wanted), "id", "left_semi").select(*columns).toPandas()
+        fetched = ids.merge(fetched, on="id", how="left", validate="one_to_one")
+        values = (fetched[ORACLE_COLUMN].to_numpy(dtype=np.float64) if isinstance(self.source, str)
+                  else np.asarray(self.source(fetched), dtype=np.float64).reshape(-1))
+        bad = np.isnan(values)
+        if self.value_range is not None:
+            bad |= (values < self.value_range[0]) | (values > self.value_range[1])
+        if bad.any():
+            where = f" outside {list(self.value_range)}" if self.value_range is not None else ""
+            raise InputError(f"oracle value null{where} for ids {_named(ids['id'][bad])}")
+        self.drawn.append(pd.DataFrame({"id": ids["id"].to_numpy(), "oracle": values, "call": len(self.drawn) + 1}))
+        return values
+
+    def sample(self, scores: pd.DataFrame, drawn_ids: np.ndarray) -> pd.DataFrame:
+        """The evaluated rows in draw order: ``draw``, ``draws``, ``call``, ``id``, ``proxy``, ``oracle``.
+
+        Parameters
+        ----------
+        scores : pandas.DataFrame
+            :func:`proxy_scores`.
+        drawn_ids : numpy.ndarray
+            Every draw's id in draw order (repeats: draws with replacement).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per evaluated row, ordered by its first draw (``draw``, from 0); ``draws`` is how
+            often it was drawn and ``call`` the oracle call that evaluated it (a call's rows are
+            fetched in id order).
+        """
+        drawn = (pd.concat(self.drawn, ignore_index=True) if self.drawn
+                 else pd.DataFrame({"id": scores["id"].iloc[:0], "oracle": [], "call": []}))
+        out = drawn.merge(scores, on="id", how="left")
+        ids, first, counts = np.unique(np.asarray(drawn_ids), return_index=True, return_counts=True)
+        where = np.searchsorted(ids, out["id"].to_numpy())
+        if len(ids) != len(out) or not np.array_equal(ids[np.minimum(where, len(ids) - 1)], out["id"].to_numpy()):
+            raise RuntimeError(f"the method drew {len(ids)} rows, the oracle evaluated {len(out)}")
+        out["draw"] = np.argsort(np.argsort(first[where], kind="stable"), kind="stable")
+        out["draws"] = counts[where]
+        return out.sort_values("draw")[["draw", "draws", "call", "id", "proxy", "oracle"]].reset_index(drop=True)
+
+
+@dataclass
+class SparkEstimate:
+    """What :func:`estimate_mean_spark` returns: the answer and the sample it was computed from.
+
+    Attributes
+    ----------
+    estimate : scilens.guarantees.aggregation.Estimate
+        Estimate, interval, oracle calls, history.
+    sample : pandas.DataFrame
+        The evaluated rows in draw order (:meth:`SparkOracle.sample`).
+    rows : int
+        Rows in the population.
+    """
+
+    estimate: Any
+    sample: pd.DataFrame
+    rows: int
+
+
+def estimate_mean_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | Any, error: float, delta: float,
+                        method: str = "blazeit++", seed: int = 0, *, budget: int | None = None,
+                        **options: Any) -> SparkEstimate:
+    """:func:`~scilens.guarantees.aggregation.estimate_mean` over a Spark table.
+
+    The proxy column is collected to the driver (:func:`proxy_scores`: one double per row, which bounds
+    the table at ~10^8 rows on a default driver) and the in-memory method runs on it, ordered by ``id``:
+    the same seed draws the same sample and gives the same answer as ``estimate_mean`` on the table's
+    rows sorted by id. The oracle reads only the sampled rows, fetched from Spark by id, and is counted
+    by an :class:`~scilens.guarantees.oracle.Oracle`.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame or pandas.DataFrame
+        The population with an ``id`` column (pandas: small data).
+    proxy : str
+        The proxy column.
+    oracle : str or callable
+        An oracle column, or a function of a pandas frame of sampled rows (see :class:`SparkOracle`).
+    error, delta : float
+        Half-width and failure probability.
+    method : str
+        One of :data:`scilens.guarantees.aggregation.METHODS`.
+    seed : int
+        Seed of every random choice.
+    budget : int, optional
+        Most rows the oracle may evaluate (:class:`~scilens.guarantees.oracle.BudgetExceeded` past it).
+    **options
+        ``value_range``, ``pilot``, ``strata``, ``first_stage`` of ``estimate_mean``.
+
+    Returns
+    -------
+    SparkEstimate
+        The estimate, the sample with its oracle values, the population's rows.
+    """
+    from scilens.guarantees.aggregation import estimate_mean
+    from scilens.guarantees.oracle import Oracle
+
+    if not 0.0 < delta < 1.0 or error <= 0.0:  # before any Spark job
+        raise ValueError(f"need 0 < delta < 1 and error > 0, got delta={delta}, error={error}")
+    frame = _as_spark(df)
+    spark_oracle = SparkOracle(frame, oracle, options.get("value_range", (0.0, 1.0)))
+    scores = proxy_scores(frame, proxy)
+    counted = Oracle(spark_oracle, budget)
+    answer = estimate_mean(scores, "proxy", counted, error, delta, method, seed, **options)
+    if answer.oracle_calls != counted.calls:
+        raise RuntimeError(f"oracle counted {counted.calls} rows, the method reports {answer.oracle_calls}")
+    return SparkEstimate(answer, spark_oracle.sample(scores, answer.drawn_ids), len(scores))
+
+
+@dataclass
+class SparkSelection:
+    """What :func:`select_spark` returns.
+
+    Attributes
+    ----------
+    selection : scilens.guarantees.selection.Selection
+        Threshold, selected ids (on the driver), oracle calls.
+    selected : pyspark.sql.DataFrame
+        The selected rows of the table: ``proxy >= threshold`` union the sampled positives.
+    sample : pandas.DataFrame
+        The evaluated rows in draw order (:meth:`SparkOracle.sample`) and ``mass``, each row's
+        importance mass ``(1/|D|) / q``.
+    rows : int
+        Rows in the population.
+    """
+
+    selection: Any
+    selected: DataFrame
+    sample: pd.DataFrame
+    rows: int
+
+
+def select_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | Any, target: str, target_value: float,
+                 delta: float, budget: int, method: str = "supg", bound: str = "clt",
+                 seed: int = 0) -> SparkSelection:
+    """:func:`~scilens.guarantees.selection.select_recall` or ``select_precision`` over a Spark table.
+
+    The proxy column is collected to the driver (:func:`proxy_scores`, ~10^8 rows at most on a default
+    driver), the in-memory method draws the sample and finds the proxy cut, and the selection is a
+    Spark filter ``proxy >= threshold`` union the sampled positives (a broadcast semi-join by id).
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame or pandas.DataFrame
+        The population with an ``id`` column.
+    proxy : str
+        The proxy column (scores in [0, 1]).
+    oracle : str or callable
+        An oracle column (0/1) or a function of a pandas frame of sampled rows.
+    target : str
+        ``"recall"`` or ``"precision"``.
+    target_value : float
+        The recall or precision to guarantee.
+    delta : float
+        Failure probability.
+    budget : int
+        Importance draws; the oracle evaluates at most this many rows.
+    method, bound : str
+        As in :func:`~scilens.guarantees.selection.select_recall`.
+    seed : int
+        Seed of every random choice.
+
+    Returns
+    -------
+    SparkSelection
+        The selection, the selected rows as a Spark frame, the sample.
+    """
+    from scilens.guarantees.oracle import Oracle
+    from scilens.guarantees.selection import sampling_weights, select_precision, select_recall
+
+    if target not in ("recall", "precision"):
+        raise ValueError(f"target must be recall or precision, not {target!r}")
+    if not 0.0 < target_value <= 1.0 or not 0.0 < delta < 1.0 or budget < 2:
+        raise ValueError(f"need 0 < target_value <= 1, 0 < delta < 1, budget >= 2; got {target_value}, {delta}, "
+                         f"{budget}")
+    frame = _as_spark(df)
+    spark_oracle = SparkOracle(frame, oracle, (0.0, 1.0))
+    scores = proxy_scores(frame, proxy)
+    counted = Oracle(spark_oracle, budget)
+    chooser = select_recall if target == "recall" else select_precision
+    answer = chooser(scores, "proxy", counted, target_value, delta, budget, method, bound, seed)
+    if answer.oracle_calls != counted.calls:
+        raise RuntimeError(f"oracle counted {counted.calls} rows, the method reports {answer.oracle_calls}")
+    sample = spark_oracle.sample(scores, answer.drawn_ids)
+    # each sampled row's importance mass (1/|D|) / q, for plotting recall over the population
+    values = scores["proxy"].to_numpy()
+    order = np.argsort(-values, kind="stable")
+    masses = np.empty(len(values))
+    masses[order] = (1.0 / len(values)) / sampling_weights(values[order], method)
+    sample["mass"] = masses[np.searchsorted(scores["id"].to_numpy(), sample["id"].to_numpy())]
+    positives = frame.sparkSession.createDataFrame(
+        pd.DataFrame({"id": sample.loc[sample["oracle"] > 0, "id"].to_numpy()}),
+        schema=T.StructType([T.StructField("id", frame.schema["id"].dataType)]))
+    score = F.col(proxy).cast("double")
+    cut = frame.where(score >= F.lit(answer.threshold))
+    extra = frame.join(F.broadcast(positives), "id", "left_semi").where(~(score >= F.lit(answer.threshold)))
+    return SparkSelection(answer, cut.unionByName(extra), sample, len(scores))
+
+
+def open_table(spark: SparkSession, inputs: list[str], where: str | None) -> DataFrame:
+    """The one Parquet table of a guarantees job, restricted by ``where``.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    inputs : list of str
+        The job's inputs: exactly one table.
+    where : str or None
+        Spark SQL condition choosing the population.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+    """
+    from scilens.core.inputs import InputError
+
+    if len(inputs) != 1:
+        raise InputError(f"give exactly one table as input, got {len(inputs)}")
+    frame = spark.read.parquet(inputs[0])
+    if "id" not in frame.columns:
+        raise InputError(f"{inputs[0]} has no id column (columns: {', '.join(frame.columns)})")
+    return frame.where(where) if where else frame
