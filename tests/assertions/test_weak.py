@@ -10,7 +10,7 @@ from scilens.assertions.weak import propose_labels
 
 def _reference(frame: pd.DataFrame) -> pd.DataFrame:
     out = []
-    for eye, rows in frame.dropna(subset=["predicted"]).groupby("eye"):
+    for _, rows in frame.dropna(subset=["predicted"]).groupby("eye"):
         counts = rows["predicted"].value_counts()
         top = counts[counts == counts.max()]
         if len(top) > 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from scilens.demos import assertions, astro, diagnosis, glaucoma, ingest, masks, neuro, topk
+from scilens.demos import assertions, astro, diagnosis, glaucoma, guarantees, ingest, masks, neuro, topk
 from scilens.demos.index import Shown
 
 Demo = Callable[[Path], list[Shown]]
@@ -33,6 +33,7 @@ DEMOS: dict[str, Demo] = {
     "glaucoma-infer": glaucoma.infer_demo,
     "glaucoma-final": glaucoma.final_demo,
     "masks": masks.demo,
+    "guarantees": guarantees.demo,
     "assert": assertions.demo,
 }
 """Job name -> its demo, in run order (was each job module's ``DEMO_RANK``: 0, 10, 20, 50-52, 60-64)."""
