@@ -537,10 +537,20 @@ def where_time(rows: list[dict[str, Any]], table: dict[str, Any]) -> str:
     none = [r["index_s"] for r in rows if r["decoded"] == 0]
     dec = [r for r in rows if r["decoded"] > 0]
     per_mask = _median([r["index_s"] / r["decoded"] for r in dec if r["decoded"] >= 20])
+    few = [r["index_s"] for r in rows if r["decoded"] <= 0.001 * r["masks"]]
+    by_form = "; ".join(
+        f"{form} {1e3 * float(np.median(v)):.2f} ms" for form in FORMS
+        if (v := [r["index_s"] / r["decoded"] for r in dec if r["form"] == form and r["decoded"] >= 20]))
     lines = [
         f"* Fit over all {len(rows)} queries: index seconds = {1e3 * a:.1f} ms + {1e3 * b:.2f} ms x masks decoded.",
-        f"* {len(none)} queries decoded no mask (the CHI bounds decided every one): median "
-        f"{1e3 * (_median(none) or 0):.1f} ms (bounds of {rows[0]['masks']:,} masks, a few numpy passes).",
+        (f"* {len(none)} queries decoded no mask (the CHI bounds decided every one): median "
+         f"{1e3 * (_median(none) or 0):.1f} ms." if none else "* Every query decoded at least one mask.")
+        + (f" {len(few)} decoded <= 0.1 % of the masks: median {1e3 * (_median(few) or 0):.1f} ms (bounds of "
+           f"{rows[0]['masks']:,} masks, a few numpy passes over the CHIs, and those few fetches)." if few else ""),
+        f"* Median ms per decoded mask (queries decoding >= 20) by form: {by_form}. A filter (and an aggregate "
+        f"filter) verifies all its undecided masks in one fetch (`MaskIndex._filter` -> `exact(todo)`), i.e. "
+        f"hundreds of MB of masks decoded, stacked and normalised at once; top-k verifies in batches of "
+        f"max(k, 64), at a lower cost per mask.",
         f"* Queries decoding >= 20 masks: median {1e3 * (per_mask or 0):.2f} ms per decoded mask (one Parquet row "
         f"group read and decoded per mask or two: the table's row groups hold a median "
         f"{table['masks per row group (median)']:.0f} masks, max {table['masks per row group (max)']}; then the "
