@@ -305,7 +305,7 @@ def draw_queries(masks: np.ndarray, ids: np.ndarray, image: np.ndarray, rule: An
 def ask_index(index: Any, q: dict[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray | None], float]:
     start = time.perf_counter()
     if q["form"] == "filter":
-        df = index.filter(q["box"], q["t"], q["op"], q["value"], fraction=q["fraction"])
+        df = index.filter(q["box"], q["t"], q["op"], q["value"], by="fraction" if q["fraction"] else "count")
         got = (df["id"].to_numpy(np.int64), None)
     elif q["form"] == "topk":
         df = index.topk(q["box"], q["t"], q["k"], by="fraction" if q["fraction"] else "count", order=q["order"])
