@@ -11,7 +11,8 @@ Populations (every oracle value computed once; an oracle *call* reads it through
   on 7x7 block-averaged pixels, trained on the same training images to predict the LeNet's *prediction*
   (so the proxy imitates the oracle, as in BlazeIt/SUPG). Statistics: share predicted T-shirt/top;
   share of the LeNet's Shirt mistakes (predicted Shirt, labelled otherwise: rarer, and the proxy only
-  sees "Shirt-like"); selection of the images predicted Shirt.
+  sees "Shirt-like"); selection of the images predicted Shirt, and of those predicted T-shirt/top.
+  Aggregation also runs on the 60,000 images neither model saw (test and the rest of the training set).
 * Glaucoma stand-in (synthetic, *not* the cohort): one latent severity per eye drives an "OCT ensemble"
   probability (the oracle; its 0/1 call at 0.5 is about 3% positive, the cohort's glaucoma share) and a
   weaker clinical score recalibrated to the OCT call by a logistic fit, with AUC about 0.83 against it
