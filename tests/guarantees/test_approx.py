@@ -262,9 +262,12 @@ def test_within_time_on_spark_returns_a_valid_answer_in_about_the_time(spark, mi
 
     result = approx(million).group_by("g").mean("x").within_time(2.0)
     assert result.groups is not None and set(result.groups) == {(0,), (1,), (2,)}
+    # On a quiet machine the doubling can reach a census within the budget: then the answer is exact.
+    census = result.rows_read == ROWS
     for a in result.groups.values():
-        assert a.low < a.estimate < a.high and math.isfinite(a.high - a.low)
-    assert 0 < result.rows_read < ROWS
+        assert a.low <= a.estimate <= a.high and math.isfinite(a.high - a.low)
+        assert (a.low == a.high) == census, a  # only a census closes an interval over continuous values
+    assert 0 < result.rows_read <= ROWS
     assert result.seconds < 5.0  # the projection keeps it near the budget even on a shared machine
 
 
