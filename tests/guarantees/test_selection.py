@@ -58,6 +58,8 @@ def test_precision_target_is_met(populations, method):
     assert not meets_precision(data, data["id"].to_numpy())
 
 
+@pytest.mark.xfail(strict=True, reason="SUPG++ loses to SUPG on these populations: their positives are not "
+                   "concentrated in the top 3 E[P] |D| proxy ranks, the seed's premise (see the report)")
 def test_supg_pp_precision_at_recall_90_not_below_supg(populations):
     data = populations["rare"]
     precision = {method: np.mean([_precision(data, select_recall(

@@ -149,11 +149,9 @@ def _recall_cut(sample: _Sample, target: float, delta: float, bound: str) -> int
     _, upper = _bounds(mass * above, value_range, delta / 2.0, bound)
     lower, _ = _bounds(mass * ~above, value_range, delta / 2.0, bound)
     lower = max(lower, 0.0)
-    if upper <= 0.0:
+    if upper <= 0.0 or upper / (upper + lower) >= 1.0:
         return n
-    # gamma = 1 when no positive can be shown below the cut: SUPG then selects down to the lowest
-    # sampled positive (recall 1 on the sample), not the whole population
-    gamma = min(1.0, upper / (upper + lower))
+    gamma = upper / (upper + lower)
     return int(sample.ranks[_first_reaching(cumulative, gamma * total)]) + 1
 
 
