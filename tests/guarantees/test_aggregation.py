@@ -96,3 +96,13 @@ def test_bad_arguments_are_refused(populations):
         estimate_mean(populations["strong"], "proxy", Oracle("value"), 0.02, DELTA, method="nope")
     with pytest.raises(ValueError, match="delta"):
         estimate_mean(populations["strong"], "proxy", Oracle("value"), 0.02, 1.5)
+
+
+def test_uniform_does_not_stop_on_a_sample_without_spread():
+    # 0.5% positives: the first 100 rows usually hold none, and their zero-width interval is no evidence.
+    n = 10_000
+    data = pd.DataFrame({"id": np.arange(n), "proxy": np.zeros(n), "value": (np.arange(n) % 200 == 0) * 1.0})
+    for seed in range(20):
+        result = estimate_mean(data, "proxy", Oracle("value"), 0.01, DELTA, method="uniform", seed=seed)
+        assert result.high > result.low or result.oracle_calls == n, seed
+        assert result.low <= 0.005 <= result.high or result.oracle_calls < n

@@ -162,6 +162,11 @@ def _uniform(run: _Run, error: float, delta: float) -> Estimate:
         std = float(values.std(ddof=1)) if n > 1 else math.inf
         half = bounds.clt_halfwidth(std, n, delta, run.n)
         run.record(mean - half, mean + half)
+        if std == 0.0:
+            # no spread yet (e.g. no positive among the first rows of a rare statistic): a zero-width
+            # interval is no evidence, so read on instead of stopping
+            n = min(run.n, 2 * n)
+            continue
         if half <= error:
             return run.result("uniform", mean, mean - half, mean + half)
         needed = (z * std / error) ** 2
