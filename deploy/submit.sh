@@ -32,6 +32,8 @@ if [[ "$job" == *.py ]] && [ -f "$job" ]; then
   entry=$job
 else
   entry="$ROOT/jobs/${job//-/_}.py"
+  # a job named like a standard-library module has its entry point as <name>_.py (see tests/test_deploy.py)
+  [ -f "$entry" ] || entry="$ROOT/jobs/${job//-/_}_.py"
   [ -f "$entry" ] || { echo "no entry point in jobs/ for job '$job'" >&2; exit 2; }
 fi
 

@@ -274,12 +274,13 @@ def test_one_job_resource_per_scilens_job():
     config, sources = load_bundle()
     entries = job_entry_points()
     assert sorted(entries.values()) == sorted(cli.JOBS)
-    for stem in entries:
-        assert stem in config["resources"]["jobs"], f"no job resource for jobs/{stem}.py"
-        assert sources[stem] == BUNDLE.parent / "resources" / f"{stem}.yml"
-        (task,) = _tasks(config["resources"]["jobs"][stem])
-        file = (sources[stem].parent / task["spark_python_task"]["python_file"]).resolve()
-        assert file == ROOT / "jobs" / f"{stem}.py", f"{sources[stem]} runs {file}"
+    for stem, name in entries.items():
+        key = name.replace("-", "_")  # resources and configs take the job's name; entry points may add "_"
+        assert key in config["resources"]["jobs"], f"no job resource for jobs/{stem}.py"
+        assert sources[key] == BUNDLE.parent / "resources" / f"{key}.yml"
+        (task,) = _tasks(config["resources"]["jobs"][key])
+        file = (sources[key].parent / task["spark_python_task"]["python_file"]).resolve()
+        assert file == ROOT / "jobs" / f"{stem}.py", f"{sources[key]} runs {file}"
 
 
 def test_jobs_parse_into_the_jobs_api_with_no_field_dropped(target):
@@ -311,7 +312,8 @@ def test_tasks_run_an_entry_point_with_a_config_the_job_accepts(target):
             assert file_path.startswith("/Workspace/"), f"{where}: the driver reads {file_path} as a local path"
             local_config = ROOT / remote_config[len(file_path) + 1:]
             assert local_config.is_file() and any(local_config.is_relative_to(p) for p in synced), where
-            assert local_config == ROOT / "conf" / f"{entry.stem}.yaml", f"{where}: config of another job"
+            own = entries[entry.stem].replace("-", "_")
+            assert local_config == ROOT / "conf" / f"{own}.yaml", f"{where}: config of another job"
             # The job's own CLI accepts the arguments and its config the file with the --set overrides.
             job_impl = cli.load_job(entries[entry.stem])
             args = cli._job_parser(job_impl).parse_args(params)

@@ -7,6 +7,7 @@ Databricks job ``deploy/databricks/resources/<entry>.yml`` (checked by ``test_da
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from scilens import cli
@@ -38,9 +39,24 @@ def test_every_job_has_one_entry_point():
     assert sorted(runs) == sorted(cli.JOBS)
 
 
+def entry_stem(name: str) -> str:
+    """The entry point's stem of a job: its name with ``-`` as ``_``, plus ``_`` for a standard-library name.
+
+    ``spark-submit jobs/<stem>.py`` puts ``jobs/`` first on ``sys.path``, so a ``jobs/select.py`` would be
+    imported for the standard library's ``select`` by every job (and break them all under spark-submit).
+    """
+    stem = name.replace("-", "_")
+    return f"{stem}_" if stem in sys.stdlib_module_names else stem
+
+
+def test_no_entry_point_shadows_a_standard_library_module():
+    shadowing = [p.name for p in (ROOT / "jobs").glob("*.py") if p.stem in sys.stdlib_module_names]
+    assert not shadowing, f"jobs/ is first on sys.path under spark-submit; rename {shadowing}"
+
+
 def test_entry_points_are_named_after_their_jobs_and_old_names_say_they_are_deprecated():
     for stem, name in job_entry_points().items():
-        assert stem == name.replace("-", "_"), f"jobs/{stem}.py runs {name}"
+        assert stem == entry_stem(name), f"jobs/{stem}.py runs {name}"
     aliases = job_entry_points(deprecated=True)
     assert aliases, "the old entry-point names stay one release"
     for stem, name in aliases.items():
@@ -50,6 +66,6 @@ def test_entry_points_are_named_after_their_jobs_and_old_names_say_they_are_depr
 
 
 def test_shipped_configs():
-    for stem, name in job_entry_points().items():
+    for name in job_entry_points().values():
         job = cli.load_job(name)
-        load_config(job.config_class, ROOT / "conf" / f"{stem}.yaml")  # the shipped config is valid
+        load_config(job.config_class, ROOT / "conf" / f"{name.replace('-', '_')}.yaml")  # the shipped config is valid

@@ -1,4 +1,4 @@
-"""Entry point: ``spark-submit jobs/select.py --input TABLE --output DIR ...`` (scilens select)."""
+"""Entry point: ``spark-submit jobs/select_.py --input TABLE --output DIR ...`` (scilens select)."""
 
 import sys
 
