@@ -27,7 +27,7 @@ from scilens import cli
 from scilens.neuro import pipeline
 from scilens.neuro.config import NeuroConfig
 from scilens.neuro.gradients import b0_volumes
-from scilens.neuro.stages import TASK_VOXELS, volumes_per_task
+from scilens.neuro.stages import TASK_VOXELS, choose_granularity, volumes_per_task
 from scilens.synth import dmri
 from tests.neuro.conftest import PHANTOM_SHAPE, PHANTOM_SNR, copy_subject
 from tests.neuro.dti_noise import fa_md_standard_errors
@@ -120,7 +120,8 @@ def test_bad_subjects_quarantined_good_ones_complete(spark, run_all):
     manifest = json.loads((run_all / "manifest.json").read_text())
     assert manifest["counts"] == {"succeeded": 3, "rejected": 5} and manifest["status"] == "partial"
     steps = {s["name"]: s for s in manifest["steps"]}
-    assert steps["denoise"]["counts"]["volumes"] == 65 + 102 + 65
+    # Seven listed subjects on two cores: each subject's chain runs whole in one task.
+    assert "denoise" not in steps and steps["subject chains"]["counts"]["volumes"] == 65 + 102 + 65
     assert manifest["config"]["segment"] == {"median_radius": 4, "numpass": 2, "dilate": 1}
     for subject in ("small_64D", "small_101D", "phantom"):
         assert {p.name for p in (run_all / "subjects" / subject).iterdir()} == {
@@ -205,6 +206,20 @@ def test_small_volumes_share_denoising_tasks_large_ones_do_not():
     assert volumes_per_task([Subject((96, 96, 60, 65))] * 4, 2) == math.ceil(TASK_VOXELS / (96 * 96 * 60))
     # dipy's 10x10x10 sample: as many as keeps four tasks per core (65 volumes -> 8 per task, 9 tasks).
     assert volumes_per_task([Subject((10, 10, 10, 65))], 2) == 65 // 8
+
+
+def test_subjects_run_whole_only_when_they_fill_the_cores_and_fit_the_budget():
+    mb = 2**20
+    config = NeuroConfig()  # subject_task_mb 2048
+    assert choose_granularity({"a": 72 * mb, "b": 72 * mb}, 2, config)[0] == "subject"
+    # Fewer subjects than cores: split, or a core idles; the 2 GB subject is split whatever the cores.
+    assert choose_granularity({"a": 72 * mb}, 2, config)[0] == "volume"
+    mode, reason = choose_granularity({"a": 72 * mb, "big": 2300 * mb}, 2, config)
+    assert mode == "volume" and "2300 MiB" in reason
+    # A header the driver cannot read leaves the decision to the executors' reader.
+    assert choose_granularity({"a": 72 * mb, "remote": None}, 2, config)[0] == "volume"
+    assert choose_granularity({"a": 72 * mb}, 2, NeuroConfig(granularity="subject"))[0] == "subject"
+    assert choose_granularity({"a": 72 * mb, "b": 72 * mb}, 2, NeuroConfig(granularity="volume"))[0] == "volume"
 
 
 def test_reference_threshold_rejects_small_101d():

@@ -21,9 +21,14 @@ steps are split across Spark tasks without changing results.
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING, Any
 
-from scilens.core.job import Job, JobContext
+from scilens.core.job import Job, JobContext, log
 from scilens.neuro.config import NeuroConfig
+
+if TYPE_CHECKING:
+    from scilens.io.nifti import SubjectFiles
+    from scilens.neuro.stages import SubjectInfo
 
 __all__ = ["JOB", "NeuroConfig", "NeuroJob"]
 
@@ -39,7 +44,7 @@ class NeuroJob(Job[NeuroConfig]):
     def run(self, ctx: JobContext[NeuroConfig]) -> int:
         """List the subjects of ``ctx``, then segment, denoise and fit them and write the maps and report."""
         from scilens.io import nifti
-        from scilens.neuro import pipeline, report, stages
+        from scilens.neuro import report, stages
 
         config = ctx.config
         spark = ctx.spark
@@ -51,6 +56,36 @@ class NeuroJob(Job[NeuroConfig]):
         if not listed:
             return 0
 
+        with ctx.step("plan") as step:
+            sizes = stages.subject_bytes(listed)
+            mode, reason = stages.choose_granularity(sizes, spark.sparkContext.defaultParallelism, config)
+            log.info("neuro: %s tasks: %s", mode, reason)
+            step.counts.update(subjects=len(listed), mb=round(sum(b or 0 for b in sizes.values()) / 2**20))
+        if mode == "subject":
+            with ctx.step("subject chains") as step:
+                subjects, summaries, bad = stages.subject_chains(spark, listed, sizes, config, out)
+                ctx.reject_records(bad)
+                step.counts.update(subjects=len(summaries), rejected=len(bad),
+                                   volumes=sum(s.shape[3] for s in subjects.values()),
+                                   voxels=sum(int(s["n_voxels"]) for s in summaries.values()))
+        else:
+            subjects, summaries = self._by_volume(ctx, listed)
+        if not subjects:
+            return 0
+
+        if config.report:
+            with ctx.step("report"):
+                rejected_rows = [r.asDict() for frame in ctx.rejected for r in frame.coalesce(1).limit(100).collect()]
+                report.write_run_report(out, subjects, summaries, rejected_rows,
+                                        [(s.name, s.seconds, s.counts) for s in ctx.manifest.steps])
+        return len(summaries)
+
+    def _by_volume(self, ctx: JobContext[NeuroConfig], listed: list[SubjectFiles]
+                   ) -> tuple[dict[str, SubjectInfo], dict[str, dict[str, Any]]]:
+        """The volume-level stages: read, segment, denoise and fit as Spark stages of their own."""
+        from scilens.neuro import pipeline, stages
+
+        config, spark, out = ctx.config, ctx.spark, ctx.output
         with ctx.step("read volumes") as step:
             volumes, rejected, step.counts["volumes"] = stages.read(spark, listed)
             ctx.reject(rejected)
@@ -62,7 +97,7 @@ class NeuroJob(Job[NeuroConfig]):
                                b0_volumes=sum(s.n_b0 for s in subjects.values()),
                                mask_voxels=sum(s.n_mask_voxels for s in subjects.values()))
         if not subjects:
-            return 0
+            return {}, {}
 
         parts_dir = out / ".denoised-parts"
         with ctx.step("denoise") as step:
@@ -86,12 +121,7 @@ class NeuroJob(Job[NeuroConfig]):
                 shutil.rmtree(pipeline.subject_dir(out, name), ignore_errors=True)
             step.counts.update(subjects=len(summaries), voxels=sum(int(s["n_voxels"]) for s in summaries.values()))
 
-        if config.report:
-            with ctx.step("report"):
-                rejected_rows = [r.asDict() for frame in ctx.rejected for r in frame.coalesce(1).limit(100).collect()]
-                report.write_run_report(out, subjects, summaries, rejected_rows,
-                                        [(s.name, s.seconds, s.counts) for s in ctx.manifest.steps])
-        return len(summaries)
+        return subjects, summaries
 
 
 JOB = NeuroJob

@@ -1,6 +1,12 @@
 """The Spark stages of the dMRI pipeline: thin Arrow layers over :mod:`scilens.neuro.pipeline`.
 
-Data flow (one row per volume in, maps and voxel rows out)::
+Two cuts, chosen per run by :func:`choose_granularity` from the subjects' header sizes (config
+``granularity``): with at least as many subjects as cores, each fitting ``subject_task_mb``,
+:func:`subject_chains` runs each subject's whole chain in one task (no shuffle, outputs written by
+the task); otherwise the volume-level stages below split subjects across tasks. Both run the same
+kernels on the same pieces and write the same bits.
+
+Volume-level data flow (one row per volume in, maps and voxel rows out)::
 
     volume rows ──mapInPandas──► per-subject b0 partial sums ──groupBy subject──► mask per subject
          │                                                                              │ broadcast
@@ -22,16 +28,20 @@ settings as it found them.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -56,11 +66,14 @@ from scilens.neuro.segment import B0Sum, SegmentConfig
 __all__ = [
     "FIT_SCHEMA",
     "PIECE_SCHEMA",
+    "SUBJECT_CHAIN_SCHEMA",
     "SUBJECT_SCHEMA",
     "TASK_VOXELS",
+    "VOXEL_ARROW_SCHEMA",
     "VOXEL_SCHEMA",
     "SubjectInfo",
     "b0_partials",
+    "choose_granularity",
     "denoise",
     "denoise_pieces",
     "denoise_tasks",
@@ -70,6 +83,8 @@ __all__ = [
     "read",
     "segment",
     "segment_subjects",
+    "subject_bytes",
+    "subject_chains",
     "volumes_per_task",
     "voxel_rows",
     "write_denoised",
@@ -407,23 +422,31 @@ def voxel_rows(fits: DataFrame, subjects: Mapping[str, SubjectInfo], block_shape
     """One row per masked voxel (:data:`VOXEL_SCHEMA`), built as Arrow columns (no per-voxel objects)."""
     shapes = {s: info.shape for s, info in subjects.items()}
     block_shape = list(block_shape)
-    names = VOXEL_SCHEMA.fieldNames()
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         block_of = _block_lookup(shapes, block_shape)
         for batch in batches:
             for row in batch.to_pandas().itertuples(index=False):
-                block, mask = block_of(row.subject, int(row.block)), tensor.decode(row.mask)
-                ijk = (np.argwhere(mask) + np.asarray(block.start)).astype(np.int32)
-                evals = tensor.decode(row.evals).astype(np.float64).reshape(-1, 3)
-                offsets = pa.array(np.arange(0, 3 * len(ijk) + 1, 3, dtype=np.int32))
-                yield pa.RecordBatch.from_arrays([
-                    pa.array([row.subject] * len(ijk), pa.string()), pa.array(ijk[:, 0]), pa.array(ijk[:, 1]),
-                    pa.array(ijk[:, 2]), pa.array(tensor.decode(row.fa).astype(np.float64)),
-                    pa.array(tensor.decode(row.md).astype(np.float64)),
-                    pa.ListArray.from_arrays(offsets, pa.array(evals.ravel()))], names=names)
+                yield _voxel_batch(row.subject, block_of(row.subject, int(row.block)), tensor.decode(row.mask),
+                                   VoxelTensors(tensor.decode(row.fa), tensor.decode(row.md),
+                                                tensor.decode(row.evals)))
 
     return fits.mapInArrow(run, VOXEL_SCHEMA)
+
+
+_VOXEL_NAMES = VOXEL_SCHEMA.fieldNames()
+
+
+def _voxel_batch(subject: str, block: Block, mask: np.ndarray, fit: VoxelTensors) -> pa.RecordBatch:
+    """The rows of :data:`VOXEL_SCHEMA` of one fitted block, built as Arrow columns (no per-voxel objects)."""
+    ijk = (np.argwhere(mask) + np.asarray(block.start)).astype(np.int32)
+    evals = np.asarray(fit.evals).astype(np.float64).reshape(-1, 3)
+    offsets = pa.array(np.arange(0, 3 * len(ijk) + 1, 3, dtype=np.int32))
+    return pa.RecordBatch.from_arrays([
+        pa.array([subject] * len(ijk), pa.string()), pa.array(ijk[:, 0]), pa.array(ijk[:, 1]),
+        pa.array(ijk[:, 2]), pa.array(np.asarray(fit.fa).astype(np.float64)),
+        pa.array(np.asarray(fit.md).astype(np.float64)),
+        pa.ListArray.from_arrays(offsets, pa.array(evals.ravel()))], names=_VOXEL_NAMES)
 
 
 def write_denoised(spark: Any, subjects: Mapping[str, SubjectInfo], parts: str | Path, output: str | Path) -> int:
@@ -576,3 +599,153 @@ def maps(spark: SparkSession, fits: DataFrame, subjects: Mapping[str, SubjectInf
         summaries = {r["subject"]: r.asDict() for r in write_maps(fits, subjects, config.block_shape, output).collect()}
         voxel_rows(fits, subjects, config.block_shape).write.parquet(str(output / "voxels.parquet"))
     return summaries
+
+
+# ----------------------------------------------------------------------------- whole subjects, one task each
+#
+# When there are at least as many subjects as cores, the cheapest cut is no cut: each task runs one
+# subject's whole chain with the same kernels, in the same pieces, as the stages above (so the bits are
+# the same), but with no shuffle, no cache and no Arrow transfer of volumes between steps, and writes
+# its own outputs. The stages above remain for subjects fewer than the cores or too large for one task.
+
+SUBJECT_CHAIN_SCHEMA = with_rejected_field(T.StructType(
+    [f for f in SUBJECT_SCHEMA.fields if f.name != "mask"]
+    + [f for f in MAPS_SCHEMA.fields if f.name != "subject"]))
+"""One row per subject run whole: what :class:`SubjectInfo` and the maps' summary keep, or ``_rejected``."""
+
+VOXEL_ARROW_SCHEMA = pa.schema([
+    pa.field("subject", pa.string(), False), pa.field("i", pa.int32(), False), pa.field("j", pa.int32(), False),
+    pa.field("k", pa.int32(), False), pa.field("fa", pa.float64(), False), pa.field("md", pa.float64(), False),
+    pa.field("eigenvalues", pa.list_(pa.field("element", pa.float64(), False)), False)])
+""":data:`VOXEL_SCHEMA` as the subject tasks write it themselves (the columns Spark's writer gives)."""
+
+
+def subject_bytes(listed: Sequence[nifti.SubjectFiles]) -> dict[str, int | None]:
+    """Each subject's 4-D image size as stored (bytes), from its NIfTI header read once on the driver.
+
+    None where the driver cannot read the header (a remote path, a broken file): the executors'
+    reader then decides, and rejects a broken file naming it.
+    """
+    import nibabel as nib
+
+    sizes: dict[str, int | None] = {}
+    for s in listed:
+        try:
+            img = cast(nib.Nifti1Image, nib.load(str(s["path"])))
+            sizes[s["subject"]] = math.prod(int(n) for n in img.shape) * int(img.get_data_dtype().itemsize)
+        except Exception:
+            sizes[s["subject"]] = None
+    return sizes
+
+
+def choose_granularity(sizes: Mapping[str, int | None], parallelism: int, config: NeuroConfig) -> tuple[str, str]:
+    """``("subject" | "volume", reason)``: how to cut ``sizes``' subjects into tasks (``config.granularity``)."""
+    if config.granularity != "auto":
+        return config.granularity, f"granularity={config.granularity} in the config"
+    if len(sizes) < parallelism:
+        return "volume", f"{len(sizes)} subject(s) for {parallelism} cores: each subject is split to use them all"
+    known = [b for b in sizes.values() if b is not None]
+    if len(known) < len(sizes):
+        return "volume", f"{len(sizes) - len(known)} subject header(s) not readable on the driver"
+    budget = config.subject_task_mb * 2**20
+    if max(known) > budget:
+        return "volume", (f"the largest subject is {max(known) / 2**20:.0f} MiB, past "
+                          f"subject_task_mb={config.subject_task_mb}")
+    return "subject", (f"{len(sizes)} subjects for {parallelism} cores, the largest "
+                       f"{max(known) / 2**20:.0f} MiB: one task per subject, no shuffle")
+
+
+def _chain_subject(row: Any, config: NeuroConfig, output: str, voxels_dir: str) -> pd.DataFrame:
+    """Run one subject's chain (the stages' kernels, in their pieces) and write its outputs; a one-row frame."""
+    schema = SUBJECT_CHAIN_SCHEMA
+    subject, path = str(row.subject), str(row.path)
+    files = (row.bval_path, row.bvec_path) if isinstance(row.bval_path, str) and isinstance(row.bvec_path, str) \
+        else None
+    step = "read_nifti"
+    try:
+        rows = list(nifti.volume_rows(path, subject, gradient_files=files))
+        volumes = deque(tensor.decode(r["data"]) for r in rows)
+        dtype, affine = volumes[0].dtype, tensor.decode(rows[0]["affine"])
+        step = "segment"
+        bvals, bvecs = gradient_arrays([r["bval"] for r in rows], [r["bvec"] for r in rows])
+        is_b0 = b0_volumes(bvals, config.b0_threshold)
+        part = pipeline.B0Partial()
+        for v, volume in enumerate(volumes):
+            part.add(v, volume, bvals[v], bvecs[v], bool(is_b0[v]))
+        seg = pipeline.segment([part], len(volumes), config.b0_threshold, config.segment, files or (None, None))
+        pipeline.write_mask(output, subject, seg.mask, affine)
+        step = "denoise"
+        blocks = pipeline.mask_blocks(seg.mask, config.block_shape)
+        pieces: list[list[np.ndarray]] = [[] for _ in blocks]
+        denoised_volumes = []
+        while volumes:  # a raw volume is dropped once denoised
+            denoised = denoise_volume(volumes.popleft(), seg.mask, config.denoise).data
+            for held, (_, block, block_mask) in zip(pieces, blocks):
+                held.append(denoised[block.slices][block_mask])
+            if config.write_denoised:
+                denoised_volumes.append(denoised)
+        step = "fit"
+        gtab = make_gradient_table(seg.bvals, seg.bvecs, config.b0_threshold)
+        fits = [(block, block_mask, fit_tensors(np.stack(held, axis=1), gtab, config.fit))
+                for held, (_, block, block_mask) in zip(pieces, blocks)]
+        shape = (*seg.mask.shape, len(rows))
+        maps = pipeline.assemble_maps(shape, fits, with_evals=False)
+        pipeline.write_maps(output, subject, maps.fa, maps.md, affine)
+        if config.write_denoised:
+            pipeline.write_denoised(output, subject, denoised_volumes, shape, dtype, affine)
+        _write_voxels(voxels_dir, subject, [_voxel_batch(subject, b, m, f) for b, m, f in fits])
+        fa_all = np.concatenate([f.fa for _, _, f in fits])
+        md_all = np.concatenate([f.md for _, _, f in fits])
+        return _frame([{
+            "subject": subject, "path": path, "n_volumes": len(rows), "dtype": dtype.str,
+            "shape": list(shape), "affine": rows[0]["affine"], "bvals": tensor.encode(seg.bvals),
+            "bvecs": tensor.encode(seg.bvecs), "n_b0": seg.n_b0, "n_mask_voxels": int(seg.mask.sum()),
+            **_preview_values("mean_b0", seg.mean_b0), **_preview_values("mask", seg.mask.astype(np.uint8)),
+            "n_voxels": len(fa_all), "fa_mean": float(fa_all.mean()), "md_mean": float(md_all.mean()),
+            **_preview_values("fa", maps.fa)}], schema)
+    except Exception as exc:
+        shutil.rmtree(subject_dir(output, subject), ignore_errors=True)  # a rejected subject leaves nothing
+        return _rejected_frame(schema, path, step, exc, subject)
+
+
+def _write_voxels(folder: str, subject: str, batches: Sequence[pa.RecordBatch]) -> None:
+    # Named by a digest of the subject, never by the subject itself: a name cannot escape the folder.
+    name = f"part-{hashlib.sha1(subject.encode()).hexdigest()[:16]}.parquet"
+    table = pa.Table.from_batches(batches, schema=batches[0].schema).cast(VOXEL_ARROW_SCHEMA)
+    tmp = Path(folder) / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, Path(folder) / name)  # a retried task replaces the file whole
+
+
+def subject_chains(spark: SparkSession, listed: Sequence[nifti.SubjectFiles], sizes: Mapping[str, int | None],
+                   config: NeuroConfig, output: Path) -> tuple[dict[str, SubjectInfo], dict[str, dict[str, Any]],
+                                                               list[dict[str, Any]]]:
+    """Run each listed subject's whole chain in a task of its own (largest first), writing its outputs.
+
+    Writes what the volume stages write: ``subjects/<subject>/`` (mask, FA, MD and, with
+    ``write_denoised``, the denoised image) and one Parquet file per subject in
+    ``voxels.parquet/``. Returns the subjects, their maps' summaries and the rejected records.
+    """
+    voxels_dir = output / "voxels.parquet"
+    voxels_dir.mkdir(parents=True, exist_ok=True)
+    # One subject per partition, largest first: the scheduler starts tasks in partition order.
+    order = sorted(listed, key=lambda s: -(sizes.get(s["subject"]) or 0))
+    rows = spark.sparkContext.parallelize([(s["subject"], s["path"], s["bval_path"], s["bvec_path"]) for s in order],
+                                          numSlices=len(order))
+    frame = spark.createDataFrame(rows, "subject string, path string, bval_path string, bvec_path string")
+    out, folder = str(output), str(voxels_dir)
+
+    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for row in batch.itertuples(index=False):
+                yield _chain_subject(row, config, out, folder)
+
+    with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
+        result = frame.mapInPandas(run, SUBJECT_CHAIN_SCHEMA).collect()
+    bad = [r[REJECTED_COLUMN].asDict() for r in result if r[REJECTED_COLUMN] is not None]
+    good = [r.asDict() for r in result if r[REJECTED_COLUMN] is None]
+    if not good:
+        shutil.rmtree(voxels_dir, ignore_errors=True)
+    summary_names = set(MAPS_SCHEMA.fieldNames())
+    return ({r["subject"]: SubjectInfo.from_row(r) for r in good},
+            {r["subject"]: {k: v for k, v in r.items() if k in summary_names} for r in good}, bad)
