@@ -134,6 +134,35 @@ def test_bad_subjects_quarantined_good_ones_complete(spark, run_all):
         "small_64D", "small_101D", "phantom"}
 
 
+def test_the_volume_cut_writes_the_bits_and_rejections_of_the_subject_cut(spark, run_all, neuro_inputs, tmp_path):
+    """The same subjects split into volume and block tasks: same files, voxels and quarantined records."""
+    out = tmp_path / "out"
+    assert cli.main(["neuro", "--input", str(neuro_inputs["subjects"]), "--output", str(out),
+                     "--set", "b0_threshold=50", "--set", "write_denoised=true", "--set", "report=false",
+                     "--set", "volumes_per_task=8", "--set", "block_shape=[8,8,8]",
+                     "--set", "granularity=volume"]) == 0
+    steps = {s["name"] for s in json.loads((out / "manifest.json").read_text())["steps"]}
+    assert {"denoise", "fit"} <= steps and "subject chains" not in steps
+    for subject in ("small_64D", "small_101D", "phantom"):
+        for name in ("mask", "denoised", "fa", "md"):
+            assert np.array_equal(_image(out, subject, name), _image(run_all, subject, name)), (subject, name)
+
+    def voxels(root: Path) -> pd.DataFrame:
+        return pd.read_parquet(root / "voxels.parquet").sort_values(["subject", "i", "j", "k"], ignore_index=True)
+
+    by_volume, by_subject = voxels(out), voxels(run_all)
+    assert len(by_volume) == len(by_subject) > 0
+    for column in ("subject", "i", "j", "k", "fa", "md"):
+        assert np.array_equal(by_volume[column].to_numpy(), by_subject[column].to_numpy()), column
+    assert np.array_equal(np.stack(by_volume.eigenvalues.to_numpy()), np.stack(by_subject.eigenvalues.to_numpy()))
+
+    def rejected(root: Path) -> dict[str, tuple[str, str]]:
+        rows = spark.read.parquet(str(root / "_rejected" / "rejected.parquet")).collect()
+        return {r.record: (r.step, r.message) for r in rows}
+
+    assert rejected(out) == rejected(run_all)
+
+
 def test_the_subject_chain_runs_without_spark_and_writes_what_the_job_writes(run_all, neuro_inputs, tmp_path):
     """The phantom through :mod:`scilens.neuro.pipeline` alone (no SparkSession used) equals its Spark run."""
     subject = pipeline.read_subject(next(neuro_inputs["subjects"].glob("phantom.nii*")))
