@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,15 @@ def test_bad_input_is_named(spark, built, tmp_path, job_log):
     assert cli.main(["mask-query", "--input", str(built["index"]), "--output", str(tmp_path / "o5"),
                      "--set", f"table={changed}", "--set", "value=1"]) != 0
     assert "mask table changed since indexing" in "\n".join(job_log)
+    # A moved copy of the indexed table is the table: the same answer, read from the copy.
+    moved = tmp_path / "moved.parquet"
+    shutil.copytree(built["table"], moved)
+    answers = []
+    for name, extra in (("o6", []), ("o7", ["--set", f"table={moved}"])):
+        assert cli.main(["mask-query", "--input", str(built["index"]), "--output", str(tmp_path / name),
+                         "--set", "form=topk", "--set", "k=5", *extra]) == 0
+        answers.append(pd.read_parquet(tmp_path / name / "result.parquet"))
+    pd.testing.assert_frame_equal(*answers)
 
 
 def test_mask_index_on_standalone_cluster_equals_local(built, standalone_master, tmp_path):

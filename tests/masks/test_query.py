@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scilens.core.digest import parquet_digest
+from scilens.core.digest import table_digest
 from scilens.core.tensor import ARROW_TENSOR_TYPE, encode
 from scilens.masks.index import build_index, mask_digest, read_index, write_index
 from scilens.masks.query import InMemorySource, MaskIndex, ParquetMaskSource
@@ -30,7 +30,7 @@ def data(tmp_path_factory):
     table = pa.table({"id": pa.array(ids[order], pa.int64()),
                       "mask": pa.array([encode(m) for m in masks[order]], ARROW_TENSOR_TYPE)})
     pq.write_table(table, root / "masks.parquet", row_group_size=ROW_GROUP)
-    write_index(root / "index", built, source={"digest": parquet_digest([root / "masks.parquet"])})
+    write_index(root / "index", built, source={"digest": table_digest(root / "masks.parquet")})
     # The same CHIs recorded against the in-memory masks.
     write_index(root / "mem_index", built, source={"digest": mask_digest(masks, ids)})
     v = built.normalisation.apply(masks[order])

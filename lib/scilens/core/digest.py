@@ -12,13 +12,14 @@ kilobytes read per file. Other files (a saved model) are hashed whole.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["file_digest", "parquet_digest"]
+__all__ = ["file_digest", "parquet_digest", "table_digest", "table_root"]
 
 _MAGIC = b"PAR1"
 _CHUNK = 1 << 20
@@ -103,3 +104,23 @@ def parquet_digest(paths: Iterable[str | os.PathLike[str]], root: str | os.PathL
         h.update(f"{name}:{f.stat().st_size}\n".encode())
         h.update(_parquet_footer(f))
     return "parquet:sha256:" + h.hexdigest()
+
+
+def table_root(item: str | os.PathLike[str]) -> str:
+    """The directory a table's files are named from in its digest (a directory, or a file's or glob's folder).
+
+    Named relative to it, a table copied or moved whole keeps its digest.
+    """
+    item = os.fspath(item)
+    path = Path(item[len("file://"):] if item.startswith("file://") else item)
+    if path.is_dir():
+        return str(path)
+    root = path.parent
+    while glob.has_magic(str(root)):
+        root = root.parent
+    return str(root)
+
+
+def table_digest(table: str | os.PathLike[str]) -> str:
+    """:func:`parquet_digest` of one Parquet table (a file or a directory), named from its :func:`table_root`."""
+    return parquet_digest([Path(os.fspath(table).removeprefix("file://"))], root=table_root(table))

@@ -27,7 +27,6 @@ a changed model or table is refused.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
@@ -42,7 +41,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from scilens.core.digest import file_digest, parquet_digest
+from scilens.core.digest import file_digest, parquet_digest, table_root
 from scilens.core.inputs import list_files
 from scilens.diagnosis import stages
 from scilens.diagnosis.config import ImageTableConfig
@@ -261,19 +260,8 @@ def inference_digest_parts(model: str | os.PathLike[str], images: Sequence[str |
     tables = []
     for path in images:
         item = os.fspath(path)
-        tables.append(parquet_digest(list_files([item], (".parquet",)), root=_table_root(item)))
+        tables.append(parquet_digest(list_files([item], (".parquet",)), root=table_root(item)))
     return {"model": file_digest(model), "images": tables, "columns": (columns or ImageTableConfig()).to_dict()}
-
-
-def _table_root(item: str) -> str:
-    """The directory an input's files are named from: the input itself, or the folder of a file or glob."""
-    path = Path(item[len("file://"):] if item.startswith("file://") else item)
-    if path.is_dir():
-        return str(path)
-    root = path.parent
-    while glob.has_magic(str(root)):
-        root = root.parent
-    return str(root)
 
 
 def inference_digest(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],

@@ -40,7 +40,7 @@ class MaskIndexJob(Job[MaskIndexConfig]):
 
     def run(self, ctx: JobContext[MaskIndexConfig]) -> int:
         """Index the input mask table; return the number of masks indexed."""
-        from scilens.core.digest import parquet_digest
+        from scilens.core.digest import table_digest
         from scilens.masks.stages import build_index_spark
 
         cfg = ctx.config
@@ -53,7 +53,7 @@ class MaskIndexJob(Job[MaskIndexConfig]):
             if cfg.where:
                 frame = frame.where(cfg.where)
             source = {"kind": "parquet", "path": str(table), "where": cfg.where,
-                      "digest": parquet_digest([table])}
+                      "digest": table_digest(table)}
             table_bytes = sum(p.stat().st_size for p in ([table] if table.is_file() else table.rglob("*.parquet")))
             step.counts["table_bytes"] = table_bytes
         with ctx.step("index") as step:

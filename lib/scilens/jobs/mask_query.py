@@ -44,8 +44,7 @@ class MaskQueryJob(Job[MaskQueryConfig]):
 
     def run(self, ctx: JobContext[MaskQueryConfig]) -> int:
         """Run the query; return the number of masks it ranged over (an empty answer is an answer)."""
-        from scilens.masks.index import read_index
-        from scilens.masks.query import MaskIndex, ParquetMaskSource
+        from scilens.masks.query import MaskIndex
 
         cfg = ctx.config
         with ctx.step("open the index") as step:
@@ -53,12 +52,7 @@ class MaskQueryJob(Job[MaskQueryConfig]):
                 raise InputError(f"give exactly one mask index as input, got {len(ctx.inputs)}")
             path = ctx.inputs[0].removeprefix("file://")
             try:
-                source = None
-                if cfg.table:
-                    _, meta = read_index(path)
-                    source = ParquetMaskSource(cfg.table, meta["source"].get("mask_column", "mask"),
-                                               meta.get("id_column", "id"))
-                index = MaskIndex.open(path, source)
+                index = MaskIndex.open(path, table=cfg.table or None)
             except (OSError, ValueError) as err:  # no index, or a table that changed since indexing
                 raise InputError(str(err)) from err
             try:

@@ -218,7 +218,7 @@ def write_index(output: str | os.PathLike[str], index: BuiltIndex, *, source: Ma
         The index.
     source : mapping
         What it was built from; must hold ``digest`` (e.g.
-        :func:`scilens.core.digest.parquet_digest` of the mask table, or :func:`mask_digest`).
+        :func:`scilens.core.digest.table_digest` of the mask table, or :func:`mask_digest`).
 
     Returns
     -------

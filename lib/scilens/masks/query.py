@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from scilens.core.digest import parquet_digest
+from scilens.core.digest import table_digest
 from scilens.core.tensor import decode
 from scilens.masks.chi import bounds, check_boxes, check_thresholds, exact_cp
 from scilens.masks.index import BuiltIndex, mask_digest, read_index, stack_masks
@@ -150,7 +150,7 @@ class ParquetMaskSource:
         from scilens.core.parquet import KeyedParquet
 
         root = Path(table)
-        self._digest = parquet_digest([root])
+        self._digest = table_digest(root)
         self._table = KeyedParquet(root, id_column)
         self._mask = mask_column
         for f in self._table.files:
@@ -159,7 +159,7 @@ class ParquetMaskSource:
 
     @property
     def digest(self) -> str:
-        """Return :func:`scilens.core.digest.parquet_digest` of the table."""
+        """Return :func:`scilens.core.digest.table_digest` of the table."""
         return self._digest
 
     @property
@@ -306,7 +306,8 @@ class MaskIndex:
         self._started = 0.0
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], source: MaskSource | None = None) -> MaskIndex:
+    def open(cls, path: str | os.PathLike[str], source: MaskSource | None = None,
+             table: str | os.PathLike[str] | None = None) -> MaskIndex:
         """Open the index at ``path``; refuse it if ``source`` is not the table it was built from.
 
         Parameters
@@ -314,8 +315,11 @@ class MaskIndex:
         path : path-like
             The index directory.
         source : MaskSource, optional
-            Where masks are fetched from; default: the Parquet mask table the
-            index records it was built from (``mask-index`` job).
+            Where masks are fetched from; default: a Parquet mask table, ``table``
+            or else the one the index records it was built from (``mask-index`` job).
+        table : path-like, optional
+            The Parquet mask table to fetch from instead of the recorded one (a
+            moved copy: its columns are the recorded ones).
 
         Returns
         -------
@@ -325,9 +329,10 @@ class MaskIndex:
         index, meta = read_index(path)
         if source is None:
             built = meta.get("source", {})
-            if "path" not in built:
+            where = table if table is not None else built.get("path")
+            if where is None:
                 raise ValueError(f"{path}: the index records no mask table path; give the source")
-            source = ParquetMaskSource(built["path"], built.get("mask_column", "mask"), meta.get("id_column", "id"))
+            source = ParquetMaskSource(where, built.get("mask_column", "mask"), meta.get("id_column", "id"))
         return cls(index, meta, source)
 
     def boxes(self, spec: Sequence[int | str]) -> tuple[int, int, int, int] | np.ndarray:
