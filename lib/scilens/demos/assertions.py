@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 
 def demo(root: Path) -> list[Shown]:
@@ -20,13 +21,11 @@ def demo(root: Path) -> list[Shown]:
     list of Shown
         The report (flags per assertion, the top-flagged eyes and their per-scan curves) and the tables.
     """
-    from scilens.cli import main
     from scilens.demos.glaucoma import infer
 
     source = infer(root.parent / "glaucoma-infer")
     out = root / "output"
-    if main(["assert", "--input", str(source), "--output", str(out), "--set", "assertions=glaucoma"]) != 0:
-        raise RuntimeError("assert demo: the glaucoma assertion set failed")
+    run_job("assert", source, out, ["assertions=glaucoma"], "assert (the glaucoma assertion set)")
     return [(out / "report.html", "flags per assertion and the top-flagged eyes"),
             (out / "top.png", "the top-flagged eyes' OCT probability per B-scan"),
             (out / "severity.parquet", "every flag: assertion, key, severity, detail")]

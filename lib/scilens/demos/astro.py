@@ -6,20 +6,17 @@ import json
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 
 def demo(root: Path) -> list[Shown]:
     """Generate a small survey (6 visits of a 2x2 CCD mosaic) and run the pipeline on it, scored against truth."""
-    from scilens.cli import main
     from scilens.synth import sky
 
     survey = root / "survey"
     sky.write_survey(sky.survey_preset("tiny"), survey)
     out = root / "output"
-    args = ["astro", "--input", str(survey / "images"), "--output", str(out), "--set", "skymap.preset=tiny",
-            "--set", f"report.truth={survey / 'truth.parquet'}"]
-    if main(args) != 0:
-        raise RuntimeError("astro demo failed")
+    run_job("astro", survey / "images", out, ["skymap.preset=tiny", f"report.truth={survey / 'truth.parquet'}"])
     steps = {s["name"]: s for s in json.loads((out / "manifest.json").read_text())["steps"]}
     sources = steps["write catalog"]["counts"]["sources"]
     return [(out / "report" / "index.html", "co-add with detections and truth, completeness vs magnitude"),

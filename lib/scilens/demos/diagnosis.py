@@ -6,32 +6,28 @@ import json
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 
 def train_digits_model(root: Path) -> tuple[Path, Path]:
     """Digits as image tables and a LeNet-5 trained on their train split by ``train-model``: (model, all digits)."""
-    from scilens.cli import main
     from scilens.diagnosis import datasets
 
     train = datasets.write_image_table(root / "inputs" / "digits_train", datasets.digits("train"))
     everything = datasets.write_image_table(root / "inputs" / "digits", datasets.digits("all"))
-    if main(["train-model", "--input", str(train), "--output", str(root / "model"),
-             "--set", "training.epochs=5", "--set", "training.batch_size=32"]) != 0:
-        raise RuntimeError("training the digits model failed")
+    run_job("train-model", train, root / "model", ["training.epochs=5", "training.batch_size=32"],
+            "the digits model (train-model)")
     return root / "model" / "model.keras", everything
 
 
 def train_model(root: Path) -> list[Shown]:
     """Train LeNet-5 on scikit-learn's real digits (a few seconds)."""
-    from scilens.cli import main
     from scilens.diagnosis import datasets
 
     train = datasets.write_image_table(root / "inputs" / "digits_train", datasets.digits("train"))
     test = datasets.write_image_table(root / "inputs" / "digits_test", datasets.digits("test"))
     out = root / "output"
-    if main(["train-model", "--input", str(train), "--output", str(out), "--set", "training.epochs=5",
-             "--set", "training.batch_size=32", "--set", f"test={test}"]) != 0:
-        raise RuntimeError("train-model demo failed")
+    run_job("train-model", train, out, ["training.epochs=5", "training.batch_size=32", f"test={test}"])
     accuracy = json.loads((out / "history.json").read_text()).get("test_accuracy", float("nan"))
     return [(out / "model.keras", f"LeNet-5 (batch norm) trained on 1,258 digits; test accuracy {accuracy:.3f}"),
             (out / "training.png", "loss and accuracy per epoch")]
@@ -39,13 +35,10 @@ def train_model(root: Path) -> list[Shown]:
 
 def sample(root: Path) -> list[Shown]:
     """Sample a LeNet-5's latent space on scikit-learn's real digits with MaxMargin and two baselines."""
-    from scilens.cli import main
-
     model, digits = train_digits_model(root)
     out = root / "output"
-    if main(["sample", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
-             "--set", "techniques=[maxmargin,stratified_cm,uniform]", "--set", "fractions=[0.05,0.2]"]) != 0:
-        raise RuntimeError("sample demo failed")
+    run_job("sample", digits, out, [f"model={model}", "techniques=[maxmargin,stratified_cm,uniform]",
+                                    "fractions=[0.05,0.2]"])
     summary = json.loads((out / "summary.json").read_text())
     samples = [(out / "samples" / f"technique={s['technique']}" / f"fraction={s['fraction']}",
                 f"{s['size']} items, {s['misclassified']} misclassified") for s in summary["samples"]]
@@ -59,7 +52,6 @@ def activations(root: Path) -> list[Shown]:
 
     Reuses the model and samples of the ``sample`` demo when ``make demo`` ran it just before.
     """
-    from scilens.cli import main
     from scilens.diagnosis.activations import ActivationStore
 
     previous = root.parent / "sample"
@@ -68,15 +60,11 @@ def activations(root: Path) -> list[Shown]:
         model, digits = previous / "model" / "model.keras", previous / "inputs" / "digits"
     else:
         model, digits = train_digits_model(root)
-        if main(["sample", "--input", str(digits), "--output", str(root / "sample"), "--set", f"model={model}",
-                 "--set", "fractions=[0.2]"]) != 0:
-            raise RuntimeError("activations demo: sampling failed")
+        run_job("sample", digits, root / "sample", [f"model={model}", "fractions=[0.2]"], "activations (sampling)")
         chosen = root / "sample" / "samples" / "technique=maxmargin" / "fraction=0.2"
     sample_out, full_out = root / "output_sample", root / "output_full"
-    for out, extra in ((sample_out, ["--set", f"ids_from={chosen}"]), (full_out, [])):
-        if main(["activations", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
-                 *extra]) != 0:
-            raise RuntimeError("activations demo failed")
+    for out, extra in ((sample_out, [f"ids_from={chosen}"]), (full_out, [])):
+        run_job("activations", digits, out, [f"model={model}", *extra])
     small, full = ActivationStore.open(sample_out), ActivationStore.open(full_out)
     return [(sample_out, f"{len(small.layers)} layers of {small.rows} sampled digits: {small.bytes / 2**20:.1f} MiB"),
             (full_out, f"the same for all {full.rows} digits: {full.bytes / 2**20:.1f} MiB "
@@ -88,8 +76,6 @@ def saliency(root: Path) -> list[Shown]:
 
     Reuses the model and sample of the ``sample`` demo when ``make demo`` ran it just before.
     """
-    from scilens.cli import main
-
     previous = root.parent / "sample"
     chosen = previous / "output" / "samples" / "technique=maxmargin" / "fraction=0.05"
     if (previous / "model" / "model.keras").exists() and chosen.is_dir():
@@ -99,9 +85,7 @@ def saliency(root: Path) -> list[Shown]:
         model, digits = train_digits_model(root)
         extra = [f"ids=[{','.join(map(str, range(0, 200, 2)))}]"]
     out = root / "output"
-    if main(["saliency", "--input", str(digits), "--output", str(out), "--set", f"model={model}",
-             *[a for s in extra for a in ("--set", s)]]) != 0:
-        raise RuntimeError("saliency demo failed")
+    run_job("saliency", digits, out, [f"model={model}", *extra])
     return [(out / "report.html", "masks per method, the first masks over their digits"),
             (out / "masks.png", "integrated gradients and SmoothGrad of the predicted class, over each digit"),
             (out / "masks.parquet", "one (8, 8) float32 mask per digit and method, sorted by id")]

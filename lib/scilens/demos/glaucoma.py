@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scilens.cli import main
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 N_SCANS = 16
 SIZE = 32
@@ -32,9 +32,7 @@ TINY_CFP = ["modality=cfp", "cfp.model.base=MobileNetV2", "cfp.model.width_multi
 """MobileNetV2 (alpha 0.35, random init, 2/3 frozen) for one epoch at the paper's learning rate (1e-5)."""
 
 
-def _run(job: str, *args: str) -> None:
-    if main([job, *args, "--set", "spark.master=local[2]"]) != 0:
-        raise RuntimeError(f"{job} demo failed")
+LOCAL = "spark.master=local[2]"
 
 
 def clinical(root: Path) -> tuple[Path, Path]:
@@ -65,9 +63,9 @@ def images(root: Path) -> Path:
     sample = pd.concat(keep, ignore_index=True)
     synth = retina.RetinaSynthConfig(n_scans=N_SCANS, oct_height=64, oct_width=80, fundus_size=96)
     retina.write_cohort_images(sample, root / "inputs", synth, seed=7).to_parquet(root / "truth.parquet")
-    _run("glaucoma-images", "--input", str(root / "inputs"), "--output", str(out), "--set", f"cohort={cohort}",
-         "--set", f"n_scans={N_SCANS}", "--set", "scan_height=64", "--set", "scan_width=80",
-         "--set", f"oct.image_size={SIZE}", "--set", f"cfp.image_size={SIZE}", "--set", "files_per_task=32")
+    run_job("glaucoma-images", root / "inputs", out, [LOCAL, f"cohort={cohort}", f"n_scans={N_SCANS}", "scan_height=64",
+                                                      "scan_width=80", f"oct.image_size={SIZE}",
+                                                      f"cfp.image_size={SIZE}", "files_per_task=32"])
     return out
 
 
@@ -77,8 +75,8 @@ def train(root: Path) -> tuple[Path, Path]:
     if all((o / "model.keras").exists() for o in outputs):
         return outputs
     source = images(root.parent / "glaucoma-images")
-    _run("glaucoma-train", "--input", str(source), "--output", str(outputs[0]), *_sets(TINY_OCT))
-    _run("glaucoma-train", "--input", str(source), "--output", str(outputs[1]), *_sets(TINY_CFP))
+    run_job("glaucoma-train", source, outputs[0], [LOCAL, *TINY_OCT])
+    run_job("glaucoma-train", source, outputs[1], [LOCAL, *TINY_CFP])
     return outputs
 
 
@@ -89,9 +87,9 @@ def infer(root: Path) -> Path:
         return out
     source = images(root.parent / "glaucoma-images")
     oct_model, cfp_model = train(root.parent / "glaucoma-train")
-    _run("glaucoma-infer", "--input", str(source), "--output", str(out), "--set", f"oct_model={oct_model}",
-         "--set", f"cfp_model={cfp_model}", "--set", "ensemble.n_estimators=1000", "--set", "saliency.eyes=4",
-         "--set", "saliency.scan_stride=4", "--set", "saliency.methods.ig_steps=32")
+    run_job("glaucoma-infer", source, out, [LOCAL, f"oct_model={oct_model}", f"cfp_model={cfp_model}",
+                                            "ensemble.n_estimators=1000", "saliency.eyes=4", "saliency.scan_stride=4",
+                                            "saliency.methods.ig_steps=32"])
     return out
 
 
@@ -100,13 +98,9 @@ def final(root: Path) -> Path:
     cohort, clinical_out = clinical(root)
     source = infer(root.parent / "glaucoma-infer")
     out = root / "output"
-    _run("glaucoma-final", "--input", str(source), "--output", str(out), "--set", f"cohort={cohort}",
-         "--set", f"clinical={clinical_out}", "--set", "xgb.n_estimators=1000")
+    run_job("glaucoma-final", source, out, [LOCAL, f"cohort={cohort}", f"clinical={clinical_out}",
+                                            "xgb.n_estimators=1000"])
     return out
-
-
-def _sets(settings: list[str]) -> list[str]:
-    return [a for s in settings for a in ("--set", s)]
 
 
 def clinical_demo(root: Path) -> list[Shown]:
@@ -121,15 +115,9 @@ def clinical_demo(root: Path) -> list[Shown]:
     model = dataclasses.replace(model, alpha=model.alpha + 1.8, incidence=model.incidence * 10)
     export = synth.write_cohort(root / "ukb", n_participants=8_000, seed=7, model=model)
     cohort, clinical, stats = root / "cohort", root / "clinical", root / "stats"
-    common = ["--set", "spark.master=local[2]"]
-    if main(["glaucoma-cohort", "--input", str(export), "--output", str(cohort), *common,
-             "--set", "splits.test_eyes_per_class=50", "--set", "healthy_per_glaucoma=1.0"]) != 0:
-        raise RuntimeError("glaucoma-cohort demo failed")
-    if main(["glaucoma-clinical", "--input", str(cohort), "--output", str(clinical), *common,
-             "--set", "xgb.n_estimators=600"]) != 0:
-        raise RuntimeError("glaucoma-clinical demo failed")
-    if main(["glaucoma-stats", "--input", str(cohort), "--output", str(stats), *common]) != 0:
-        raise RuntimeError("glaucoma-stats demo failed")
+    run_job("glaucoma-cohort", export, cohort, [LOCAL, "splits.test_eyes_per_class=50", "healthy_per_glaucoma=1.0"])
+    run_job("glaucoma-clinical", cohort, clinical, [LOCAL, "xgb.n_estimators=600"])
+    run_job("glaucoma-stats", cohort, stats, [LOCAL])
     return [(clinical / "report.html", "BM1-BM3: ROC, AUC and PTG accuracy with CIs, SHAP"),
             (clinical / "metrics.json", f"the numbers; MLflow runs in {root / 'mlflow.db'}"),
             (stats / "report.html", "ANCOVA and Dunn's tests (Tables 3.1-3.6)"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 FLAG = 0.5
 """The OCT ensemble's probability at which an eye is flagged."""
@@ -63,22 +64,18 @@ def demo(root: Path) -> list[Shown]:
     list of Shown
         The reports and figures of each run, and the eyes table.
     """
-    from scilens.cli import main
-
     table = str(eyes_table(root))
     common = ["proxy=probability_bm3", "oracle=flag_oct", "spark.master=local[2]"]
     shown: list[Shown] = []
     for method in ("blazeit++", "uniform"):
         out = root / f"estimate_{method.replace('+', 'p')}"
         settings = [*common, f"method={method}", "error=0.03", "delta=0.05"]
-        if main(["estimate", "--input", table, "--output", str(out), *[a for s in settings for a in ("--set", s)]]):
-            raise RuntimeError(f"guarantees demo: estimate ({method}) failed")
+        run_job("estimate", table, out, settings, f"guarantees (estimate, {method})")
         shown += [(out / "report.html", f"share of eyes the OCT ensemble flags, +-0.03 at 95% ({method})"),
                   (out / "interval.png", f"{method}: the interval against the oracle calls")]
     out = root / "select_recall"
     settings = [*common, "target=recall", "target_value=0.9", "budget=200", "method=supg", "bound=clt"]
-    if main(["select", "--input", table, "--output", str(out), *[a for s in settings for a in ("--set", s)]]):
-        raise RuntimeError("guarantees demo: select failed")
+    run_job("select", table, out, settings, "guarantees (select)")
     shown += [(out / "report.html", "the eyes the OCT ensemble would flag at recall 0.9 (SUPG, 200 draws)"),
               (out / "recall.png", "recall against BM3's cut: on the sample and importance-weighted"),
               (root / "eyes.parquet", "the table: id, BM3's and the OCT ensemble's probability, the OCT flag")]

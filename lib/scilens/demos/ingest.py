@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 from scilens.io import fits as fits_io
 
 
@@ -13,7 +14,6 @@ def demo(root: Path) -> list[Shown]:
     """Ingest dipy's real small_64D subject and a generated FITS image."""
     from dipy.data import get_fnames
 
-    from scilens.cli import main
     from scilens.synth import sky
 
     inputs = root / "inputs"
@@ -23,8 +23,7 @@ def demo(root: Path) -> list[Shown]:
     image = sky.make_image(shape=(512, 512), n_sources=60, seed=7)
     fits_io.write_image(inputs / "field_ccd0.fits", image.flux, image.variance, image.mask, image.wcs_header)
     out = root / "output"
-    if main(["ingest", "--input", str(inputs), "--output", str(out)]) != 0:
-        raise RuntimeError("ingest demo failed")
+    run_job("ingest", inputs, out)
     return [(out / "volumes.parquet", "dMRI volumes of dipy's small_64D, one row per volume"),
             (out / "images.parquet", "a generated FITS image (flux, variance, mask, WCS)"),
             (out / "manifest.json", "inputs, config, versions, timings and counts of the run")]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 WHERE = "modality = 'oct' AND method = 'integrated_gradients'"
 KEYS = "[mask_id, eid, eye, scan, band_top, band_bottom]"
@@ -27,15 +28,12 @@ def demo(root: Path) -> list[Shown]:
     list of Shown
         The index report and each query's figure and report.
     """
-    from scilens.cli import main
     from scilens.demos.glaucoma import infer
 
     table = infer(root.parent / "glaucoma-infer") / "saliency.parquet"
     index = root / "index"
     # The demo's B-scans are 32 x 32: a grid line every 4 pixels (the default 16 suits 224-pixel masks).
-    if main(["mask-index", "--input", str(table), "--output", str(index), "--set", f"where={WHERE}",
-             "--set", f"key_columns={KEYS}", "--set", "cell=4"]) != 0:
-        raise RuntimeError("masks demo: mask-index failed")
+    run_job("mask-index", table, index, [f"where={WHERE}", f"key_columns={KEYS}", "cell=4"], "masks (mask-index)")
     width = json.loads((index / "index.json").read_text())["shape"][1]
     band = f"roi=[band_top, band_bottom, 0, {width}]"
     queries = {
@@ -46,8 +44,6 @@ def demo(root: Path) -> list[Shown]:
     shown: list[Shown] = [(index / "report.html", "the mask index: bytes against the mask table's")]
     for name, settings in queries.items():
         out = root / name
-        if main(["mask-query", "--input", str(index), "--output", str(out),
-                 *[a for s in settings for a in ("--set", s)]]) != 0:
-            raise RuntimeError(f"masks demo: {name} query failed")
+        run_job("mask-query", index, out, settings, f"masks ({name} query)")
         shown.append((out / "report.html", f"{name}: {', '.join(settings)} (the returned scans in matches.png)"))
     return shown

@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 
 def demo(root: Path) -> list[Shown]:
     """Run the pipeline on dipy's real small_64D subject and a small generated phantom."""
     from dipy.data import get_fnames
 
-    from scilens.cli import main
     from scilens.synth import dmri
 
     inputs = root / "inputs"
@@ -24,9 +24,7 @@ def demo(root: Path) -> list[Shown]:
     for suffix in (".nii.gz", ".bval", ".bvec"):
         shutil.move(truth / f"phantom{suffix}", inputs / f"phantom{suffix}")
     out = root / "output"
-    if main(["neuro", "--input", str(inputs), "--output", str(out), "--set", "spark.master=local[2]",
-             "--set", "write_denoised=true"]) != 0:
-        raise RuntimeError("neuro demo failed")
+    run_job("neuro", inputs, out, ["spark.master=local[2]", "write_denoised=true"])
     from scilens.neuro.pipeline import subject_dir
 
     return [(out / "report.html", "subjects, rejected inputs, step timings, mid-slice pictures"),

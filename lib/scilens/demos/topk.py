@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from scilens.demos.index import Shown
+from scilens.demos.run import run_job
 
 LAYERS = ["fc2", "logits"]
 
 
 def _store(root: Path) -> tuple[Path, Path]:
     """(store, image table) of every digit: the ``activations`` demo's when it ran just before, else built here."""
-    from scilens.cli import main
     from scilens.demos.diagnosis import train_digits_model
 
     previous = root.parent / "activations"
@@ -21,9 +21,7 @@ def _store(root: Path) -> tuple[Path, Path]:
             return store, digits
     model, digits = train_digits_model(root)
     store = root / "store"
-    if main(["activations", "--input", str(digits), "--output", str(store), "--set", f"model={model}",
-             "--set", f"layers=[{','.join(LAYERS)}]"]) != 0:
-        raise RuntimeError("topk demo: activations failed")
+    run_job("activations", digits, store, [f"model={model}", f"layers=[{','.join(LAYERS)}]"], "topk (activations)")
     return store, digits
 
 
@@ -42,22 +40,17 @@ def demo(root: Path) -> list[Shown]:
     """
     import pandas as pd
 
-    from scilens.cli import main
 
     store, digits = _store(root)
     index = root / "index"
-    if main(["activation-index", "--input", str(store), "--output", str(index),
-             "--set", f"layers=[{','.join(LAYERS)}]"]) != 0:
-        raise RuntimeError("topk demo: activation-index failed")
+    run_job("activation-index", store, index, [f"layers=[{','.join(LAYERS)}]"], "topk (activation-index)")
     item = int(pd.read_parquet(index / "ids.parquet")["id"].min())
     queries = {"highest": ["query=highest", "layer=logits", "neurons=[3]", "k=10"],
                "nearest": ["query=nearest", "layer=fc2", "neurons=[0,1,2,3,4,5,6,7]", f"item={item}", "k=10"]}
     shown: list[Shown] = [(index / "report.html", "the index: bytes per layer against the materialised activations")]
     for name, settings in queries.items():
         out = root / name
-        args = [a for s in [*settings, f"images={digits}"] for a in ("--set", s)]
-        if main(["topk", "--input", str(index), "--output", str(out), *args]) != 0:
-            raise RuntimeError(f"topk demo: {name} query failed")
+        run_job("topk", index, out, [*settings, f"images={digits}"], f"topk ({name} query)")
         what = ("the 10 digits with the highest logit 3" if name == "highest"
                 else f"the 10 digits nearest to digit id {item} in fc2 neurons 0-7 (itself first)")
         shown += [(out / "contact_sheet.png", what), (out / "report.html", f"{name} query: result and cost")]
