@@ -20,7 +20,6 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from scilens.core import tensor
 from scilens.core.config import ConfigError
 from scilens.core.inputs import InputError, list_files
 from scilens.core.quarantine import REJECTED_TYPE
@@ -29,6 +28,7 @@ from scilens.vision.inference import (
     ImageLayout,
     ModelInfo,
     check_model_input,
+    decode_images,
     describe_model,
     image_layout,
     invalid_image_reason,
@@ -140,17 +140,8 @@ def collect_images(table: ImageTable) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """(ids, labels, images) of the valid rows on the driver, images (n, *shape) as stored (sorted by id)."""
     column = table.layout.column
     pdf: pd.DataFrame = table.frame.select("id", "label", column).orderBy("id").toPandas()
-    if table.layout.kind == "tensor":
-        images = np.stack(_decoded(pdf[column])) if len(pdf) else np.empty((0, *table.shape))
-    else:
-        images = np.stack(pdf[column].to_numpy()).astype(np.float32).reshape((len(pdf), *table.shape))
+    images = (np.stack(decode_images(pdf[column], table.layout, table.shape, pdf["id"].tolist(), dtype=None))
+              if len(pdf) else np.empty((0, *table.shape)))
     return pdf["id"].to_numpy(np.int64), pdf["label"].to_numpy(np.int64), images
 
 
-def _decoded(column: pd.Series) -> list[np.ndarray]:
-    """The arrays of a tensor column whose rows all passed the image checks (so none is null)."""
-    arrays = tensor.decode_column(column)
-    present = [a for a in arrays if a is not None]
-    if len(present) != len(arrays):
-        raise ValueError("a null image among the rows that passed the image checks")
-    return present

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from scilens.core import tensor
-from scilens.vision.inference import ImageLayout, ModelInfo
+from scilens.vision.inference import ImageLayout, ModelInfo, decode_images
 from scilens.vision.saliency import SaliencyConfig
 
 __all__ = ["MASK_SCHEMA", "TARGET_RULES", "check_target", "image_saliency", "resolve_target", "saliency_frame"]
@@ -134,17 +134,6 @@ def image_saliency(model: Any, image: np.ndarray, label: int | None, target: str
                "probability": float(probabilities[explained]), "completeness_gap": gap, "mask": mask}
 
 
-def _images(batch: pd.DataFrame, layout: ImageLayout, shape: tuple[int, ...]) -> list[np.ndarray]:
-    if layout.kind == "array":
-        return [np.asarray(v, dtype=np.float32).reshape(shape) for v in batch[layout.column]]
-    images = []
-    for item, array in zip(batch["id"], tensor.decode_column(batch[layout.column])):
-        if array is None:  # open_image_table rejects null images; a frame built by hand might hold one
-            raise ValueError(f"item id {item}: no image")
-        images.append(np.asarray(array, dtype=np.float32).reshape(shape))
-    return images
-
-
 def saliency_frame(frame: DataFrame, info: ModelInfo, layout: ImageLayout, config: SaliencyConfig,
                    target: str | int, tasks: int) -> DataFrame:
     """Saliency masks of every (valid) image of ``frame``, computed on the executors.
@@ -178,7 +167,8 @@ def saliency_frame(frame: DataFrame, info: ModelInfo, layout: ImageLayout, confi
 
         for model, batch in with_model(path, batches):
             rows = []
-            for item, label, image in zip(batch["id"], batch["label"], _images(batch, layout, shape)):
+            images = decode_images(batch[layout.column], layout, shape, batch["id"].tolist())
+            for item, label, image in zip(batch["id"], batch["label"], images):
                 label = None if pd.isna(label) else int(label)
                 for record in image_saliency(model, image, label, target, config):
                     rows.append({**record, "id": int(item), "mask": tensor.encode(record["mask"]),

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from scilens.core import tensor
 from scilens.diagnosis.image_table import ImageTable
+from scilens.vision.inference import decode_images
 
 
 def images_by_id(table: ImageTable, ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -29,8 +29,5 @@ def images_by_id(table: ImageTable, ids: Sequence[int]) -> dict[int, np.ndarray]
     """
     column = table.layout.column
     pdf: pd.DataFrame = table.frame.where(F.col("id").isin([int(i) for i in ids])).select("id", column).toPandas()
-    if table.layout.kind == "tensor":
-        images = list(tensor.decode_column(pdf[column])) if len(pdf) else []
-    else:
-        images = [np.asarray(v, dtype=np.float32).reshape(table.shape) for v in pdf[column]]
-    return {int(i): np.asarray(img) for i, img in zip(pdf["id"], images)}
+    images = decode_images(pdf[column], table.layout, table.shape, pdf["id"].tolist(), dtype=None)
+    return {int(i): img for i, img in zip(pdf["id"], images)}

@@ -42,6 +42,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from scilens.core import tensor
 from scilens.core.inputs import InputError
 from scilens.core.tensor import TENSOR_TYPE
 
@@ -52,6 +53,7 @@ __all__ = [
     "ImageLayout",
     "ModelInfo",
     "check_model_input",
+    "decode_images",
     "describe_model",
     "image_layout",
     "invalid_image_reason",
@@ -279,6 +281,44 @@ def image_layout(df: DataFrame, column: str, shape: Sequence[int] | None = None)
         return ImageLayout(column, "array", (tuple(int(n) for n in shape),), ("<f4",))
     raise InputError(f"image column {column!r} has type {dtype.simpleString()}; expected a scilens tensor "
                      f"struct<shape,dtype,data> or a flattened array of numbers")
+
+
+def decode_images(column: pd.Series, layout: ImageLayout, shape: Sequence[int], ids: Sequence[int] | None = None,
+                  dtype: Any = np.float32) -> list[np.ndarray]:
+    """The images of a pandas column stored as ``layout`` says, each of shape ``shape``.
+
+    Parameters
+    ----------
+    column : pandas.Series
+        The image column of a batch (tensor structs, or flattened arrays).
+    layout : ImageLayout
+        How the column stores images (:func:`image_layout`).
+    shape : sequence of int
+        Each image's shape.
+    ids : sequence of int, optional
+        The rows' item ids, named when an image is missing.
+    dtype : numpy dtype or None
+        Cast to it; None keeps a tensor's stored dtype (flattened arrays are float32 either way).
+
+    Returns
+    -------
+    list of numpy.ndarray
+
+    Raises
+    ------
+    ValueError
+        A null image (:func:`invalid_image_reason` filters them out of a table; a frame built
+        by hand may hold one), naming its id or row.
+    """
+    shape = tuple(int(n) for n in shape)
+    if layout.kind == "array":
+        return [np.asarray(v, dtype=np.float32).reshape(shape) for v in column]
+    images = []
+    for n, array in enumerate(tensor.decode_column(column)):
+        if array is None:
+            raise ValueError(f"{f'item id {ids[n]}' if ids is not None else f'row {n}'}: no image")
+        images.append((array if dtype is None else np.asarray(array, dtype=dtype)).reshape(shape))
+    return images
 
 
 def check_model_input(info: ModelInfo, layout: ImageLayout, source: str = "") -> tuple[int, ...]:
