@@ -222,3 +222,46 @@ def test_bad_input_named(data, index, tmp_path):
     with pytest.raises(ValueError, match=r"different shapes in one index: 32x32 \(1 masks\), 64x64 \(2 masks\)"):
         build_index([np.zeros((64, 64)), np.zeros((32, 32)), np.zeros((64, 64))])
     assert mask_digest(data["masks"], data["ids"]) == InMemorySource(data["masks"], data["ids"]).digest
+
+
+def _stored_as(dtype: str, masks: np.ndarray) -> np.ndarray:
+    """Saliency-like masks as a table of ``dtype`` would hold them (integers span the type's range)."""
+    if dtype == "uint8":
+        return np.round(masks / masks.max() * 255).astype(np.uint8)
+    if dtype == "int16":  # signed values, the most negative one included (its absolute value overflows int16)
+        out = np.round((masks / masks.max() - 0.5) * 65535).clip(-32768, 32767).astype(np.int16)
+        out[:, ::8, ::8] = -32768
+        return out
+    return masks.astype(dtype)
+
+
+def _normalised(masks: np.ndarray, normalise: str) -> np.ndarray:
+    """The issue's normalisation rules written out in float64, independently of the index's code."""
+    m = masks.astype(np.float64)
+    if normalise.startswith("fixed:"):
+        lo, hi = (float(x) for x in normalise.removeprefix("fixed:").split(","))
+        return np.clip((m - lo) / (hi - lo), 0.0, 1.0)
+    if normalise == "abs-per-mask-max":
+        m = np.abs(m)
+    return m / m.max(axis=(1, 2), keepdims=True)
+
+
+@pytest.mark.parametrize("dtype,normalise", [("float16", "per-mask-max"), ("float64", "per-mask-max"),
+                                             ("uint8", "per-mask-max"), ("uint8", "fixed:0,255"),
+                                             ("int16", "abs-per-mask-max")])
+def test_every_stored_dtype_answers_exactly(data, tmp_path, dtype, normalise):
+    masks = _stored_as(dtype, data["masks"][:300])
+    ids = np.arange(300, dtype=np.int64) * 2 + 1
+    built = build_index(masks, ids=ids, normalise=normalise)
+    write_index(tmp_path / "index", built, source={"digest": mask_digest(masks, ids)})
+    index = MaskIndex.open(tmp_path / "index", InMemorySource(masks, ids))
+    v = _normalised(masks, normalise)
+    rng = np.random.default_rng(105)
+    for _ in range(60):
+        box = _random_box(rng)
+        t = int(rng.integers(0, BINS + 1)) / BINS
+        cp = _brute_cp(v, box, t)
+        assert np.array_equal(index.CP(tuple(int(c) for c in box), t)["cp"].to_numpy(), cp), (box, t)
+        value = float(np.quantile(cp, rng.uniform(0.0, 1.0), method="lower"))
+        got = index.filter(tuple(int(c) for c in box), t, ">=", value)
+        assert np.array_equal(got["id"].to_numpy(), ids[cp >= value]), (box, t, value)

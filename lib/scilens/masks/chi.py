@@ -140,6 +140,8 @@ class Normalisation:
             out = (part.astype(np.float64) - self.lo) / (self.hi - self.lo)
             return np.clip(out, 0.0, 1.0)
         if self.kind == "abs-per-mask-max":
+            if raw.dtype.kind in "iu":  # |int16 -32768| overflows in int16; |x| of an integer is exact in float64
+                raw, part = raw.astype(np.float64), part.astype(np.float64)
             raw, part = np.abs(raw), np.abs(part)
         # The max of the values equals the max of their float64 casts: the scale is the same either way.
         top = raw.max(axis=(-2, -1), keepdims=True).astype(np.float64)
