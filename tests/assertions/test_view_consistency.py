@@ -18,6 +18,9 @@ import pytest
 from scilens import cli
 from scilens.core.tensor import decode_column
 
+ITEMS = 600
+"""Digits checked (of 1,797; every class present): the job's cost is TensorFlow starting on the executors
+and the learned assertion's densities, not the images."""
 MIRROR = "view consistency under mirroring"
 LEARNED = "confidence and centroid distance likely for the predicted class"
 TOLERANCE = 64 * float(np.finfo(np.float32).eps)
@@ -43,7 +46,7 @@ def digits_run(spark, tmp_path_factory):
     fit = ClassifierModel(TrainingConfig(epochs=2, batch_size=32, seed=0), n_classes=10).fit(train.images,
                                                                                             train.labels)
     model = fit.save(root / "lenet.keras")
-    digits = datasets.digits("all")
+    digits = datasets.digits("all").subset(slice(0, ITEMS))
     table = datasets.write_image_table(root / "digits", digits, rows_per_file=2000)
     sample = root / "sample"
     sample.mkdir()
@@ -128,3 +131,15 @@ def test_transformed_images_are_the_flipped_arrays_in_either_layout(spark, tmp_p
         else:
             got = np.stack(rows[VIEW_COLUMN].to_numpy()).reshape(images.shape)
         np.testing.assert_array_equal(got, np.flip(images, axis), err_msg=f"{layout} {transform}")
+
+
+def test_an_image_table_the_manifest_records_but_that_is_gone_is_refused_naming_it(digits_run, job_log, tmp_path):
+    _, _, sample, _ = digits_run
+    moved = tmp_path / "sample"
+    moved.mkdir()
+    (moved / "embeddings.parquet").symlink_to(sample / "embeddings.parquet")
+    (moved / "manifest.json").write_text(json.dumps({"job": "sample", "inputs": ["gone/digits"], "config": {}}))
+    model = sample.parent / "lenet.keras"
+    assert cli.main(["assert", "--input", str(moved), "--output", str(tmp_path / "o"),
+                     "--set", "assertions=diagnosis", "--set", f"model={model}"]) != 0
+    assert any("gone/digits" in line and "--set images=" in line for line in job_log)

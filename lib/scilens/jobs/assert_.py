@@ -141,7 +141,13 @@ def _image_inputs(cfg: AssertConfig, root: Path) -> tuple[list[str], dict[str, A
     if not recorded.get("inputs"):
         raise InputError(f"the model views need the image table the model reads: give --set images=<table> "
                          f"(no manifest.json recording the inputs in {root})")
-    return list(recorded["inputs"]), dict((recorded.get("config") or {}).get("data") or cfg.data.to_dict())
+    inputs = [str(p) for p in recorded["inputs"]]
+    # A run records its inputs as given: a relative path is read from here, not from where that run started.
+    absent = [p for p in inputs if "://" not in p and not Path(p).exists()]
+    if absent:
+        raise InputError(f"the image table {', '.join(absent)} that {manifest} records is not there (relative paths "
+                         f"are read from {Path.cwd()}); give it with --set images=<table>")
+    return inputs, dict((recorded.get("config") or {}).get("data") or cfg.data.to_dict())
 
 
 def _model_views(ctx: JobContext[AssertConfig], info: Any, root: Path, views: dict[str, str]) -> None:
