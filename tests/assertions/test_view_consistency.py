@@ -111,26 +111,28 @@ def test_a_model_that_does_not_exist_is_refused_naming_the_path(digits_run, job_
     assert not (tmp_path / "o" / "severity.parquet").exists()
 
 
-@pytest.mark.parametrize("layout", ["tensor", "array"])
-def test_transformed_images_are_the_flipped_arrays_in_either_layout(spark, tmp_path, layout):
+@pytest.mark.parametrize(("layout", "shape", "axes"), [("tensor", (5, 7, 2), (2, 1)), ("array", (5, 7, 2), (2, 1)),
+                                                    ("tensor", (1, 5, 7), (3, 2))])
+def test_transformed_images_are_the_flipped_arrays_in_either_layout(spark, tmp_path, layout, shape, axes):
+    """Mirrored and upside-down copies are the arrays reversed along width and height (of the batch (n, *shape))."""
     from scilens.assertions.consistency import VIEW_COLUMN, transformed_images
     from scilens.diagnosis import datasets
     from scilens.diagnosis.config import ImageTableConfig
     from scilens.diagnosis.image_table import open_image_table
 
     rng = np.random.default_rng(5)
-    images = rng.integers(0, 255, (12, 5, 7, 2), dtype=np.uint8)  # not square: a wrong axis cannot pass
+    images = rng.integers(0, 255, (12, *shape), dtype=np.uint8)  # not square: a wrong axis cannot pass
     table = datasets.write_image_table(tmp_path / layout, datasets.ImageSet(
         np.arange(12, dtype=np.int64), np.arange(12) % 2, images, ("a", "b")), layout=layout)
-    opened = open_image_table(spark, [str(table)], ImageTableConfig(image_shape=[5, 7, 2]))
-    for transform, axis in (("mirror", 2), ("vertical_flip", 1)):
+    opened = open_image_table(spark, [str(table)], ImageTableConfig(image_shape=list(shape)))
+    for transform, axis in zip(("mirror", "vertical_flip"), axes, strict=True):
         frame, _ = transformed_images(opened.frame, opened.layout, opened.shape, transform)
         rows = frame.orderBy("id").toPandas()
         if layout == "tensor":
             got = np.stack(decode_column(rows[VIEW_COLUMN]))
         else:
             got = np.stack(rows[VIEW_COLUMN].to_numpy()).reshape(images.shape)
-        np.testing.assert_array_equal(got, np.flip(images, axis), err_msg=f"{layout} {transform}")
+        np.testing.assert_array_equal(got, np.flip(images, axis), err_msg=f"{layout} {shape} {transform}")
 
 
 def test_an_image_table_the_manifest_records_but_that_is_gone_is_refused_naming_it(digits_run, job_log, tmp_path):

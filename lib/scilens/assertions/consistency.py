@@ -409,8 +409,9 @@ class CrossConsistencyAssertion(Assertion):
 # --- views computed with a model ------------------------------------------------------------------------
 
 VIEW_TRANSFORMS = {"mirror": 1, "vertical_flip": 0}
-"""Transforms of an image the model should not care about -> the axis of the stored image (height, width[,
-channels]) they reverse: ``mirror`` is left-right, ``vertical_flip`` upside down."""
+"""Transforms of an image the model should not care about -> which image axis they reverse (0 height, 1
+width: the first and second axes of the stored shape longer than 1, so (28, 28), (28, 28, 1) and (1, 28, 28)
+flip alike): ``mirror`` is left-right, ``vertical_flip`` upside down."""
 
 VIEW_COLUMN = "_view_image"
 
@@ -440,9 +441,10 @@ def transformed_images(df: DataFrame, layout: ImageLayout, shape: Sequence[int],
     if transform not in VIEW_TRANSFORMS:
         raise InputError(f"view transform {transform!r}; use one of {sorted(VIEW_TRANSFORMS)}")
     shape = tuple(int(n) for n in shape)
-    if len(shape) < 2:
+    spatial = [i for i, n in enumerate(shape) if n != 1]
+    if len(spatial) < 2:
         raise InputError(f"a {transform} needs images of shape (height, width[, channels]), not {shape}")
-    axis, column, kind = VIEW_TRANSFORMS[transform], layout.column, layout.kind
+    axis, column, kind = spatial[VIEW_TRANSFORMS[transform]], layout.column, layout.kind
     # Decoded with the one tensor codec, reversed, encoded back; a flattened array is reshaped around it.
     view_type = TENSOR_TYPE if kind == "tensor" else T.ArrayType(T.FloatType())
     schema = T.StructType([*df.schema.fields, T.StructField(VIEW_COLUMN, view_type)])
