@@ -145,3 +145,23 @@ def test_an_image_table_the_manifest_records_but_that_is_gone_is_refused_naming_
     assert cli.main(["assert", "--input", str(moved), "--output", str(tmp_path / "o"),
                      "--set", "assertions=diagnosis", "--set", f"model={model}"]) != 0
     assert any("gone/digits" in line and "--set images=" in line for line in job_log)
+
+
+def test_sets_refuse_an_unknown_transform_and_a_table_needing_no_model_view(tmp_path):
+    from scilens.assertions.sets import load_set
+    from scilens.core.config import ConfigError
+
+    path = tmp_path / "s.yaml"
+    assertion = "assertions: [{kind: cross, table: t, left: prediction, right: view_prediction}]\n"
+    path.write_text("model_views: {m: rotate}\ntables: {t: {sql: SELECT * FROM m, key: [id], needs: [m]}}\n"
+                    + assertion)
+    with pytest.raises(ConfigError, match="transform 'rotate'; use one of"):
+        load_set(str(path))
+    path.write_text("model_views: {m: mirror}\ntables: {t: {sql: SELECT * FROM m, key: [id], needs: [n]}}\n"
+                    + assertion)
+    with pytest.raises(ConfigError, match="table 't' needs 'n', not a model view of the set"):
+        load_set(str(path))
+    path.write_text("model_views: {m: vertical_flip}\ntables: {t: {sql: SELECT * FROM m, key: [id], needs: [m]}}\n"
+                    + assertion)
+    chosen = load_set(str(path))
+    assert chosen.model_views == {"m": "vertical_flip"} and chosen.tables[0].needs == ["m"]
