@@ -19,12 +19,16 @@ Semantics (the tests hold a pandas reference of each, written after OMG's ``mode
   and its mirrored copy) disagree: label mismatch (severity 1), probabilities further apart than
   ``tolerance`` (severity ``|p1 - p2|``), or probabilities on two sides of ``cut`` (severity ``|p1 - p2|``).
 
+Cross-view outputs are computed by :func:`view_predictions`: a saved Keras model on each image of an image
+table and on its transformed copy (:data:`VIEW_TRANSFORMS`: mirrored left-right, flipped upside down), both
+in one pass on the executors (``predict_batch_udf`` of :mod:`scilens.vision.inference`).
+
 Rows with a null identifier, order key, attribute or output (or NaN) take no part and abstain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +42,19 @@ from scilens.assertions.common import Assertion, as_list, describe, output_schem
 from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.core.quarantine import REJECTED_COLUMN, rejection
+from scilens.core.tensor import TENSOR_TYPE, decode_column, encode_column
+from scilens.vision.inference import PREDICTION, PROBABILITIES, ImageLayout, ModelInfo, model_outputs
 
 __all__ = [
+    "VIEW_TRANSFORMS",
     "CrossConsistencyAssertion",
     "CrossConsistencyConfig",
     "IdentifierConsistencyAssertion",
     "IdentifierConsistencyConfig",
     "SequenceConsistencyAssertion",
     "SequenceConsistencyConfig",
+    "transformed_images",
+    "view_predictions",
     "window_transitions",
 ]
 
@@ -395,3 +404,98 @@ class CrossConsistencyAssertion(Assertion):
                  .select(*dict.fromkeys(key), severity.cast("double").alias("severity"), detail.alias("detail"))
                  .where(F.col("severity") > 0))
         return out.withColumn(REJECTED_COLUMN, F.lit(None).cast(output_schema(df, [])[REJECTED_COLUMN].dataType))
+
+
+# --- views computed with a model ------------------------------------------------------------------------
+
+VIEW_TRANSFORMS = {"mirror": 1, "vertical_flip": 0}
+"""Transforms of an image the model should not care about -> which image axis they reverse (0 height, 1
+width: the first and second axes of the stored shape longer than 1, so (28, 28), (28, 28, 1) and (1, 28, 28)
+flip alike): ``mirror`` is left-right, ``vertical_flip`` upside down."""
+
+VIEW_COLUMN = "_view_image"
+
+
+def transformed_images(df: DataFrame, layout: ImageLayout, shape: Sequence[int],
+                       transform: str) -> tuple[DataFrame, ImageLayout]:
+    """``df`` with a column :data:`VIEW_COLUMN` holding each image transformed, stored as the image is.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Valid image rows (every image has ``shape``; e.g. an opened image table's frame).
+    layout : ImageLayout
+        How ``df`` stores its images.
+    shape : sequence of int
+        The stored image shape, (height, width[, channels]).
+    transform : str
+        A key of :data:`VIEW_TRANSFORMS`.
+
+    Returns
+    -------
+    frame : DataFrame
+        ``df``'s columns and :data:`VIEW_COLUMN` (a tensor of the stored dtype, or ``array<float>``).
+    layout : ImageLayout
+        The layout of :data:`VIEW_COLUMN`.
+    """
+    if transform not in VIEW_TRANSFORMS:
+        raise InputError(f"view transform {transform!r}; use one of {sorted(VIEW_TRANSFORMS)}")
+    shape = tuple(int(n) for n in shape)
+    spatial = [i for i, n in enumerate(shape) if n != 1]
+    if len(spatial) < 2:
+        raise InputError(f"a {transform} needs images of shape (height, width[, channels]), not {shape}")
+    axis, column, kind = spatial[VIEW_TRANSFORMS[transform]], layout.column, layout.kind
+    # Decoded with the one tensor codec, reversed, encoded back; a flattened array is reshaped around it.
+    view_type = TENSOR_TYPE if kind == "tensor" else T.ArrayType(T.FloatType())
+    schema = T.StructType([*df.schema.fields, T.StructField(VIEW_COLUMN, view_type)])
+
+    def transform_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if kind == "tensor":
+                # the rows passed the image checks, so none is null
+                images = decode_column(batch[column])
+                batch[VIEW_COLUMN] = encode_column(None if a is None else np.flip(a, axis) for a in images)
+            else:
+                flat = np.stack(batch[column].to_numpy()).astype(np.float32) if len(batch) else \
+                    np.empty((0, int(np.prod(shape))), np.float32)
+                flipped = np.flip(flat.reshape((len(batch), *shape)), axis + 1).reshape(len(batch), -1)
+                batch[VIEW_COLUMN] = list(flipped)
+            yield batch
+
+    view_layout = ImageLayout(VIEW_COLUMN, kind, (shape,), layout.dtypes)
+    return df.mapInPandas(transform_batches, schema), view_layout
+
+
+def view_predictions(df: DataFrame, info: ModelInfo, layout: ImageLayout, shape: Sequence[int], transform: str,
+                     batch_size: int = 128) -> DataFrame:
+    """The model's outputs on each image and on its transformed copy, side by side (one lazy pass).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Valid image rows with ``id`` and ``label`` (an opened image table's frame).
+    info : ModelInfo
+        The saved model.
+    layout : ImageLayout
+        How ``df`` stores its images.
+    shape : sequence of int
+        The stored image shape (matching the model's input).
+    transform : str
+        A key of :data:`VIEW_TRANSFORMS`.
+    batch_size : int
+        Images per model call.
+
+    Returns
+    -------
+    DataFrame
+        ``id``, ``label``, ``prediction`` (int), ``probabilities`` (``array<float>``), ``view_prediction`` and
+        ``view_probabilities`` (the same on the transformed image).
+    """
+    outputs = [PROBABILITIES, PREDICTION]
+    both, view_layout = transformed_images(df, layout, shape, transform)
+    return (both.withColumn("_out", model_outputs(info, outputs, layout, batch_size))
+                .withColumn("_view", model_outputs(info, outputs, view_layout, batch_size))
+                .select("id", "label", F.col("_out.prediction").alias("prediction"),
+                        F.col("_out.probabilities").alias("probabilities"),
+                        F.col("_view.prediction").alias("view_prediction"),
+                        F.col("_view.probabilities").alias("view_probabilities")))

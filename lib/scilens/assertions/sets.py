@@ -5,10 +5,16 @@ A set is read against an input directory (a job's output: ``glaucoma-infer``'s, 
     description: what the set checks
     views:                     # Parquet tables of the input directory, by name ('.' is the input itself)
       scans: oct_predictions.parquet
+    model_views:               # optional: tables the job computes with --set model=... (name: transform)
+      mirrored: mirror         # the model on each image and on its mirrored copy (VIEW_TRANSFORMS)
     tables:                    # in order; each is a Spark SQL query over the views and the tables before it
       scans:
         sql: SELECT *, probability >= 0.5 AS flagged FROM scans
         key: [eid, eye, visit, scan]
+      pairs:
+        sql: SELECT id, prediction, view_prediction FROM mirrored
+        key: [id]
+        needs: [mirrored]      # the model views it reads (or a table reading them does): run with a model only
     assertions:
       - kind: sequence         # per_row | identifier | sequence | cross | learned
         table: scans
@@ -20,6 +26,11 @@ A set is read against an input directory (a job's output: ``glaucoma-infer``'s, 
       table: scans
       x: scan
       y: probability
+
+A model view holds ``id``, ``label``, ``prediction``, ``probabilities``, ``view_prediction`` and
+``view_probabilities`` (:func:`~scilens.assertions.consistency.view_predictions`) for every image of the
+table the model reads. A table that needs a model view runs only when the job is given a model; without
+one it and its assertions are skipped (the job logs why).
 
 A ``per_row`` assertion gives ``expression`` (a :meth:`pandas.DataFrame.eval` expression over ``columns``)
 and ``result`` (``predicate``: true flags the row; ``score``: the value is the severity). Everything is
@@ -40,6 +51,7 @@ import yaml
 
 from scilens.assertions.common import Assertion
 from scilens.assertions.consistency import (
+    VIEW_TRANSFORMS,
     CrossConsistencyAssertion,
     IdentifierConsistencyAssertion,
     SequenceConsistencyAssertion,
@@ -62,12 +74,13 @@ KINDS: dict[str, type[Assertion]] = {
 
 @dataclass
 class TableSpec:
-    """One table of a set: its SQL over the views, its key, and the assertions run on it."""
+    """One table of a set: its SQL over the views, its key, the model views it needs, its assertions."""
 
     name: str
     sql: str
     key: list[str]
     assertions: list[Assertion] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +102,8 @@ class AssertionSet:
     views: dict[str, str]
     tables: list[TableSpec]
     show: Show | None
+    model_views: dict[str, str] = field(default_factory=dict)
+    """Name -> transform (a key of :data:`~scilens.assertions.consistency.VIEW_TRANSFORMS`)."""
 
 
 def _expression(expression: str, columns: list[str]) -> Callable[..., pd.Series]:
@@ -166,11 +181,21 @@ def load_set(spec: str) -> AssertionSet:
     """
     path = set_path(spec)
     data = yaml.safe_load(path.read_text()) or {}
+    model_views = {str(k): str(v) for k, v in (data.get("model_views") or {}).items()}
+    for name, transform in model_views.items():
+        if transform not in VIEW_TRANSFORMS:
+            raise ConfigError(f"{path}: model view {name!r}: transform {transform!r}; use one of "
+                              f"{sorted(VIEW_TRANSFORMS)}")
     tables: dict[str, TableSpec] = {}
     for name, table in (data.get("tables") or {}).items():
         if not isinstance(table, Mapping) or "sql" not in table or "key" not in table:
             raise ConfigError(f"{path}: table {name!r} needs sql and key")
-        tables[name] = TableSpec(name, str(table["sql"]), [str(k) for k in table["key"]])
+        needs = [str(v) for v in table.get("needs") or []]
+        unknown = [v for v in needs if v not in model_views]
+        if unknown:
+            raise ConfigError(f"{path}: table {name!r} needs {', '.join(map(repr, unknown))}, not a model view "
+                              f"of the set ({', '.join(model_views) or 'it has none'})")
+        tables[name] = TableSpec(name, str(table["sql"]), [str(k) for k in table["key"]], needs=needs)
     if not tables:
         raise ConfigError(f"{path}: no tables")
     for i, entry in enumerate(data.get("assertions") or []):
@@ -182,4 +207,4 @@ def load_set(spec: str) -> AssertionSet:
     return AssertionSet(name=path.stem, description=str(data.get("description", "")),
                         views={str(k): str(v) for k, v in (data.get("views") or {}).items()},
                         tables=[t for t in tables.values() if t.assertions],
-                        show=Show(**show) if show else None)
+                        show=Show(**show) if show else None, model_views=model_views)

@@ -12,12 +12,20 @@ Outputs:
 * ``counts.json`` -- flagged rows or groups per assertion;
 * ``top.csv`` and ``report.html`` -- items ranked by their summed severity (the set's ``show.group``), with
   ``top.png``: the set's curve (e.g. an eye's OCT probability per B-scan) for each top item;
-* ``_rejected`` -- rows on which an assertion raised, naming it.
+* ``model_views/<view>.parquet`` -- with ``--set model=...``: the model's outputs on every image of the table
+  it reads and on the transformed copy (``id``, ``label``, ``prediction``, ``probabilities``,
+  ``view_prediction``, ``view_probabilities``; :func:`scilens.assertions.consistency.view_predictions`);
+* ``_rejected`` -- rows on which an assertion raised, naming it, and image rows the model could not read.
+
+Assertions that need the model (tables naming a model view under ``needs``) run only when ``model`` is
+given; otherwise they are skipped, the reason logged and listed in the report. The images default to the
+inputs the input directory's ``manifest.json`` records (the ``sample`` job's image table).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,8 @@ import pandas as pd
 from scilens.assertions.config import AssertConfig
 from scilens.core.inputs import InputError
 from scilens.core.job import Job, JobContext
+
+log = logging.getLogger("scilens")
 
 __all__ = ["JOB", "AssertConfig", "AssertJob"]
 
@@ -38,30 +48,46 @@ class AssertJob(Job[AssertConfig]):
     config_class = AssertConfig
 
     def run(self, ctx: JobContext[AssertConfig]) -> int:
-        """Load the set, build its tables, run each table's assertions; return the rows checked."""
+        """Load the set, compute its model views, build its tables, run each table's assertions; return rows checked."""
         from pyspark.sql import functions as F
 
         from scilens.assertions.checker import Checker
         from scilens.assertions.sets import load_set
 
         cfg = ctx.config
-        with ctx.step("load the assertion set and the tables") as step:
+        with ctx.step("load the assertion set and the views"):
             chosen = load_set(cfg.assertions)
             if len(ctx.inputs) != 1:
                 raise InputError(f"give exactly one input directory, got {len(ctx.inputs)}")
             root = Path(ctx.inputs[0].removeprefix("file://"))
+            needed = list(dict.fromkeys(v for t in chosen.tables for v in t.needs))
+            # The model is checked (a missing file named) before any Spark work.
+            info = _model(cfg, chosen.name, needed)
             for view, relative in chosen.views.items():
                 path = root / relative
                 if not path.exists():
                     raise InputError(f"assertion set {chosen.name}: view {view!r} needs {path}, which does not exist")
                 ctx.spark.read.parquet(str(path)).createOrReplaceTempView(view)
+        if info is not None:
+            _model_views(ctx, info, root, {v: chosen.model_views[v] for v in needed})
+        with ctx.step("build the tables") as step:
+            skipped = [t for t in chosen.tables if t.needs and info is None]
+            for table in skipped:
+                log.info("assert: table %s skipped (%s): it reads model view(s) %s; give the model with "
+                         "--set model=path/model.keras", table.name, "; ".join(a.name for a in table.assertions),
+                         ", ".join(table.needs))
+            tables = [t for t in chosen.tables if t not in skipped]
+            if not tables:
+                raise InputError(f"assertion set {chosen.name}: every table reads a model view; give the model "
+                                 f"with --set model=path/model.keras")
             frames = {}
-            for table in chosen.tables:
+            for table in tables:
                 frames[table.name] = ctx.spark.sql(table.sql)
                 frames[table.name].createOrReplaceTempView(table.name)
-            step.counts.update(tables=len(frames), assertions=sum(len(t.assertions) for t in chosen.tables))
+            step.counts.update(tables=len(frames), assertions=sum(len(t.assertions) for t in tables),
+                               skipped=sum(len(t.assertions) for t in skipped))
         severities, checked, counts = [], 0, {}
-        for table in chosen.tables:
+        for table in tables:
             with ctx.step(f"{table.name}: {len(table.assertions)} assertions") as step:
                 checker = Checker(key=table.key)
                 for assertion in table.assertions:
@@ -85,12 +111,63 @@ class AssertJob(Job[AssertConfig]):
             flagged = ctx.spark.read.parquet(str(ctx.output / "severity.parquet")).toPandas()
             top = _top_items(flagged, chosen.show.group if chosen.show else None, cfg.top)
             top.to_csv(ctx.output / "top.csv", index=False)
-            _report(ctx, chosen, counts, top, frames)
+            _report(ctx, chosen, counts, top, frames, skipped)
             step.counts.update(flagged=len(flagged), top=len(top))
         import shutil
 
         shutil.rmtree(ctx.output / "_parts", ignore_errors=True)
         return checked
+
+
+def _model(cfg: AssertConfig, set_name: str, needed: list[str]) -> Any:
+    """The model's description when the set has model views to compute, else None (a missing file is refused)."""
+    if cfg.model is None:
+        return None
+    from scilens.diagnosis.image_table import model_info
+
+    info = model_info(cfg.model)  # InputError naming the path when there is no such file
+    if not needed:
+        log.info("assert: set %s has no model view; the model %s is not used", set_name, cfg.model)
+        return None
+    return info
+
+
+def _image_inputs(cfg: AssertConfig, root: Path) -> tuple[list[str], dict[str, Any]]:
+    """The image table's inputs and columns: ``images`` and ``data``, or what the input's manifest records."""
+    if cfg.images:
+        return list(cfg.images), cfg.data.to_dict()
+    manifest = root / "manifest.json"
+    recorded = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if not recorded.get("inputs"):
+        raise InputError(f"the model views need the image table the model reads: give --set images=<table> "
+                         f"(no manifest.json recording the inputs in {root})")
+    inputs = [str(p) for p in recorded["inputs"]]
+    # A run records its inputs as given: a relative path is read from here, not from where that run started.
+    absent = [p for p in inputs if "://" not in p and not Path(p).exists()]
+    if absent:
+        raise InputError(f"the image table {', '.join(absent)} that {manifest} records is not there (relative paths "
+                         f"are read from {Path.cwd()}); give it with --set images=<table>")
+    return inputs, dict((recorded.get("config") or {}).get("data") or cfg.data.to_dict())
+
+
+def _model_views(ctx: JobContext[AssertConfig], info: Any, root: Path, views: dict[str, str]) -> None:
+    """Compute each model view (the model on every image and on its transformed copy) and register it."""
+    from scilens.assertions.consistency import view_predictions
+    from scilens.diagnosis.image_table import ImageTableConfig, open_image_table
+
+    cfg = ctx.config
+    with ctx.step(f"model views: {', '.join(views)}") as step:
+        inputs, columns = _image_inputs(cfg, root)
+        table = open_image_table(ctx.spark, inputs, ImageTableConfig.from_dict(columns, "data"), info,
+                                 step="model views")
+        ctx.reject(table.rejected)
+        for view, transform in views.items():
+            path = ctx.output / "model_views" / f"{view}.parquet"
+            view_predictions(table.frame, info, table.layout, table.shape, transform,
+                             cfg.batch_size).write.parquet(str(path))
+            frame = ctx.spark.read.parquet(str(path))
+            frame.createOrReplaceTempView(view)
+            step.counts[view] = frame.count()
 
 
 def _top_items(flagged: pd.DataFrame, group: list[str] | None, n: int) -> pd.DataFrame:
@@ -114,12 +191,16 @@ def _top_items(flagged: pd.DataFrame, group: list[str] | None, n: int) -> pd.Dat
 
 
 def _report(ctx: JobContext[AssertConfig], chosen: Any, counts: dict[str, int], top: pd.DataFrame,
-            frames: dict[str, Any]) -> None:
+            frames: dict[str, Any], skipped: list[Any]) -> None:
     from scilens.diagnosis.report import html_table, write_html
 
     sections = [("Assertion set", f"<p>{chosen.name}: {chosen.description}</p>"),
                 ("Flagged per assertion", html_table([{"assertion": k, "flagged": v} for k, v in counts.items()])),
                 (f"Top {len(top)} flagged items", html_table(top.to_dict("records")))]
+    if skipped:
+        sections.append(("Skipped (no model given)", html_table(
+            [{"table": t.name, "assertion": a.name, "needs": ", ".join(t.needs)} for t in skipped
+             for a in t.assertions])))
     show = chosen.show
     if show and show.table and show.x and show.y and len(top) and show.table in frames:
         _curves(ctx.output / "top.png", frames[show.table], top, show)
