@@ -42,8 +42,15 @@ from scilens.assertions.common import Assertion, as_list, describe, output_schem
 from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.core.quarantine import REJECTED_COLUMN, rejection
-from scilens.core.tensor import TENSOR_TYPE, decode_column, encode_column
-from scilens.vision.inference import PREDICTION, PROBABILITIES, ImageLayout, ModelInfo, model_outputs
+from scilens.core.tensor import TENSOR_TYPE, encode_column
+from scilens.vision.inference import (
+    PREDICTION,
+    PROBABILITIES,
+    ImageLayout,
+    ModelInfo,
+    decode_images,
+    model_outputs,
+)
 
 __all__ = [
     "VIEW_TRANSFORMS",
@@ -451,15 +458,9 @@ def transformed_images(df: DataFrame, layout: ImageLayout, shape: Sequence[int],
 
     def transform_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            if kind == "tensor":
-                # the rows passed the image checks, so none is null
-                images = decode_column(batch[column])
-                batch[VIEW_COLUMN] = encode_column(None if a is None else np.flip(a, axis) for a in images)
-            else:
-                flat = np.stack(batch[column].to_numpy()).astype(np.float32) if len(batch) else \
-                    np.empty((0, int(np.prod(shape))), np.float32)
-                flipped = np.flip(flat.reshape((len(batch), *shape)), axis + 1).reshape(len(batch), -1)
-                batch[VIEW_COLUMN] = list(flipped)
+            ids = batch["id"].tolist() if "id" in batch else None
+            flipped = [np.flip(a, axis) for a in decode_images(batch[column], layout, shape, ids, dtype=None)]
+            batch[VIEW_COLUMN] = encode_column(flipped) if kind == "tensor" else [a.ravel() for a in flipped]
             yield batch
 
     view_layout = ImageLayout(VIEW_COLUMN, kind, (shape,), layout.dtypes)
