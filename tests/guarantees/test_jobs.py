@@ -162,7 +162,7 @@ def test_bad_input_is_named(spark, population, table, tmp_path, job_log, capsys)
     assert "error: 0.0 is not allowed" in fails("oracle=label", "error=0")
     assert "delta: 1.0 is not allowed" in fails("oracle=label", "delta=1.0")
     assert "delta: 0.0 is not allowed" in fails("oracle=label", "delta=0", job="select")
-    assert "not supported yet" in fails("oracle_model=/tmp/model.keras")
+    assert f"oracle_model {tmp_path}/absent.keras: no such file" in fails(f"oracle_model={tmp_path}/absent.keras")
     assert "oracle: give the column" in fails()
     # A null proxy value is an error naming its id (nothing is estimated from a population with a hole).
     holed = population.copy()

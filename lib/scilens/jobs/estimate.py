@@ -8,7 +8,11 @@ model's flag, or the true label: evaluation), optionally restricted by
 rows the method samples, fetched from the table by id and counted
 (:func:`scilens.guarantees.stages.estimate_mean_spark` over
 :func:`scilens.guarantees.aggregation.estimate_mean`: uniform, ebs, ebs-cv,
-blazeit++, abae). A model as the oracle (``oracle_model``) is refused for now.
+blazeit++, abae). The oracle may instead be a saved Keras classifier
+(``oracle_model``, with ``image``, ``oracle_class``, ``oracle_output``,
+``oracle_threshold``): it runs with ``predict_batch_udf`` on the executors on
+the sampled rows' images only (:class:`scilens.guarantees.stages.ModelOracle`),
+counted the same way.
 The config is :class:`scilens.guarantees.config.EstimateConfig`.
 
 Outputs:
@@ -56,10 +60,10 @@ class EstimateJob(Job[EstimateConfig]):
 
         cfg = ctx.config
         with ctx.step("check the table"):
-            oracle = cfg.oracle_source()
             if not cfg.value_low < cfg.value_high:
                 raise ConfigError(f"value_low ({cfg.value_low}) must be below value_high ({cfg.value_high})")
             table = stages.open_table(ctx.spark, ctx.inputs, cfg.where)
+            oracle = cfg.oracle_source(table)
         with ctx.step(f"estimate ({cfg.method})") as step:
             found = stages.estimate_mean_spark(table, cfg.proxy, oracle, cfg.error, cfg.delta, cfg.method, cfg.seed,
                                                value_range=(cfg.value_low, cfg.value_high), pilot=cfg.pilot,
@@ -69,8 +73,8 @@ class EstimateJob(Job[EstimateConfig]):
         with ctx.step("write"):
             result = {"estimate": answer.estimate, "low": answer.low, "high": answer.high,
                       "oracle_calls": answer.oracle_calls, "rows": found.rows, "method": answer.method,
-                      "error": cfg.error, "delta": cfg.delta, "seed": cfg.seed, "proxy": cfg.proxy, "oracle": oracle,
-                      "where": cfg.where}
+                      "error": cfg.error, "delta": cfg.delta, "seed": cfg.seed, "proxy": cfg.proxy,
+                      "oracle": str(oracle), "where": cfg.where}
             (ctx.output / "answer.json").write_text(json.dumps(result, indent=2) + "\n")
             found.sample.to_parquet(ctx.output / "sample.parquet", index=False)
             history = pd.DataFrame(answer.history, columns=["oracle_calls", "low", "high"])
