@@ -34,6 +34,12 @@ the number of oracle calls. Methods:
     FPC) is at most ``error``. CLT-mode: coverage asymptotic, not guaranteed (the ABAE paper
     bootstraps instead).
 
+In CLT mode (``uniform``, ``abae``), a statistic whose sampled values are all 0 or 1 (a share) gets the
+Wilson score interval instead of the normal one (``bounds.wilson_interval``; ABAE's at the stratified
+variance's effective sample size), and stops when both its sides are within ``error`` of the estimate:
+the normal interval is degenerate at 0 or ``n`` ones, which a rare statistic's first rows usually
+are, and misses the truth far more often than ``delta`` there.
+
 The oracle's values must lie in ``value_range`` (known in advance: EBS and Bennett need it).
 """
 
@@ -150,6 +156,11 @@ def _census(run: _Run, method: str) -> Estimate:
     return run.result(method, mean, mean, mean)
 
 
+def _binary(values: np.ndarray) -> bool:
+    """Whether every value is 0 or 1: a share, whose CLT interval is degenerate at no (or all) ones."""
+    return bool(np.all((values == 0.0) | (values == 1.0)))
+
+
 def _uniform(run: _Run, error: float, delta: float) -> Estimate:
     order = run.rng.permutation(run.n)
     z = bounds.z_value(delta)
@@ -159,17 +170,26 @@ def _uniform(run: _Run, error: float, delta: float) -> Estimate:
             return _census(run, "uniform")
         values = run.cache.get(order[:n])
         mean = float(values.mean())
-        std = float(values.std(ddof=1)) if n > 1 else math.inf
-        half = bounds.clt_halfwidth(std, n, delta, run.n)
-        run.record(mean - half, mean + half)
-        if std == 0.0:
-            # no spread yet (e.g. no positive among the first rows of a rare statistic): a zero-width
-            # interval is no evidence, so read on instead of stopping
-            n = min(run.n, 2 * n)
-            continue
-        if half <= error:
-            return run.result("uniform", mean, mean - half, mean + half)
-        needed = (z * std / error) ** 2
+        if _binary(values):
+            # a share: the Wilson interval, not degenerate at 0 or n ones (a rare positive's first rows
+            # usually hold none); the estimate is the share, and each side must be within error of it
+            low, high = bounds.wilson_interval(mean, n, delta, run.n)
+            run.record(low, high)
+            if max(high - mean, mean - low) <= error:
+                return run.result("uniform", mean, low, high)
+            share = (mean * n + z * z / 2.0) / (n + z * z)  # the Wilson centre: never 0, so a size to aim at
+            needed = z * z * share * (1.0 - share) / error**2
+        else:
+            std = float(values.std(ddof=1)) if n > 1 else math.inf
+            half = bounds.clt_halfwidth(std, n, delta, run.n)
+            run.record(mean - half, mean + half)
+            if std == 0.0:
+                # no spread yet: a zero-width interval is no evidence, so read on instead of stopping
+                n = min(run.n, 2 * n)
+                continue
+            if half <= error:
+                return run.result("uniform", mean, mean - half, mean + half)
+            needed = (z * std / error) ** 2
         needed = needed / (1.0 + (needed - 1.0) / run.n)
         n = min(run.n, max(math.ceil(needed), int(n * 1.2) + 1))
 
@@ -258,6 +278,21 @@ def _stratified(run: _Run, strata: list[np.ndarray], taken: np.ndarray,
     return float(shares @ means), bounds.z_value(delta) * math.sqrt(max(var, 0.0)), stds
 
 
+def _stratified_wilson(run: _Run, taken: np.ndarray, mean: float, half: float, delta: float) -> tuple[float, float]:
+    """A stratified share's Wilson interval, at the stratified variance's effective sample size.
+
+    The size is ``mean (1 - mean) / variance``, the simple random sample with the stratified variance
+    (the FPC is in it; Korn and Graubard 1998); with no spread in any stratum (every stratum all 0
+    or all 1), the rows taken, with the population's FPC. Allocation stays ABAE's (Neyman on the
+    sampled spreads): giving strata without a sampled positive Wilson-centre spreads halved the misses
+    on the rare test population at error 0.005 but took 4x the oracle calls.
+    """
+    variance = (half * half) / bounds.z_value(delta) ** 2
+    if variance > 0.0 and 0.0 < mean < 1.0:
+        return bounds.wilson_interval(mean, mean * (1.0 - mean) / variance, delta)
+    return bounds.wilson_interval(mean, float(taken.sum()), delta, run.n)
+
+
 def _abae(run: _Run, error: float, delta: float, n_strata: int, first_stage: int) -> Estimate:
     strata = _strata(run.proxy, n_strata, run.rng)
     sizes = np.array([len(s) for s in strata])
@@ -266,9 +301,16 @@ def _abae(run: _Run, error: float, delta: float, n_strata: int, first_stage: int
     z = bounds.z_value(delta)
     while True:
         mean, half, stds = _stratified(run, strata, taken, delta)
-        run.record(mean - half, mean + half)
-        if half <= error or bool(np.all(taken == sizes)):
-            return run.result("abae", mean, mean - half, mean + half)
+        census = bool(np.all(taken == sizes))
+        if not census and _binary(run.cache.values[run.cache.known]):
+            low, high = _stratified_wilson(run, taken, mean, half, delta)
+            run.record(low, high)
+            if max(high - mean, mean - low) <= error:
+                return run.result("abae", mean, low, high)
+        else:
+            run.record(mean - half, mean + half)
+            if half <= error or census:
+                return run.result("abae", mean, mean - half, mean + half)
         weights = shares * stds
         weights = weights / weights.sum() if weights.sum() > 0 else shares
         total = max((z * float(shares @ stds) / error) ** 2, 1.2 * float(taken.sum()))
