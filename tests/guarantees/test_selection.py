@@ -82,8 +82,8 @@ def overconfident_population(n: int = 20_000, seed: int = 0) -> pd.DataFrame:
     """SUPG++'s premise (the seed's section 5.3.3): a monotonic, overconfident proxy, positives near the top.
 
     About 1.5 % positives (``z + 0.2 noise > 2.2``) and a proxy ``sigmoid(12 (z - 2.2))``: it ranks by the
-    latent ``z`` but its scores fall steeply below the top, so ``sqrt(P)`` draws the top rows again and
-    again and the positives near the cut seldom; the top ``3 E[P] |D|`` ranks hold 99 % of the positives.
+    latent ``z``, near 1 at the top and falling steeply below it (overconfident, not calibrated); the top
+    ``3 E[P] |D|`` ranks hold 99 % of the positives.
     """
     rng = np.random.default_rng(seed)
     z = rng.standard_normal(n)
@@ -100,8 +100,8 @@ def test_supg_pp_precision_at_recall_90_not_below_supg_where_its_premise_holds()
     k 12, s 0.3: 0.203 -> 0.279; k 20, s 0.3: 0.198 -> 0.412 (SUPG missed recall 0.9 in 35 of 100 seeds,
     SUPG++ in none); k 8, s 0.3: 0.270 -> 0.239 on the mean but 0.281 -> 0.299 on the median. With a
     smooth proxy (k 4) SUPG++ lost even when its top 3 E[P] |D| ranks held 0.90 of the positives
-    (0.288 -> 0.267): sqrt(P) is scale-free, so what SUPG++ repairs is a steep (overconfident) proxy,
-    not a shrunk one.
+    (0.288 -> 0.267): positives in the top 3A are necessary, not sufficient; sqrt(P) is scale-free, so
+    shrinking the scores changes nothing, and what SUPG++ helped here is a steep (overconfident) proxy.
     """
     data = overconfident_population()
     assert _top_3a_recall(data) >= 0.9  # the premise
