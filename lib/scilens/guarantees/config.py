@@ -90,8 +90,10 @@ class EstimateConfig(_OracleTable):
     method: str = field("blazeit++", "uniform (CLT, asymptotic), ebs (empirical Bernstein stopping), ebs-cv (ebs on "
                         "control-variate values), blazeit++ (control variate, Bennett: a finite-sample guarantee) "
                         "or abae (proxy strata, CLT).", choices=METHODS)
-    error: float = field(0.03, "Target half-width of the interval, in the oracle's units.",
-                         check=lambda e: 0.0 < e < 1e9, check_doc="> 0")
+    error: float = field(0.03, "Target half-width of the interval, in the oracle's units (relative: a fraction "
+                         "of the mean, below 1).", check=lambda e: 0.0 < e < 1e9, check_doc="> 0")
+    relative: bool = field(False, "error is a fraction of the mean: stop once the interval proves |estimate - "
+                           "mean| <= error |mean| (it excludes 0; a mean near 0 may need every row).")
     delta: float = field(0.05, "Failure probability: the interval holds the mean with probability 1 - delta.",
                          check=lambda d: 0.0 < d < 1.0, check_doc="in (0, 1)")
     value_low: float = field(0.0, "Smallest value the oracle can return (EBS and Bennett need the range).")

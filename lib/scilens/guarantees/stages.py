@@ -780,7 +780,7 @@ def estimate_mean_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | 
     budget : int, optional
         Most rows the oracle may evaluate (:class:`~scilens.guarantees.oracle.BudgetExceeded` past it).
     **options
-        ``value_range``, ``pilot``, ``strata``, ``first_stage`` of ``estimate_mean``.
+        ``value_range``, ``pilot``, ``strata``, ``first_stage``, ``relative`` of ``estimate_mean``.
 
     Returns
     -------

@@ -60,6 +60,8 @@ class EstimateJob(Job[EstimateConfig]):
 
         cfg = ctx.config
         with ctx.step("check the table"):
+            if cfg.relative and cfg.error >= 1.0:
+                raise ConfigError(f"error: a relative error is a fraction of the mean, below 1, not {cfg.error}")
             if not cfg.value_low < cfg.value_high:
                 raise ConfigError(f"value_low ({cfg.value_low}) must be below value_high ({cfg.value_high})")
             table = stages.open_table(ctx.spark, ctx.inputs, cfg.where)
@@ -67,14 +69,15 @@ class EstimateJob(Job[EstimateConfig]):
         with ctx.step(f"estimate ({cfg.method})") as step:
             found = stages.estimate_mean_spark(table, cfg.proxy, oracle, cfg.error, cfg.delta, cfg.method, cfg.seed,
                                                value_range=(cfg.value_low, cfg.value_high), pilot=cfg.pilot,
-                                               strata=cfg.strata, first_stage=cfg.first_stage)
+                                               strata=cfg.strata, first_stage=cfg.first_stage,
+                                               relative=cfg.relative)
             answer = found.estimate
             step.counts.update(rows=found.rows, oracle_calls=answer.oracle_calls)
         with ctx.step("write"):
             result = {"estimate": answer.estimate, "low": answer.low, "high": answer.high,
                       "oracle_calls": answer.oracle_calls, "rows": found.rows, "method": answer.method,
-                      "error": cfg.error, "delta": cfg.delta, "seed": cfg.seed, "proxy": cfg.proxy,
-                      "oracle": str(oracle), "where": cfg.where}
+                      "error": cfg.error, "relative": cfg.relative, "delta": cfg.delta, "seed": cfg.seed,
+                      "proxy": cfg.proxy, "oracle": str(oracle), "where": cfg.where}
             (ctx.output / "answer.json").write_text(json.dumps(result, indent=2) + "\n")
             found.sample.to_parquet(ctx.output / "sample.parquet", index=False)
             history = pd.DataFrame(answer.history, columns=["oracle_calls", "low", "high"])
@@ -97,7 +100,8 @@ class EstimateJob(Job[EstimateConfig]):
                     label=f"{1 - result['delta']:.0%} interval at each check")
         ax.axhline(result["estimate"], color="k", lw=0.8, ls="--", label=f"estimate {result['estimate']:.4f}")
         ax.set(xlabel="oracle calls", ylabel=f"mean of {result['oracle']}",
-               title=f"{result['method']}: the interval as it narrowed (target +-{result['error']})")
+               title=f"{result['method']}: the interval as it narrowed (target +-{result['error']}"
+                  f"{' of the mean' if result['relative'] else ''})")
         ax.legend()
         save_figure(fig, ctx.output / "interval.png")
         figure = "<img src='interval.png'>" + html_table(history.to_dict("records"))
