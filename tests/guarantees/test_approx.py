@@ -390,5 +390,5 @@ def test_within_ci_relative_error_covers_and_stops_on_the_relative_rule(populati
             rows.append(result.rows_read)
         print(f"\n{case}: relative error <= {error} in {within}/100 seeds; median rows read {np.median(rows):.0f}")
         assert within >= 95
-    with pytest.raises(ValueError, match="below 1 when relative"):
+    with pytest.raises(ValueError, match="a relative error must be below 1"):
         Approx(FrameReader(frame_sample(population, 0))).mean("x").within_ci(error=1.0, relative=True)

@@ -584,8 +584,10 @@ class Query:
             The answer.
         """
         _check_confidence(confidence)
-        if not error > 0 or (relative and error >= 1.0):
-            raise ValueError(f"error must be > 0 (and below 1 when relative), got {error}")
+        if not error > 0:
+            raise ValueError(f"error must be > 0, got {error}")
+        if relative and error >= 1.0:
+            raise ValueError(f"a relative error must be below 1 (a fraction of the estimate), got {error}")
         return progressive(self.reader, self.spec, confidence, error=error, start_rows=start_rows,
                            relative=relative)
 
