@@ -14,7 +14,7 @@ import pytest
 from scilens import cli
 from scilens.core.inputs import InputError
 from scilens.core.tensor import ARROW_TENSOR_TYPE, encode
-from scilens.guarantees.stages import ModelOracle, estimate_mean_spark, select_spark
+from scilens.guarantees.stages import ModelOracle, SparkOracle, estimate_mean_spark, select_spark
 
 ROWS = 1000
 SIDE = 8
@@ -133,6 +133,16 @@ def test_model_oracle_jobs_and_refusals(spark, model_table, tmp_path, job_log, c
         ModelOracle(df, path, oracle_class=2)
     with pytest.raises(InputError, match="no image column 'picture'"):
         ModelOracle(df, path, image="picture")
+    # a sampled row whose image the model cannot take has no value: named by id, never guessed
+    holed = tmp_path / "holed"
+    holed.mkdir()
+    rows = pq.read_table(table)
+    bad = pa.table({"id": pa.array([7], pa.int64()), "proxy": pa.array([0.5]), "model_flag": pa.array([0.0]),
+                    "image": pa.array([None], type=ARROW_TENSOR_TYPE)}).select(rows.column_names)
+    pq.write_table(pa.concat_tables([rows, bad.cast(rows.schema)]), holed / "part-0.parquet")  # one task
+    holed_df = spark.read.parquet(str(holed))
+    with pytest.raises(InputError, match=r"malformed image gives none\) for ids 7$"):
+        SparkOracle(holed_df, ModelOracle(holed_df, path))(pd.DataFrame({"id": [7, 100, 101]}))
     # select needs a 0/1 oracle; both sources at once are ambiguous
     assert cli.main(["select", "--input", str(table), "--output", str(tmp_path / "s"), "--set",
                      f"oracle_model={path}", "--set", "oracle_output=probability"]) != 0
