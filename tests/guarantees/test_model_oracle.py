@@ -14,6 +14,7 @@ import pytest
 from scilens import cli
 from scilens.core.inputs import InputError
 from scilens.core.tensor import ARROW_TENSOR_TYPE, encode
+from scilens.guarantees.oracle import BudgetExceeded
 from scilens.guarantees.stages import ModelOracle, SparkOracle, estimate_mean_spark, select_spark
 
 ROWS = 1000
@@ -133,6 +134,11 @@ def test_model_oracle_jobs_and_refusals(spark, model_table, tmp_path, job_log, c
         ModelOracle(df, path, oracle_class=2)
     with pytest.raises(InputError, match="no image column 'picture'"):
         ModelOracle(df, path, image="picture")
+    # the budget is checked before the model runs: a call that would pass it infers nothing
+    model = ModelOracle(df, path)
+    with pytest.raises(BudgetExceeded):
+        estimate_mean_spark(df, "proxy", model, 0.01, 0.05, "uniform", seed=3, budget=50)
+    assert model.inferred == []
     # a sampled row whose image the model cannot take has no value: named by id, never guessed
     holed = tmp_path / "holed"
     holed.mkdir()
