@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scilens.guarantees.aggregation import METHODS, estimate_mean
+from scilens.guarantees.aggregation import METHODS, estimate_mean, relative_met
 from scilens.guarantees.oracle import BudgetExceeded, Oracle
 from scilens.synth.proxies import KINDS, proxy_population
 
@@ -106,3 +106,30 @@ def test_uniform_does_not_stop_on_a_sample_without_spread():
         result = estimate_mean(data, "proxy", Oracle("value"), 0.01, DELTA, method="uniform", seed=seed)
         assert result.high > result.low or result.oracle_calls == n, seed
         assert result.low <= 0.005 <= result.high or result.oracle_calls < n
+
+
+def test_relative_met_known_values():
+    assert relative_met(1.0, 0.9, 1.1, 0.12) and not relative_met(1.0, 0.9, 1.1, 0.1)  # 0.1 <= 0.12 x 0.9
+    assert relative_met(-1.0, -1.1, -0.9, 0.12)
+    assert not relative_met(0.05, -0.01, 0.11, 0.99)  # holds 0: no relative statement is possible
+    assert not relative_met(np.array([1.0, 1.0]), np.array([0.9, 0.5]), np.array([1.1, 1.5]), 0.12)
+
+
+@pytest.mark.parametrize(("kind", "error"), [("strong", 0.04), ("rare", 0.3)])
+def test_relative_error_target(populations, kind, error):
+    """``relative=True``: |estimate - mu| <= error mu in 1 - delta of the trials (finite-sample methods)."""
+    data = populations[kind]
+    truth = float(data["value"].mean())
+    for method in METHODS:
+        misses = 0
+        for seed in range(100):
+            result = estimate_mean(data, "proxy", Oracle("value"), error, DELTA, method=method, seed=seed,
+                                   relative=True)
+            # it stopped on the relative rule, or read everything
+            assert result.oracle_calls == len(data) or relative_met(result.estimate, result.low, result.high, error)
+            misses += abs(result.estimate - truth) > error * truth
+        print(f"\n{method} on {kind}, relative error {error}: {misses}/100 misses")
+        if method not in CLT_MODE:
+            assert misses <= 8  # delta 0.05 of 100, with binomial slack
+    with pytest.raises(ValueError, match="below 1"):
+        estimate_mean(data, "proxy", Oracle("value"), 1.5, DELTA, relative=True)

@@ -370,3 +370,25 @@ def test_q5_argmax_distribution_with_intervals(store):
     assert result.rows_read < len(frame)
     assert np.all(result.high - result.low <= 1200.0 + 1e-9) and np.all(result.low <= result.estimate)
     assert isinstance(result, Answer)
+
+
+def test_within_ci_relative_error_covers_and_stops_on_the_relative_rule(population):
+    """``relative=True``: each answer proves |estimate - truth| <= error |truth|, and does in >= 95 % of seeds."""
+    from scilens.guarantees.aggregation import relative_met
+
+    cases = {"mean": (lambda a: a.mean("x"), population.x.mean()),
+             "sum": (lambda a: a.sum("x"), population.x.sum()),
+             "count-where": (lambda a: a.count(where="x > 2"), float((population.x > 2).sum()))}
+    error = 0.08
+    for case, (query, truth) in cases.items():
+        within, rows = 0, []
+        for seed in range(100):
+            result = query(Approx(FrameReader(frame_sample(population, seed)))).within_ci(
+                CONFIDENCE, error=error, start_rows=200, relative=True)
+            assert result.method != "exact" and relative_met(result.estimate, result.low, result.high, error)
+            within += abs(result.estimate - truth) <= error * abs(truth)
+            rows.append(result.rows_read)
+        print(f"\n{case}: relative error <= {error} in {within}/100 seeds; median rows read {np.median(rows):.0f}")
+        assert within >= 95
+    with pytest.raises(ValueError, match="a relative error must be below 1"):
+        Approx(FrameReader(frame_sample(population, 0))).mean("x").within_ci(error=1.0, relative=True)

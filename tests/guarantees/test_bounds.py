@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.optimize import brentq
 from scipy.special import lambertw
 
@@ -76,3 +77,41 @@ def test_ebs_failures_sum_below_delta():
 def test_clt_halfwidth_finite_population_correction():
     assert bounds.clt_halfwidth(1.0, 100, 0.05) == pytest.approx(1.959964 / 10, rel=1e-6)
     assert bounds.clt_halfwidth(1.0, 100, 0.05, population=100) == 0.0
+
+
+@pytest.mark.parametrize(("ones", "n", "delta"), [(0, 50, 0.05), (3, 50, 0.05), (25, 50, 0.05), (50, 50, 0.1),
+                                                  (1, 1000, 0.01), (17, 300, 0.2)])
+def test_wilson_interval_is_scipys_and_statsmodels(ones, n, delta):
+    from scipy.stats import binomtest
+    from statsmodels.stats.proportion import proportion_confint
+
+    expected = binomtest(ones, n).proportion_ci(1 - delta, method="wilson")
+    low, high = bounds.wilson_interval(ones / n, n, delta)
+    assert (low, high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert (low, high) == pytest.approx(proportion_confint(ones, n, alpha=delta, method="wilson"), abs=1e-12)
+
+
+def test_wilson_interval_known_values_and_fpc():
+    z2 = stats.norm.isf(0.025) ** 2
+    # no success: [0, z^2 / (n + z^2)], not the normal interval's [0, 0]
+    assert bounds.wilson_interval(0.0, 100, 0.05) == pytest.approx((0.0, z2 / (100 + z2)), abs=1e-15)
+    assert bounds.wilson_interval(1.0, 100, 0.05) == pytest.approx((100 / (100 + z2), 1.0), abs=1e-15)
+    # sampling without replacement: the FPC as an effective size; the whole population is exact
+    assert bounds.wilson_interval(0.3, 500, 0.05, population=1000) == pytest.approx(
+        bounds.wilson_interval(0.3, 500 * 999 / 500, 0.05))
+    assert bounds.wilson_interval(0.3, 1000, 0.05, population=1000) == (0.3, 0.3)
+
+
+def test_wilson_keeps_its_coverage_on_a_rare_share_where_the_normal_interval_does_not():
+    """Exact coverage (a sum over the binomial law, no simulation) at n = 100, p = 0.02 and 0.05."""
+    n, delta = 100, 0.05
+    ones = np.arange(n + 1)
+    for p in (0.02, 0.05):
+        mass = stats.binom.pmf(ones, n, p)
+        wilson = np.array([bounds.wilson_interval(k / n, n, delta) for k in ones])
+        half = np.array([bounds.clt_halfwidth(np.sqrt(k / n * (1 - k / n) * n / (n - 1)), n, delta) for k in ones])
+        wald = np.stack([ones / n - half, ones / n + half], axis=1)
+        cover_wilson = mass[(wilson[:, 0] <= p) & (p <= wilson[:, 1])].sum()
+        cover_wald = mass[(wald[:, 0] <= p) & (p <= wald[:, 1])].sum()
+        print(f"\np={p}: coverage Wilson {cover_wilson:.3f}, normal {cover_wald:.3f}")
+        assert cover_wilson >= 0.93 and cover_wald < 0.90

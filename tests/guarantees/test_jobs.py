@@ -10,7 +10,7 @@ import pytest
 
 from scilens import cli
 from scilens.core.inputs import InputError
-from scilens.guarantees.aggregation import estimate_mean
+from scilens.guarantees.aggregation import estimate_mean, relative_met
 from scilens.guarantees.oracle import Oracle
 from scilens.guarantees.selection import select_precision, select_recall
 from scilens.guarantees.stages import estimate_mean_spark, select_spark
@@ -132,6 +132,19 @@ def test_estimate_job_writes_what_it_says(table, tmp_path, population):
     assert (out / "interval.png").stat().st_size > 0 and "interval.png" in (out / "report.html").read_text()
 
 
+def test_estimate_job_relative_error(table, tmp_path, population):
+    out = tmp_path / "relative"
+    assert cli.main(["estimate", "--input", table, "--output", str(out), "--set", "oracle=value",
+                     "--set", "method=blazeit++", "--set", "pilot=300", "--set", "error=0.05",
+                     "--set", "relative=true"]) == 0
+    answer = json.loads((out / "answer.json").read_text())
+    expected = estimate_mean(_by_id(population), "proxy", Oracle("value"), 0.05, 0.05, "blazeit++", pilot=300,
+                             relative=True)
+    assert (answer["estimate"], answer["oracle_calls"], answer["relative"]) == (expected.estimate,
+                                                                                expected.oracle_calls, True)
+    assert relative_met(answer["estimate"], answer["low"], answer["high"], 0.05) and answer["oracle_calls"] < ROWS
+
+
 def test_select_job_writes_what_it_says(spark, table, tmp_path, population):
     out = tmp_path / "select"
     assert cli.main(["select", "--input", table, "--output", str(out), "--set", "proxy=proxy",
@@ -162,8 +175,9 @@ def test_bad_input_is_named(spark, population, table, tmp_path, job_log, capsys)
     assert "error: 0.0 is not allowed" in fails("oracle=label", "error=0")
     assert "delta: 1.0 is not allowed" in fails("oracle=label", "delta=1.0")
     assert "delta: 0.0 is not allowed" in fails("oracle=label", "delta=0", job="select")
-    assert "not supported yet" in fails("oracle_model=/tmp/model.keras")
+    assert f"oracle_model {tmp_path}/absent.keras: no such file" in fails(f"oracle_model={tmp_path}/absent.keras")
     assert "oracle: give the column" in fails()
+    assert "a relative error is a fraction of the mean, below 1" in fails("oracle=label", "relative=true", "error=1.5")
     # A null proxy value is an error naming its id (nothing is estimated from a population with a hole).
     holed = population.copy()
     holed.loc[holed["id"] == 17, "proxy"] = np.nan

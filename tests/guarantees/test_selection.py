@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,15 +60,68 @@ def test_precision_target_is_met(populations, method):
     assert not meets_precision(data, data["id"].to_numpy())
 
 
-@pytest.mark.xfail(strict=True, reason="SUPG++ loses to SUPG on these populations: their positives are not "
-                   "concentrated in the top 3 E[P] |D| proxy ranks, the seed's premise (see the report)")
-def test_supg_pp_precision_at_recall_90_not_below_supg(populations):
+def _top_3a_recall(data: pd.DataFrame) -> float:
+    """Share of the positives in the top ``ceil(3 E[P] |D|)`` proxy ranks: what SUPG++ sets to 1."""
+    scores, labels = data["proxy"].to_numpy(), data["label"].to_numpy()
+    top = math.ceil(3.0 * scores.mean() * len(scores))
+    return float(labels[np.argsort(-scores, kind="stable")[:top]].sum() / labels.sum())
+
+
+def _mean_precision_at_recall_90(data: pd.DataFrame, seeds: int = 100) -> dict[str, tuple[float, int]]:
+    """Per method, the mean precision of ``select_recall`` and its recall misses, on the same seeds and budget."""
+    out = {}
+    for method in SELECT_METHODS:
+        results = [select_recall(data, "proxy", Oracle("label"), target=0.9, delta=DELTA, budget=BUDGET,
+                                 method=method, seed=seed) for seed in range(seeds)]
+        out[method] = (float(np.mean([_precision(data, r.ids) for r in results])),
+                       sum(_recall(data, r.ids) < 0.9 for r in results))
+    return out
+
+
+def overconfident_population(n: int = 20_000, seed: int = 0) -> pd.DataFrame:
+    """SUPG++'s premise (the seed's section 5.3.3): a monotonic, overconfident proxy, positives near the top.
+
+    About 1.5 % positives (``z + 0.2 noise > 2.2``) and a proxy ``sigmoid(12 (z - 2.2))``: it ranks by the
+    latent ``z``, near 1 at the top and falling steeply below it (overconfident, not calibrated); the top
+    ``3 E[P] |D|`` ranks hold 99 % of the positives.
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(n)
+    label = (z + 0.2 * rng.standard_normal(n) > 2.2).astype(np.int64)
+    proxy = 1.0 / (1.0 + np.exp(-12.0 * (z - 2.2)))
+    return pd.DataFrame({"id": np.arange(n, dtype=np.int64), "proxy": proxy, "label": label})
+
+
+def test_supg_pp_precision_at_recall_90_not_below_supg_where_its_premise_holds():
+    """The seed's claim (SUPG++ >= SUPG at recall 0.9) on the population it is made for, same seeds and budget.
+
+    Measured (100 seeds, budget 1000, clt): mean precision 0.450 (SUPG) and 0.555 (SUPG++), no recall miss.
+    Other populations of the same family (sigmoid(k (z - 2.2)), noise s), measured while finding out:
+    k 12, s 0.3: 0.203 -> 0.279; k 20, s 0.3: 0.198 -> 0.412 (SUPG missed recall 0.9 in 35 of 100 seeds,
+    SUPG++ in none); k 8, s 0.3: 0.270 -> 0.239 on the mean but 0.281 -> 0.299 on the median. With a
+    smooth proxy (k 4) SUPG++ lost even when its top 3 E[P] |D| ranks held 0.90 of the positives
+    (0.288 -> 0.267): positives in the top 3A are necessary, not sufficient; sqrt(P) is scale-free, so
+    shrinking the scores changes nothing, and what SUPG++ helped here is a steep (overconfident) proxy.
+    """
+    data = overconfident_population()
+    assert _top_3a_recall(data) >= 0.9  # the premise
+    found = _mean_precision_at_recall_90(data)
+    print(f"\nmean precision, recall misses at recall 0.9 on the overconfident proxy: {found}")
+    assert found["supg++"][0] >= found["supg"][0]
+    assert found["supg++"][1] <= 10  # not bought with missed recall targets
+
+
+@pytest.mark.xfail(strict=True, reason="the premise fails on the rare population: its proxy is shrunk "
+                   "(underconfident), E[P] = 0.010 for 0.019 positives, and the top 3 E[P] |D| = 603 ranks hold "
+                   "0.71 of the positives (recall 0.9 needs 1,487); the upweighting takes draws from the ranks "
+                   "holding the other 0.29. Measured (100 seeds, budget 1000, clt): mean precision 0.087 (SUPG) "
+                   "and 0.047 (SUPG++); SUPG++ selects everything in 84 seeds, SUPG in 48")
+def test_supg_pp_precision_at_recall_90_not_below_supg_on_rare(populations):
     data = populations["rare"]
-    precision = {method: np.mean([_precision(data, select_recall(
-        data, "proxy", Oracle("label"), target=0.9, delta=DELTA, budget=BUDGET, method=method, seed=seed).ids)
-        for seed in range(100)]) for method in SELECT_METHODS}
-    print(f"\nmean precision at recall 0.9 on rare: {precision}")
-    assert precision["supg++"] >= precision["supg"]
+    assert _top_3a_recall(data) < 0.9
+    found = _mean_precision_at_recall_90(data)
+    print(f"\nmean precision, recall misses at recall 0.9 on rare: {found}")
+    assert found["supg++"][0] >= found["supg"][0]
 
 
 class _Recorder:

@@ -459,7 +459,7 @@ def _table_size(reader: Reader, spec: Spec, confidence: float) -> Answer | None:
 
 def progressive(reader: Reader, spec: Spec, confidence: float, *, error: float | None = None,
                 seconds: float | None = None, start_rows: int = START_ROWS,
-                clock: Callable[[], float] = time.monotonic) -> Answer:
+                clock: Callable[[], float] = time.monotonic, relative: bool = False) -> Answer:
     """Grow the sample (doubling the fraction) until the half-width is at most ``error`` or time runs out.
 
     Parameters
@@ -479,6 +479,9 @@ def progressive(reader: Reader, spec: Spec, confidence: float, *, error: float |
         Rows the first step reads on average.
     clock : callable
         Time source (seconds).
+    relative : bool
+        ``error`` is a fraction of each estimate: stop once every interval (every group, every element)
+        proves ``|estimate - truth| <= error |truth|`` (:func:`scilens.guarantees.aggregation.relative_met`).
 
     Returns
     -------
@@ -505,12 +508,22 @@ def progressive(reader: Reader, spec: Spec, confidence: float, *, error: float |
         now = clock()
         costs.append((high - low, now - step_start))
         result = _relabel(answer(spec, state, total, per_look, min(fraction, 1.0), now - started), confidence, looks)
-        if fraction >= 1.0 or (error is not None and result.half_width <= error):
+        if fraction >= 1.0 or (error is not None and (_relative_met(result, error) if relative
+                                                      else result.half_width <= error)):
             return result
         next_low, next_fraction = fraction, min(1.0, 2.0 * fraction)
         if seconds is not None and (now - started) + _projected(costs, next_fraction - next_low) > seconds:
             return result
         low, fraction = next_low, next_fraction
+
+
+def _relative_met(result: Answer, error: float) -> bool:
+    """Every group's (or the one) interval proves a relative error of at most ``error``."""
+    from scilens.guarantees.aggregation import relative_met
+
+    if result.groups is not None:
+        return bool(result.groups) and all(_relative_met(part, error) for part in result.groups.values())
+    return relative_met(result.estimate, result.low, result.high, error)
 
 
 def _relabel(result: Answer, confidence: float, looks: int) -> Answer:
@@ -547,8 +560,9 @@ class Query:
         self.reader = reader
         self.spec = spec
 
-    def within_ci(self, confidence: float = 0.95, *, error: float, start_rows: int = START_ROWS) -> Answer:
-        """Sample until the ``confidence`` interval's half-width is at most ``error`` (absolute units).
+    def within_ci(self, confidence: float = 0.95, *, error: float, start_rows: int = START_ROWS,
+                  relative: bool = False) -> Answer:
+        """Sample until the ``confidence`` interval's half-width is at most ``error`` (absolute, or relative).
 
         ``1 - confidence`` is split over the schedule's checks (see the module doc, "Stopping").
 
@@ -560,6 +574,9 @@ class Query:
             Largest half-width accepted (> 0); a census stops the loop anyway.
         start_rows : int
             Rows the first step reads on average.
+        relative : bool
+            ``error`` is a fraction of the estimate (below 1): stop once every interval excludes 0 and
+            proves ``|estimate - truth| <= error |truth|``.
 
         Returns
         -------
@@ -569,7 +586,10 @@ class Query:
         _check_confidence(confidence)
         if not error > 0:
             raise ValueError(f"error must be > 0, got {error}")
-        return progressive(self.reader, self.spec, confidence, error=error, start_rows=start_rows)
+        if relative and error >= 1.0:
+            raise ValueError(f"a relative error must be below 1 (a fraction of the estimate), got {error}")
+        return progressive(self.reader, self.spec, confidence, error=error, start_rows=start_rows,
+                           relative=relative)
 
     def within_time(self, seconds: float, confidence: float = 0.95, *, start_rows: int = START_ROWS) -> Answer:
         """The narrowest interval the time allows: keep doubling the sample while the next step fits.

@@ -6,6 +6,8 @@ replacement:
 
 * :func:`clt_halfwidth` multiplies by ``sqrt((N - n) / (N - 1))`` when ``population`` is given (the
   closed-form variance of a mean drawn without replacement).
+* :func:`wilson_interval` (a share of 0/1 values) takes it as an effective sample size
+  ``n (N - 1) / (N - n)``: the size whose with-replacement variance equals the FPC'd one.
 * :func:`bennett_halfwidth`, :func:`empirical_bernstein_halfwidth` and
   :func:`conservative_mean_bounds` take none: Hoeffding (1963, Theorem 4) shows that a mean drawn without
   replacement is at least as concentrated as one drawn with replacement for every convex function of
@@ -30,6 +32,7 @@ __all__ = [
     "conservative_mean_bounds",
     "ebs_failure",
     "empirical_bernstein_halfwidth",
+    "wilson_interval",
     "z_value",
 ]
 
@@ -77,6 +80,42 @@ def clt_halfwidth(std: float, n: int, delta: float, population: int | None = Non
     if population is not None and population > 1:
         fpc = math.sqrt(max(population - n, 0) / (population - 1))
     return z_value(delta) * std / math.sqrt(n) * fpc
+
+
+def wilson_interval(share: float, n: float, delta: float, population: int | None = None) -> tuple[float, float]:
+    """Wilson score interval of a proportion (Wilson 1927): the normal test inverted, not the normal interval.
+
+    The ``p`` with ``|share - p| <= z sqrt(p (1 - p) / n)``, ``z = z_{1-delta/2}``:
+    ``(share + z^2/(2n)) / (1 + z^2/n) -+ z / (1 + z^2/n) sqrt(share (1 - share) / n + z^2 / (4 n^2))``.
+    Unlike the CLT interval ``share -+ z sqrt(share (1 - share) / n)``, it is not degenerate at 0 or
+    ``n`` successes (``[0, z^2 / (n + z^2)]`` for none) and keeps its coverage near 0 and 1.
+
+    Parameters
+    ----------
+    share : float
+        Observed share of ones, in [0, 1].
+    n : float
+        Sample size (or an effective one, e.g. a stratified mean's ``share (1 - share) / variance``).
+    delta : float
+        Two-sided failure probability.
+    population : int, optional
+        Population size ``N`` for sampling without replacement: ``n`` becomes ``n (N - 1) / (N - n)``
+        (the FPC); the whole population sampled gives ``(share, share)``.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``, within [0, 1]. Asymptotic, like the CLT interval (no finite-sample guarantee).
+    """
+    if population is not None and population > 1:
+        if n >= population:
+            return share, share
+        n = n * (population - 1) / (population - n)
+    z2 = z_value(delta) ** 2
+    scale = 1.0 + z2 / n
+    centre = (share + z2 / (2.0 * n)) / scale
+    half = math.sqrt(z2) / scale * math.sqrt(max(share * (1.0 - share), 0.0) / n + z2 / (4.0 * n * n))
+    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def clt_mean_bounds(values: np.ndarray, delta: float) -> tuple[float, float]:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from scilens.core.config import ConfigError, field
 from scilens.core.job import JobConfig
 from scilens.guarantees.aggregation import METHODS
 from scilens.guarantees.selection import BOUNDS, SELECT_METHODS
 
-__all__ = ["EstimateConfig", "SelectConfig"]
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from scilens.guarantees.stages import ModelOracle
+
+ORACLE_OUTPUTS = ("flag", "probability")
+"""What a model oracle returns per row: a 0/1 flag, or the probability of its class."""
+
+__all__ = ["ORACLE_OUTPUTS", "EstimateConfig", "SelectConfig"]
 
 
 @dataclass
@@ -19,26 +28,58 @@ class _OracleTable(JobConfig):
     proxy: str = field("proxy", "Column of cheap scores correlated with the oracle (doubles; selection: in [0, 1], "
                        "higher meaning more likely positive). A null proxy value is an error naming the row's id.")
     oracle: str | None = field(None, "Column holding the oracle's value of each row: read only for the sampled rows "
-                               "(fetched from the table by id) and counted. Required unless oracle_model is given.")
-    oracle_model: str | None = field(None, "A model as the oracle (run on the sampled rows only): not yet supported; "
-                                     "give an oracle column (e.g. the model's predictions written by its job).")
+                               "(fetched from the table by id) and counted. Give it or oracle_model.")
+    oracle_model: str | None = field(None, "A saved Keras classifier (.keras, readable from every executor) as the "
+                                     "oracle: run with predict_batch_udf on the sampled rows' images only, on the "
+                                     "executors, and counted like a column. Give it or oracle.")
+    image: str = field("image", "oracle_model: the image column (a scilens tensor, or a flattened array of numbers "
+                       "with image_shape).")
+    image_shape: list[int] | None = field(None, "oracle_model: one image's shape when image is a flattened array, "
+                                          "e.g. [28, 28, 1]; ignored for tensor columns.",
+                                          check=lambda s: all(n > 0 for n in s), check_doc="positive lengths")
+    oracle_class: int = field(1, "oracle_model: the class the oracle is about (a single sigmoid unit: 1 is p, "
+                              "0 is 1 - p).", min=0, max=1_000_000)
+    oracle_output: str = field("flag", "oracle_model: flag (1 where the model says oracle_class, else 0) or "
+                               "probability (the probability of oracle_class; estimate only: select needs 0/1).",
+                               choices=ORACLE_OUTPUTS)
+    oracle_threshold: float | None = field(None, "oracle_model, flag: null means the model's predicted class "
+                                           "(argmax; a single sigmoid unit: p > 0.5); a number t means the "
+                                           "probability of oracle_class >= t.",
+                                           check=lambda t: 0.0 <= t <= 1.0, check_doc="in [0, 1]")
     where: str | None = field(None, "Spark SQL condition choosing the population (e.g. split = 'test'); null: every "
                               "row.")
     seed: int = field(0, "Seed of every random choice (the same seed draws the same sample).", min=0)
 
-    def oracle_source(self) -> str:
-        """The oracle column, or a :class:`ConfigError` saying what to give instead.
+    def oracle_source(self, table: DataFrame) -> str | ModelOracle:
+        """The oracle column, or the model oracle over ``table`` (checked: model, image column, class).
+
+        Parameters
+        ----------
+        table : pyspark.sql.DataFrame
+            The population.
 
         Returns
         -------
-        str
-            The column.
+        str or ModelOracle
+            The column, or the model.
+
+        Raises
+        ------
+        ConfigError
+            Neither or both of oracle and oracle_model given.
+        scilens.core.inputs.InputError
+            The model file is missing (named) or does not fit the image column.
         """
+        from scilens.guarantees.stages import ModelOracle
+
+        if self.oracle_model is not None and self.oracle is not None:
+            raise ConfigError(f"give oracle ({self.oracle}) or oracle_model ({self.oracle_model}), not both")
         if self.oracle_model is not None:
-            raise ConfigError("oracle_model: a model as the oracle is not supported yet (it is for later); run the "
-                              "model's job to write its predictions and give that column as oracle")
+            return ModelOracle(table, self.oracle_model, self.image, self.image_shape, self.oracle_class,
+                               self.oracle_output, self.oracle_threshold)
         if self.oracle is None:
-            raise ConfigError("oracle: give the column holding the oracle's values (e.g. oracle=label)")
+            raise ConfigError("oracle: give the column holding the oracle's values (e.g. oracle=label), or a model "
+                              "as oracle_model")
         return self.oracle
 
 
@@ -49,8 +90,10 @@ class EstimateConfig(_OracleTable):
     method: str = field("blazeit++", "uniform (CLT, asymptotic), ebs (empirical Bernstein stopping), ebs-cv (ebs on "
                         "control-variate values), blazeit++ (control variate, Bennett: a finite-sample guarantee) "
                         "or abae (proxy strata, CLT).", choices=METHODS)
-    error: float = field(0.03, "Target half-width of the interval, in the oracle's units.",
-                         check=lambda e: 0.0 < e < 1e9, check_doc="> 0")
+    error: float = field(0.03, "Target half-width of the interval, in the oracle's units (relative: a fraction "
+                         "of the mean, below 1).", check=lambda e: 0.0 < e < 1e9, check_doc="> 0")
+    relative: bool = field(False, "error is a fraction of the mean: stop once the interval proves |estimate - "
+                           "mean| <= error |mean| (it excludes 0; a mean near 0 may need every row).")
     delta: float = field(0.05, "Failure probability: the interval holds the mean with probability 1 - delta.",
                          check=lambda d: 0.0 < d < 1.0, check_doc="in (0, 1)")
     value_low: float = field(0.0, "Smallest value the oracle can return (EBS and Bennett need the range).")

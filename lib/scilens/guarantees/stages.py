@@ -47,10 +47,13 @@ from scilens.core import compat
 from scilens.core.parquet import ROW_GROUP_BYTES, ReadCost, write_sorted
 from scilens.core.session import get_spark
 from scilens.guarantees.approx import U_COLUMN, Answer, Approx, Moments, Spec, Step
+from scilens.guarantees.config import ORACLE_OUTPUTS
 
 __all__ = [
     "ORACLE_COLUMN",
+    "ORACLE_OUTPUTS",
     "SAMPLE_FILE",
+    "ModelOracle",
     "SampledTable",
     "SparkEstimate",
     "SparkOracle",
@@ -539,6 +542,109 @@ def proxy_scores(df: DataFrame, proxy: str) -> pd.DataFrame:
     return scores.reset_index(drop=True)
 
 
+class ModelOracle:
+    """A saved Keras model as the oracle, run on the executors on the asked rows' images only.
+
+    :class:`SparkOracle` hands it the table's rows with the sampled ids (a broadcast semi-join); it runs
+    the model on those rows alone with :func:`scilens.vision.inference.model_outputs` (one
+    ``predict_batch_udf`` pass: the model is loaded once per Python worker, images decoded by the
+    inference module) and returns one value per row. The model, the image column and the class are
+    checked here, on the driver, before anything is sampled.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The table (for the image column's layout).
+    model : str or path-like
+        A saved single-input Keras classifier (``model.save("m.keras")``), readable from every executor.
+    image : str
+        The image column: a scilens tensor column or a flattened numeric array.
+    image_shape : sequence of int, optional
+        One image's shape when ``image`` is a flattened array.
+    oracle_class : int
+        The class the oracle is about (a single sigmoid unit: 1 is ``p``, 0 is ``1 - p``).
+    output : str
+        ``"flag"``: 1 where the model says ``oracle_class``, else 0 (with ``threshold`` null, the model's
+        predicted class, i.e. the argmax (a single sigmoid unit: ``p > 0.5``); with a threshold ``t``,
+        the class's probability ``>= t``); ``"probability"``: the class's probability.
+    threshold : float, optional
+        See ``output``.
+    batch_size : int
+        Images per model call.
+
+    Attributes
+    ----------
+    inferred : list of numpy.ndarray
+        The ids the model ran on, one array per call (what the tests check against the sample).
+
+    Raises
+    ------
+    scilens.core.inputs.InputError
+        The model file is missing (named) or not a Keras classifier, the image column is missing or
+        does not fit the model's input, or the class is not one of the model's.
+    """
+
+    def __init__(self, df: DataFrame, model: str | os.PathLike[str], image: str = "image",
+                 image_shape: list[int] | None = None, oracle_class: int = 1, output: str = "flag",
+                 threshold: float | None = None, batch_size: int = 128) -> None:
+        from scilens.core.inputs import InputError
+        from scilens.vision.inference import check_model_input, describe_model, image_layout
+
+        if output not in ORACLE_OUTPUTS:
+            raise ValueError(f"output must be one of {ORACLE_OUTPUTS}, not {output!r}")
+        if not Path(model).is_file():  # describe_model says so too; here before TensorFlow is imported
+            raise InputError(f"oracle_model {os.fspath(model)}: no such file")
+        self.info = describe_model(Path(model))
+        if not 0 <= oracle_class < self.info.n_classes:
+            raise InputError(f"oracle_class {oracle_class}: model {self.info.path} has classes 0 .. "
+                             f"{self.info.n_classes - 1}")
+        self.layout = image_layout(df, image, image_shape)
+        self.shape = check_model_input(self.info, self.layout, "oracle_model")
+        self.oracle_class, self.output, self.threshold = oracle_class, output, threshold
+        self.batch_size = batch_size
+        self.inferred: list[np.ndarray] = []
+
+    def __repr__(self) -> str:
+        """What the answer files name as the oracle."""
+        how = (f"probability of class {self.oracle_class}" if self.output == "probability" else
+               f"class {self.oracle_class} predicted" if self.threshold is None else
+               f"probability of class {self.oracle_class} >= {self.threshold}")
+        return f"model {self.info.path} ({how})"
+
+    def evaluate(self, rows: DataFrame) -> pd.DataFrame:
+        """``id`` and ``oracle`` (double) of ``rows`` whose image the model can take, inferred on the executors.
+
+        Parameters
+        ----------
+        rows : pyspark.sql.DataFrame
+            The asked rows of the table (every column).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per valid image; a row left out (null or malformed image) has no value, which
+            :class:`SparkOracle` reports by id.
+        """
+        from scilens.vision.inference import PREDICTION, PROBABILITIES, invalid_image_reason, model_outputs
+
+        # the UDF must not see an image it cannot decode: those rows are dropped before it, not masked after
+        valid = rows.where(invalid_image_reason(self.layout, self.shape).isNull())
+        outputs = model_outputs(self.info, [PROBABILITIES, PREDICTION], self.layout, self.batch_size)
+        scored = valid.select("id", outputs.alias("_out"))
+        p = F.col("_out").getField(PROBABILITIES)
+        single = self.info.layers[self.info.final_dense][-1] == 1  # one sigmoid unit: p is class 1's
+        prob = (p[0] if self.oracle_class == 1 else 1.0 - p[0]) if single else p[self.oracle_class]
+        if self.output == "probability":
+            value = prob.cast("double")
+        elif self.threshold is None:
+            value = (F.col("_out").getField(PREDICTION) == self.oracle_class).cast("double")
+        else:
+            value = (prob >= F.lit(float(self.threshold))).cast("double")
+        found: pd.DataFrame = scored.select("id", value.alias(ORACLE_COLUMN)).toPandas()
+        self.inferred.append(found["id"].to_numpy())
+        return found
+
+
 class SparkOracle:
     """The oracle's values of sampled rows, fetched from the Spark table by id (one Spark job per call).
 
@@ -549,9 +655,10 @@ class SparkOracle:
     ----------
     df : pyspark.sql.DataFrame
         The table, with ``id``.
-    source : str or callable
-        A column of ``df`` (read for the sampled rows only), or a function from a pandas frame of the
-        sampled rows (every column of ``df``) to one value per row.
+    source : str, ModelOracle or callable
+        A column of ``df`` (read for the sampled rows only), a :class:`ModelOracle` (run on the
+        executors on the sampled rows only), or a function from a pandas frame of the sampled rows
+        (every column of ``df``, on the driver) to one value per row.
     value_range : tuple of float, optional
         Values outside it are an error naming the ids.
     """
@@ -573,18 +680,26 @@ class SparkOracle:
 
         ids = rows[["id"]].reset_index(drop=True)
         wanted = self.df.sparkSession.createDataFrame(ids)
-        columns = [F.col("id"), F.col(self.source).cast("double").alias(ORACLE_COLUMN)] \
-            if isinstance(self.source, str) else [F.col(c) for c in self.df.columns]
-        fetched = self.df.join(F.broadcast(wanted), "id", "left_semi").select(*columns).toPandas()
+        asked = self.df.join(F.broadcast(wanted), "id", "left_semi")
+        if isinstance(self.source, ModelOracle):  # the values are made by Spark, not on the driver
+            fetched = self.source.evaluate(asked)
+        elif isinstance(self.source, str):
+            fetched = asked.select(F.col("id"), F.col(self.source).cast("double").alias(ORACLE_COLUMN)).toPandas()
+        else:
+            fetched = asked.toPandas()
         fetched = ids.merge(fetched, on="id", how="left", validate="one_to_one")
-        values = (fetched[ORACLE_COLUMN].to_numpy(dtype=np.float64) if isinstance(self.source, str)
-                  else np.asarray(self.source(fetched), dtype=np.float64).reshape(-1))
+        if isinstance(self.source, (str, ModelOracle)):
+            values = fetched[ORACLE_COLUMN].to_numpy(dtype=np.float64)
+        else:
+            values = np.asarray(self.source(fetched), dtype=np.float64).reshape(-1)
         bad = np.isnan(values)
         if self.value_range is not None:
             bad |= (values < self.value_range[0]) | (values > self.value_range[1])
         if bad.any():
             where = f" outside {list(self.value_range)}" if self.value_range is not None else ""
-            raise InputError(f"oracle value null{where} for ids {_named(ids['id'][bad])}")
+            why = " (the model's: a null or malformed image gives none)" if isinstance(self.source, ModelOracle) \
+                else ""
+            raise InputError(f"oracle value null{where}{why} for ids {_named(ids['id'][bad])}")
         self.drawn.append(pd.DataFrame({"id": ids["id"].to_numpy(), "oracle": values, "call": len(self.drawn) + 1}))
         return values
 
@@ -653,8 +768,9 @@ def estimate_mean_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | 
         The population with an ``id`` column (pandas: small data).
     proxy : str
         The proxy column.
-    oracle : str or callable
-        An oracle column, or a function of a pandas frame of sampled rows (see :class:`SparkOracle`).
+    oracle : str, ModelOracle or callable
+        An oracle column, a model (:class:`ModelOracle`), or a function of a pandas frame of sampled
+        rows (see :class:`SparkOracle`).
     error, delta : float
         Half-width and failure probability.
     method : str
@@ -664,7 +780,7 @@ def estimate_mean_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | 
     budget : int, optional
         Most rows the oracle may evaluate (:class:`~scilens.guarantees.oracle.BudgetExceeded` past it).
     **options
-        ``value_range``, ``pilot``, ``strata``, ``first_stage`` of ``estimate_mean``.
+        ``value_range``, ``pilot``, ``strata``, ``first_stage``, ``relative`` of ``estimate_mean``.
 
     Returns
     -------
@@ -724,8 +840,9 @@ def select_spark(df: DataFrame | pd.DataFrame, proxy: str, oracle: str | Any, ta
         The population with an ``id`` column.
     proxy : str
         The proxy column (scores in [0, 1]).
-    oracle : str or callable
-        An oracle column (0/1) or a function of a pandas frame of sampled rows.
+    oracle : str, ModelOracle or callable
+        An oracle column (0/1), a model (:class:`ModelOracle`, a 0/1 flag) or a function of a pandas
+        frame of sampled rows.
     target : str
         ``"recall"`` or ``"precision"``.
     target_value : float

@@ -8,7 +8,11 @@ model's flag, or the true label: evaluation), optionally restricted by
 rows the method samples, fetched from the table by id and counted
 (:func:`scilens.guarantees.stages.estimate_mean_spark` over
 :func:`scilens.guarantees.aggregation.estimate_mean`: uniform, ebs, ebs-cv,
-blazeit++, abae). A model as the oracle (``oracle_model``) is refused for now.
+blazeit++, abae). The oracle may instead be a saved Keras classifier
+(``oracle_model``, with ``image``, ``oracle_class``, ``oracle_output``,
+``oracle_threshold``): it runs with ``predict_batch_udf`` on the executors on
+the sampled rows' images only (:class:`scilens.guarantees.stages.ModelOracle`),
+counted the same way.
 The config is :class:`scilens.guarantees.config.EstimateConfig`.
 
 Outputs:
@@ -56,21 +60,24 @@ class EstimateJob(Job[EstimateConfig]):
 
         cfg = ctx.config
         with ctx.step("check the table"):
-            oracle = cfg.oracle_source()
+            if cfg.relative and cfg.error >= 1.0:
+                raise ConfigError(f"error: a relative error is a fraction of the mean, below 1, not {cfg.error}")
             if not cfg.value_low < cfg.value_high:
                 raise ConfigError(f"value_low ({cfg.value_low}) must be below value_high ({cfg.value_high})")
             table = stages.open_table(ctx.spark, ctx.inputs, cfg.where)
+            oracle = cfg.oracle_source(table)
         with ctx.step(f"estimate ({cfg.method})") as step:
             found = stages.estimate_mean_spark(table, cfg.proxy, oracle, cfg.error, cfg.delta, cfg.method, cfg.seed,
                                                value_range=(cfg.value_low, cfg.value_high), pilot=cfg.pilot,
-                                               strata=cfg.strata, first_stage=cfg.first_stage)
+                                               strata=cfg.strata, first_stage=cfg.first_stage,
+                                               relative=cfg.relative)
             answer = found.estimate
             step.counts.update(rows=found.rows, oracle_calls=answer.oracle_calls)
         with ctx.step("write"):
             result = {"estimate": answer.estimate, "low": answer.low, "high": answer.high,
                       "oracle_calls": answer.oracle_calls, "rows": found.rows, "method": answer.method,
-                      "error": cfg.error, "delta": cfg.delta, "seed": cfg.seed, "proxy": cfg.proxy, "oracle": oracle,
-                      "where": cfg.where}
+                      "error": cfg.error, "relative": cfg.relative, "delta": cfg.delta, "seed": cfg.seed,
+                      "proxy": cfg.proxy, "oracle": str(oracle), "where": cfg.where}
             (ctx.output / "answer.json").write_text(json.dumps(result, indent=2) + "\n")
             found.sample.to_parquet(ctx.output / "sample.parquet", index=False)
             history = pd.DataFrame(answer.history, columns=["oracle_calls", "low", "high"])
@@ -93,7 +100,8 @@ class EstimateJob(Job[EstimateConfig]):
                     label=f"{1 - result['delta']:.0%} interval at each check")
         ax.axhline(result["estimate"], color="k", lw=0.8, ls="--", label=f"estimate {result['estimate']:.4f}")
         ax.set(xlabel="oracle calls", ylabel=f"mean of {result['oracle']}",
-               title=f"{result['method']}: the interval as it narrowed (target +-{result['error']})")
+               title=f"{result['method']}: the interval as it narrowed (target +-{result['error']}"
+                  f"{' of the mean' if result['relative'] else ''})")
         ax.legend()
         save_figure(fig, ctx.output / "interval.png")
         figure = "<img src='interval.png'>" + html_table(history.to_dict("records"))

@@ -8,7 +8,10 @@ only (fetched from the table by id and counted) and finds the proxy cut; the
 selection is the Spark filter ``proxy >= threshold`` union the sampled positives
 (:func:`scilens.guarantees.stages.select_spark`). The proxy column is
 collected to the driver (one double per row: ~10^8 rows at most on a default
-driver). A model as the oracle (``oracle_model``) is refused for now. The
+driver). The oracle may instead be a saved Keras classifier (``oracle_model``,
+a 0/1 flag: ``oracle_class`` predicted, or its probability >= ``oracle_threshold``)
+run with ``predict_batch_udf`` on the sampled rows' images only
+(:class:`scilens.guarantees.stages.ModelOracle`), counted the same way. The
 config is :class:`scilens.guarantees.config.SelectConfig`.
 
 Outputs:
@@ -29,6 +32,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from scilens.core.config import ConfigError
 from scilens.core.job import Job, JobContext
 from scilens.guarantees.config import SelectConfig
 
@@ -84,8 +88,10 @@ class SelectJob(Job[SelectConfig]):
 
         cfg = ctx.config
         with ctx.step("check the table"):
-            oracle = cfg.oracle_source()
+            if cfg.oracle_model is not None and cfg.oracle_output != "flag":
+                raise ConfigError(f"oracle_output: select needs a 0/1 oracle (flag), not {cfg.oracle_output}")
             table = stages.open_table(ctx.spark, ctx.inputs, cfg.where)
+            oracle = cfg.oracle_source(table)
         with ctx.step(f"select ({cfg.method}, {cfg.bound})") as step:
             found = stages.select_spark(table, cfg.proxy, oracle, cfg.target, cfg.target_value, cfg.delta,
                                         cfg.budget, cfg.method, cfg.bound, cfg.seed)
@@ -98,7 +104,7 @@ class SelectJob(Job[SelectConfig]):
             result = {"target": cfg.target, "target_value": cfg.target_value, "delta": cfg.delta,
                       "threshold": threshold, "selected": selected, "oracle_calls": answer.oracle_calls,
                       "budget": cfg.budget, "rows": found.rows, "method": answer.method, "bound": answer.bound,
-                      "seed": cfg.seed, "proxy": cfg.proxy, "oracle": oracle, "where": cfg.where}
+                      "seed": cfg.seed, "proxy": cfg.proxy, "oracle": str(oracle), "where": cfg.where}
             (ctx.output / "answer.json").write_text(json.dumps(result, indent=2) + "\n")
             found.sample.to_parquet(ctx.output / "sample.parquet", index=False)
             self._report(ctx, result, recall_curve(found.sample))
