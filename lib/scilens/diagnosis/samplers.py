@@ -31,6 +31,9 @@ The study's technique (Algorithm 1)
   ``k_c`` from the high (exemplar) end.
 * :func:`likelihood_weighted` -- the weighted variant: per stratum, draws
   with probability proportional to ``1 / likelihood ratio``, capped.
+* :func:`label_aware_boundary_exemplar` -- not the paper's: Algorithm 1
+  with the strata of the stratifiers, (label, correct), so that it uses the
+  same information as :func:`stratified_weighted` (a fair rival to it).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "Sample",
     "boundary_exemplar",
     "boundary_tree",
+    "label_aware_boundary_exemplar",
     "likelihood_weighted",
     "simple_latent",
     "stratified",
@@ -279,6 +283,47 @@ def boundary_exemplar(strata: np.ndarray, log_lr: np.ndarray, fraction: float, t
         k = stratum_size(n_c, fraction)
         b = stratum_size(k, tuning_factor) if k else 0
         ranks = np.concatenate([np.arange(b), np.arange(n_c - (k - b), n_c)]).astype(np.int64)
+        chosen = members[ranks]
+        parts.append(Sample.of(chosen, np.full(k, value), log_lr[chosen], ranks,
+                               np.array([BOUNDARY] * b + [EXEMPLAR] * (k - b), dtype=object)))
+    return Sample.concat(parts)
+
+
+def label_aware_boundary_exemplar(labels: np.ndarray, predictions: np.ndarray, log_lr: np.ndarray, fraction: float,
+                                  tuning_factor: float = 0.7) -> Sample:
+    """Algorithm 1 within every (label, correct) group: quotas by labels and predictions, order by likelihood.
+
+    Each non-empty group of ``n_g`` items gives ``max(1, round(f n_g))``
+    (at least one, as :func:`stratified_by_confusion`, so that no group the
+    queries score goes empty): ``round(j k_g)`` of lowest likelihood ratio,
+    the rest of highest. The stratum recorded is ``2 * label + correct``.
+
+    Parameters
+    ----------
+    labels, predictions : ndarray (n,)
+        True and predicted classes.
+    log_lr : ndarray (n,)
+        Log likelihood ratio of each item (a MaxMargin fit's).
+    fraction : float
+        ``f`` in (0, 1].
+    tuning_factor : float
+        ``j`` in [0, 1].
+
+    Returns
+    -------
+    Sample
+    """
+    fraction = _check_fraction(fraction)
+    if not 0 <= tuning_factor <= 1:
+        raise ValueError(f"tuning factor j must be in [0, 1], got {tuning_factor}")
+    labels, log_lr = np.asarray(labels, dtype=np.int64), np.asarray(log_lr, dtype=np.float64)
+    groups = 2 * labels + (labels == np.asarray(predictions)).astype(np.int64)
+    parts = []
+    for value, members in _sorted_strata(groups, log_lr):
+        n_g = len(members)
+        k = max(1, stratum_size(n_g, fraction))
+        b = stratum_size(k, tuning_factor)
+        ranks = np.concatenate([np.arange(b), np.arange(n_g - (k - b), n_g)]).astype(np.int64)
         chosen = members[ranks]
         parts.append(Sample.of(chosen, np.full(k, value), log_lr[chosen], ranks,
                                np.array([BOUNDARY] * b + [EXEMPLAR] * (k - b), dtype=object)))
