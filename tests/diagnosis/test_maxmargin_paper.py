@@ -18,7 +18,7 @@ def thinned(labels: np.ndarray, predictions: np.ndarray, error_rate: float, seed
     """Positions of an evaluation set: every correct item plus misclassified ones making ``error_rate`` of it."""
     wrong = np.flatnonzero(labels != predictions)
     right = np.flatnonzero(labels == predictions)
-    keep = int(round(error_rate * len(right) / (1 - error_rate)))
+    keep = round(error_rate * len(right) / (1 - error_rate))
     assert keep <= len(wrong), f"the model errs on {len(wrong)} items, fewer than the {keep} wanted"
     chosen = np.random.default_rng(seed).choice(wrong, keep, replace=False)
     return np.sort(np.concatenate([right, chosen]))

@@ -19,6 +19,8 @@ def _strata_of(technique, sample, labels, predictions, fit):
         return labels * 10 + predictions
     if technique == "stratified_weighted":
         return labels
+    if technique == "maxmargin_label_aware":
+        return 2 * labels + (labels == predictions)
     return fit.strata
 
 
@@ -27,7 +29,8 @@ _FITS: dict = {}
 
 def _fit(technique, latent, labels, predictions):
     """One latent model per technique for this module (the GMMs take seconds)."""
-    key = technique.removesuffix("_weighted")  # a weighted variant ranks by its plain technique's model
+    # A variant (weighted, label-aware) ranks by its plain technique's model.
+    key = technique.removesuffix("_weighted").removesuffix("_label_aware")
     if key not in _FITS:
         _FITS[key] = fit_latent(technique, latent, labels, predictions)
     return _FITS[key]
@@ -43,11 +46,13 @@ def test_size_ids_and_determinism(digits_latent, technique, fraction):
     assert sample.index.min() >= 0 and sample.index.max() < len(latent)
     strata = _strata_of(technique, sample, labels, predictions, fit)
     values, counts = np.unique(strata, return_counts=True)
-    # Each stratum gives fraction * n_c rounded (stratified_cm: at least one), so within one item per stratum.
+    # Each stratum gives fraction * n_c rounded (stratified_cm, label-aware: at least one), so within one item
+    # per stratum.
     assert abs(len(sample) - fraction * len(latent)) <= len(values)
     for value, n_c in zip(values, counts):
         got = np.sum(strata[sample.index] == value)
-        expected = max(1, fraction * n_c) if technique == "stratified_cm" else fraction * n_c
+        at_least_one = technique in ("stratified_cm", "maxmargin_label_aware")
+        expected = max(1, fraction * n_c) if at_least_one else fraction * n_c
         assert abs(got - expected) <= 1, (value, got, expected)
     refit = fit_latent(technique, latent, labels, predictions) if fraction == 0.05 and fit is not None else fit
     again = draw_sample(technique, fraction, latent, labels, predictions, refit)
