@@ -58,23 +58,27 @@ def test_paper_sample_catches_more_misclassified_than_uniform_at_one_percent(dig
     assert caught > max(uniform)
 
 
-def test_label_aware_maxmargin_draws_algorithm_1_within_label_correct_groups():
+def test_label_aware_maxmargin_fills_stratified_weighted_quotas_in_algorithm_1_order():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 600)
     predictions = np.where(rng.random(600) < 0.05, (labels + 1) % 3, labels)
     log_lr = rng.normal(size=600)
     sample = samplers.label_aware_boundary_exemplar(labels, predictions, log_lr, 0.1, tuning_factor=0.7)
-    groups = 2 * labels + (labels == predictions)
-    for g in np.unique(groups):
-        members = np.flatnonzero(groups == g)
-        ordered = members[np.lexsort((members, log_lr[members]))]
-        k = max(1, int(np.floor(0.1 * len(members) + 0.5)))
-        b = int(np.floor(0.7 * k + 0.5))
-        mine = sample.stratum == g
-        assert mine.sum() == k  # the quota of its own (label, correct) group, at least one
-        assert set(sample.index[mine & (sample.end == "boundary")]) == set(ordered[:b])
-        assert set(sample.index[mine & (sample.end == "exemplar")]) == set(ordered[len(ordered) - (k - b):])
+    random = samplers.stratified_weighted(labels, predictions, 0.1, seed=0)
+    correct = labels == predictions
+    for c in range(3):
+        for ok in (False, True):
+            # The same (label, correct) quota as stratified weighted ...
+            quota = np.sum((labels[random.index] == c) & (correct[random.index] == ok))
+            group = np.flatnonzero((labels == c) & (correct == ok))
+            mine = sample.index[np.isin(sample.index, group)]
+            assert len(mine) == quota
+            # ... taken from the two ends of the group's likelihood-ratio order.
+            ordered = group[np.lexsort((group, log_lr[group]))]
+            b = int(np.floor(0.7 * quota + 0.5))
+            assert set(mine) == set(ordered[:b]) | set(ordered[len(ordered) - (quota - b):])
     assert len(np.unique(sample.index)) == len(sample)
+    assert np.sum(~correct[sample.index]) > 2 * np.mean(~correct) * len(sample)  # misclassified over-drawn
 
 
 def test_sample_job_selects_the_maxmargin_setting():

@@ -17,10 +17,8 @@ def _strata_of(technique, sample, labels, predictions, fit):
         return np.zeros(len(labels), int)
     if technique == "stratified_cm":
         return labels * 10 + predictions
-    if technique == "stratified_weighted":
+    if technique in ("stratified_weighted", "maxmargin_label_aware"):
         return labels
-    if technique == "maxmargin_label_aware":
-        return 2 * labels + (labels == predictions)
     return fit.strata
 
 
@@ -46,13 +44,11 @@ def test_size_ids_and_determinism(digits_latent, technique, fraction):
     assert sample.index.min() >= 0 and sample.index.max() < len(latent)
     strata = _strata_of(technique, sample, labels, predictions, fit)
     values, counts = np.unique(strata, return_counts=True)
-    # Each stratum gives fraction * n_c rounded (stratified_cm, label-aware: at least one), so within one item
-    # per stratum.
+    # Each stratum gives fraction * n_c rounded (stratified_cm: at least one), so within one item per stratum.
     assert abs(len(sample) - fraction * len(latent)) <= len(values)
     for value, n_c in zip(values, counts):
         got = np.sum(strata[sample.index] == value)
-        at_least_one = technique in ("stratified_cm", "maxmargin_label_aware")
-        expected = max(1, fraction * n_c) if at_least_one else fraction * n_c
+        expected = max(1, fraction * n_c) if technique == "stratified_cm" else fraction * n_c
         assert abs(got - expected) <= 1, (value, got, expected)
     refit = fit_latent(technique, latent, labels, predictions) if fraction == 0.05 and fit is not None else fit
     again = draw_sample(technique, fraction, latent, labels, predictions, refit)

@@ -85,8 +85,8 @@ class SamplingConfig(Config):
     gmm_max_iter: int = field(200, "EM iterations of the Gaussian mixtures.", min=1)
     weight_cap: float = field(1000.0, "Weighted variants: likelihood ratios are clipped to [1/cap, cap] before "
                               "weighting by their inverse.", min=1.0)
-    incorrect_share: float = field(0.5, "stratified_weighted: share of each class's draw taken from its "
-                                   "misclassified items.", min=0.0, max=1.0)
+    incorrect_share: float = field(0.5, "stratified_weighted, maxmargin_label_aware: share of each "
+                                   "class's draw taken from its misclassified items.", min=0.0, max=1.0)
     latent_components: int = field(5, "simple_latent: principal components of the grid.", min=1, max=16)
     latent_bins: int = field(2, "simple_latent: equal-width bins per component.", min=1)
     vas_bandwidth: float | None = field(None, "VAS proximity kernel width eps; null: the median pairwise "
@@ -268,7 +268,7 @@ def _likelihood_weighted(items: LatentItems, fraction: float, seed: int, config:
 def _label_aware(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
     fit = items.ranked()
     return samplers.label_aware_boundary_exemplar(items.labels, items.predictions, fit.log_likelihood_ratio,
-                                                  fraction, config.tuning_factor)
+                                                  fraction, config.tuning_factor, config.incorrect_share)
 
 
 def _uniform(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
@@ -315,7 +315,7 @@ TECHNIQUES: Mapping[str, Technique] = MappingProxyType({t.name: t for t in (
     Technique("eb_tree", None, _boundary_tree, None, one_sample=True),
 )})
 """Technique name -> :class:`Technique`: the paper's samplers, the likelihood-weighted variant of each
-clustering sampler and MaxMargin with (label, correct) quotas. Iterating gives the names."""
+clustering sampler and MaxMargin filling stratified weighted's (label, correct) quotas. Iterating gives the names."""
 
 DRIVER_ONLY = tuple(name for name, t in TECHNIQUES.items() if t.spark_draw is None)
 """The techniques without a Spark draw."""
