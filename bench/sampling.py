@@ -702,6 +702,10 @@ def _draws(label: str, latent: np.ndarray, labels: np.ndarray, predictions: np.n
     return out
 
 
+CHECKPOINTS = {"read": 0, "computed": 0}
+"""Cells of this run read from checkpoints and computed (the report's total time covers only the latter)."""
+
+
 def _checkpointed(path: Path, spec: dict[str, Any], compute: Callable[[], list[dict[str, Any]]]) -> list[dict]:
     """Rows of one cell, read from ``path`` when it holds this spec's, else computed and written there."""
     spec = json.loads(json.dumps(spec))  # as read back: tuples become lists
@@ -709,8 +713,10 @@ def _checkpointed(path: Path, spec: dict[str, Any], compute: Callable[[], list[d
         saved = json.loads(path.read_text())
         if saved.get("spec") == spec:
             _log(f"checkpoint: {path.name} read")
+            CHECKPOINTS["read"] += 1
             return saved["rows"]
     rows = compute()
+    CHECKPOINTS["computed"] += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"spec": spec, "rows": rows}, default=float))
@@ -1217,8 +1223,9 @@ def sweeps_main(spark: Any, root: Path, name: str, mode: str, s: dict[str, Any],
              f"{s['galaxy_train']:,} / {s['galaxy_test']:,} galaxies), issue 20's experiments only. Test accuracy: "
              + ", ".join(f"{ds} {data[ds]['test_accuracy']}" for ds in datasets_)
              + f". Load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end on {os.cpu_count()} "
-               f"cores. Total {time.perf_counter() - started:.0f} s. Random samplers averaged over {s['seeds']} "
-               f"seeds.")
+               f"cores. Total {time.perf_counter() - started:.0f} s, {CHECKPOINTS['computed']} cells computed and "
+               f"{CHECKPOINTS['read']} read from checkpoints of an earlier run. Random samplers averaged over "
+               f"{s['seeds']} seeds.\n")
     path = write_results(f"{name}-sweeps", "Sampling for model diagnosis: faithful to the paper (issue 20)",
                          [("Setup", setup), *sections], {"mode": mode, "settings": s, **payload})
     _log(f"wrote {path}")
