@@ -24,6 +24,7 @@ def thinned(labels: np.ndarray, predictions: np.ndarray, error_rate: float, seed
     return np.sort(np.concatenate([right, chosen]))
 
 
+@pytest.mark.filterwarnings("ignore:The `probability` parameter:FutureWarning")  # scikit-learn >= 1.9
 def test_paper_probabilities_are_libsvm_linear_svc_with_probabilities(digits_latent):
     latent, labels, _ = digits_latent
     x = latent.astype(np.float64)
