@@ -57,6 +57,8 @@ def test_samples_equal_the_pure_samplers_on_the_embeddings(spark, sampled):
     assert (boundary["likelihood_ratio"] < mm[mm.end == "exemplar"]["likelihood_ratio"].min()).mean() > 0.9
     summary = json.loads((sampled / "summary.json").read_text())
     assert summary["layer"] == "fc2" and summary["rows"] == len(ids)
+    # The driver path ran MaxMargin in the paper's setting (the default), and the summary says so.
+    assert summary["path"] == "driver" and summary["maxmargin"] == "paper (C=1)"
     for name in ("report.html", "latent.png", "composition.png"):
         assert (sampled / name).stat().st_size > 1000
 
@@ -78,7 +80,8 @@ def test_spark_path_draws_the_same_strata_sizes(spark, trained_digits, tmp_path)
     assert cli.main(["sample", "--input", str(trained_digits.array_table), "--output", str(out),
                      "--set", f"model={trained_digits.model_path}", "--set", "data.image_shape=[8,8,1]",
                      "--set", "techniques=[stratified_cm]", "--set", "fractions=[0.1]", "--set", "fit=spark"]) == 0
-    assert json.loads((out / "summary.json").read_text())["path"] == "spark"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["path"] == "spark" and summary["maxmargin"] is None  # no MaxMargin technique ran
     got = spark.read.parquet(str(out / "samples")).toPandas()
     emb = spark.read.parquet(str(out / "embeddings.parquet")).toPandas()
     cells = emb["label"] * 10 + emb["prediction"]

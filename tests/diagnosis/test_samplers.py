@@ -17,7 +17,7 @@ def _strata_of(technique, sample, labels, predictions, fit):
         return np.zeros(len(labels), int)
     if technique == "stratified_cm":
         return labels * 10 + predictions
-    if technique == "stratified_weighted":
+    if technique in ("stratified_weighted", "maxmargin_label_aware"):
         return labels
     return fit.strata
 
@@ -27,7 +27,8 @@ _FITS: dict = {}
 
 def _fit(technique, latent, labels, predictions):
     """One latent model per technique for this module (the GMMs take seconds)."""
-    key = technique.removesuffix("_weighted")  # a weighted variant ranks by its plain technique's model
+    # A variant (weighted, label-aware) ranks by its plain technique's model.
+    key = technique.removesuffix("_weighted").removesuffix("_label_aware")
     if key not in _FITS:
         _FITS[key] = fit_latent(technique, latent, labels, predictions)
     return _FITS[key]

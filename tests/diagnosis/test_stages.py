@@ -26,6 +26,7 @@ def _jaccard(a, b):
 
 
 def test_maxmargin_mllib_agrees_with_the_driver(spark, digits_latent):
+    # The Spark path has one MaxMargin setting, spark-parity: the driver's MaxMarginModel at C = 0.01.
     latent, labels, predictions = digits_latent
     # The two most confused digits: a binary SVM (MLlib runs a Spark job per iteration, per class).
     wrong = labels != predictions

@@ -59,8 +59,9 @@ class SampleConfig(JobConfig):
                                    check=_fractions_ok, check_doc="a non-empty list of values in (0, 1]")
     sampling: SamplingConfig = field(SamplingConfig(), "Sampler parameters: tuning_factor (j), seed, ...")
     fit: str = field("auto", "Where samplers run: driver (collect the latent table), spark (MLlib; not for "
-                     "vas, eb_tree, gmm_spherical*), or auto: driver when rows x latent dims <= "
-                     "driver_max_values.", choices=("auto", "driver", "spark"))
+                     "vas, eb_tree, gmm_spherical*, maxmargin_label_aware; MaxMargin in its spark-parity setting), "
+                     "or auto: driver when rows x latent dims <= driver_max_values.",
+                     choices=("auto", "driver", "spark"))
     driver_max_values: int = field(20_000_000, "auto: largest latent table (rows x dims) fitted on the driver.",
                                    min=1)
     batch_size: int = field(256, "Images per model call in inference.", min=1)

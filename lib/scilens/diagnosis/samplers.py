@@ -31,6 +31,9 @@ The study's technique (Algorithm 1)
   ``k_c`` from the high (exemplar) end.
 * :func:`likelihood_weighted` -- the weighted variant: per stratum, draws
   with probability proportional to ``1 / likelihood ratio``, capped.
+* :func:`label_aware_boundary_exemplar` -- not the paper's: stratified
+  weighted's (label, correct) quotas filled in Algorithm 1's order, so that
+  it reads the same information as :func:`stratified_weighted` (a fair rival).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "Sample",
     "boundary_exemplar",
     "boundary_tree",
+    "label_aware_boundary_exemplar",
     "likelihood_weighted",
     "simple_latent",
     "stratified",
@@ -282,6 +286,59 @@ def boundary_exemplar(strata: np.ndarray, log_lr: np.ndarray, fraction: float, t
         chosen = members[ranks]
         parts.append(Sample.of(chosen, np.full(k, value), log_lr[chosen], ranks,
                                np.array([BOUNDARY] * b + [EXEMPLAR] * (k - b), dtype=object)))
+    return Sample.concat(parts)
+
+
+def label_aware_boundary_exemplar(labels: np.ndarray, predictions: np.ndarray, log_lr: np.ndarray, fraction: float,
+                                  tuning_factor: float = 0.7, incorrect_share: float = 0.5) -> Sample:
+    """Stratified weighted's (label, correct) quotas, each filled by Algorithm 1's likelihood-ratio order.
+
+    Per class, ``k_c = round(f n_c)``: up to ``ceil(incorrect_share k_c)``
+    from its misclassified items, the rest from its correct ones (all of a
+    group when it has fewer), exactly as :func:`stratified_weighted`; within
+    each group of ``k_g``, ``round(j k_g)`` of lowest likelihood ratio and the
+    rest of highest, as :func:`boundary_exemplar`. It thus reads what
+    stratified weighted reads, and differs only in the order it takes items
+    from a group. The stratum recorded is the label.
+
+    Parameters
+    ----------
+    labels, predictions : ndarray (n,)
+        True and predicted classes.
+    log_lr : ndarray (n,)
+        Log likelihood ratio of each item (a MaxMargin fit's).
+    fraction : float
+        ``f`` in (0, 1].
+    tuning_factor : float
+        ``j`` in [0, 1].
+    incorrect_share : float
+        Share of each class's draw taken from its misclassified items.
+
+    Returns
+    -------
+    Sample
+    """
+    fraction = _check_fraction(fraction)
+    if not 0 <= tuning_factor <= 1:
+        raise ValueError(f"tuning factor j must be in [0, 1], got {tuning_factor}")
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    log_lr = np.asarray(log_lr, dtype=np.float64)
+    correct = (predictions == labels).astype(np.int64)
+    parts = []
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        wrong = members[predictions[members] != value]
+        k = stratum_size(len(members), fraction)
+        k_wrong = min(len(wrong), int(np.ceil(incorrect_share * k)))
+        k_right = min(len(members) - len(wrong), k - k_wrong)
+        for group_value, quota in ((0, k_wrong), (1, k_right)):
+            group = members[correct[members] == group_value]
+            ordered = group[np.lexsort((group, log_lr[group]))]
+            b = stratum_size(quota, tuning_factor)
+            ranks = np.concatenate([np.arange(b), np.arange(len(group) - (quota - b), len(group))]).astype(np.int64)
+            chosen = ordered[ranks]
+            parts.append(Sample.of(chosen, np.full(quota, value), log_lr[chosen], ranks,
+                                   np.array([BOUNDARY] * b + [EXEMPLAR] * (quota - b), dtype=object)))
     return Sample.concat(parts)
 
 

@@ -34,13 +34,15 @@ import pandas as pd
 
 from scilens.core.config import Config, field
 from scilens.diagnosis import samplers
-from scilens.diagnosis.latent import GaussianMixtureModel, LatentFit, MaxMarginModel
+from scilens.diagnosis.latent import GaussianMixtureModel, LatentFit, MaxMarginModel, PaperMaxMarginModel
 
 if TYPE_CHECKING:  # only named in type aliases: the Spark layer is imported when a SparkStage is called
     from pyspark.sql import DataFrame
 
 __all__ = [
+    "DEFAULT_SVM_C",
     "DRIVER_ONLY",
+    "MAXMARGIN_SETTINGS",
     "TECHNIQUES",
     "LatentItems",
     "LatentModel",
@@ -55,6 +57,12 @@ __all__ = [
 ]
 
 
+MAXMARGIN_SETTINGS = ("paper", "spark-parity")
+"""MaxMargin's settings: the paper's (driver only) and the one MLlib reproduces (both paths)."""
+DEFAULT_SVM_C = {"paper": 1.0, "spark-parity": 0.01}
+"""Each MaxMargin setting's C when ``svm_c`` is null."""
+
+
 @dataclass
 class SamplingConfig(Config):
     """Parameters of the samplers (the paper's defaults)."""
@@ -62,23 +70,43 @@ class SamplingConfig(Config):
     tuning_factor: float = field(0.7, "j of Algorithm 1: share of each stratum's draw taken from the boundary "
                                  "(low likelihood ratio) end; 1 - j comes from the exemplar end.", min=0.0, max=1.0)
     seed: int = field(0, "Seed of every random choice (random samplers, GMM initialisation, stream orders).")
-    svm_c: float = field(0.01, "Linear SVM regularisation C of MaxMargin (on standardised latent vectors; "
-                         "see scilens.diagnosis.latent.MaxMarginModel).", check=lambda v: v > 0,
-                         check_doc="must be > 0")
-    svm_max_iter: int = field(20_000, "Iterations of the SVM solver on the driver (liblinear).", min=1)
+    maxmargin: str = field("paper", "MaxMargin setting on the driver: paper (the paper's: linear SVC, C = 1, "
+                           "pairwise-coupled Platt probabilities, raw latents; scilens.diagnosis.latent."
+                           "PaperMaxMarginModel) or spark-parity (one-vs-rest linear SVMs, C = 0.01, standardised "
+                           "latents: what MLlib solves alike; MaxMarginModel). The Spark path always runs "
+                           "spark-parity.", choices=MAXMARGIN_SETTINGS)
+    svm_c: float | None = field(None, "Linear SVM regularisation C of MaxMargin; null: the setting's own "
+                                "(1 for paper, 0.01 for spark-parity).", check=lambda v: v > 0,
+                                check_doc="must be > 0")
+    svm_max_iter: int = field(20_000, "Iterations of the SVM solver on the driver (liblinear; spark-parity).",
+                              min=1)
     spark_svm_max_iter: int = field(100, "Iterations of MLlib's LinearSVC on the Spark path (each one a pass "
                                     "over the data).", min=1)
     gmm_max_iter: int = field(200, "EM iterations of the Gaussian mixtures.", min=1)
     weight_cap: float = field(1000.0, "Weighted variants: likelihood ratios are clipped to [1/cap, cap] before "
                               "weighting by their inverse.", min=1.0)
-    incorrect_share: float = field(0.5, "stratified_weighted: share of each class's draw taken from its "
-                                   "misclassified items.", min=0.0, max=1.0)
+    incorrect_share: float = field(0.5, "stratified_weighted, maxmargin_label_aware: share of each "
+                                   "class's draw taken from its misclassified items.", min=0.0, max=1.0)
     latent_components: int = field(5, "simple_latent: principal components of the grid.", min=1, max=16)
     latent_bins: int = field(2, "simple_latent: equal-width bins per component.", min=1)
     vas_bandwidth: float | None = field(None, "VAS proximity kernel width eps; null: the median pairwise "
                                         "distance of the latent vectors.")
     tree_max_children: int | None = field(None, "eb_tree: most children per node (null: unlimited, as in "
                                           "Mathy et al.).")
+
+    def svm_c_of(self, setting: str) -> float:
+        """MaxMargin's C in ``setting``: ``svm_c``, or the setting's default when it is null.
+
+        Parameters
+        ----------
+        setting : str
+            One of :data:`MAXMARGIN_SETTINGS`.
+
+        Returns
+        -------
+        float
+        """
+        return float(self.svm_c) if self.svm_c is not None else DEFAULT_SVM_C[setting]
 
 
 @dataclass(frozen=True)
@@ -205,7 +233,10 @@ class Technique:
 
 def _fit_maxmargin(latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                    config: SamplingConfig) -> LatentFit:
-    return MaxMarginModel(config.svm_c, config.svm_max_iter).fit(latent, labels, seed=config.seed)
+    c = config.svm_c_of(config.maxmargin)
+    if config.maxmargin == "paper":
+        return PaperMaxMarginModel(c).fit(latent, labels, seed=config.seed)
+    return MaxMarginModel(c, config.svm_max_iter).fit(latent, labels, seed=config.seed)
 
 
 def _fit_gmm(covariance: str, latent: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
@@ -215,6 +246,7 @@ def _fit_gmm(covariance: str, latent: np.ndarray, labels: np.ndarray, prediction
     return GaussianMixtureModel(n_classes, covariance, config.gmm_max_iter).fit(latent, seed=config.seed)
 
 
+# On Spark MaxMargin is the spark-parity setting whatever ``maxmargin`` says (MLlib has no pairwise coupling).
 MAXMARGIN = LatentModel("maxmargin", _fit_maxmargin, SparkStage("score_maxmargin"))
 GMM_FULL = LatentModel("gmm_full", partial(_fit_gmm, "full"), SparkStage("score_gmm"))
 GMM_SPHERICAL = LatentModel("gmm_spherical", partial(_fit_gmm, "spherical"), None)  # MLlib: full covariances only
@@ -231,6 +263,12 @@ def _boundary_exemplar(items: LatentItems, fraction: float, seed: int, config: S
 def _likelihood_weighted(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
     fit = items.ranked()
     return samplers.likelihood_weighted(fit.strata, fit.log_likelihood_ratio, fraction, seed, config.weight_cap)
+
+
+def _label_aware(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
+    fit = items.ranked()
+    return samplers.label_aware_boundary_exemplar(items.labels, items.predictions, fit.log_likelihood_ratio,
+                                                  fraction, config.tuning_factor, config.incorrect_share)
 
 
 def _uniform(items: LatentItems, fraction: float, seed: int, config: SamplingConfig) -> samplers.Sample:
@@ -270,12 +308,14 @@ TECHNIQUES: Mapping[str, Technique] = MappingProxyType({t.name: t for t in (
     Technique("gmm_spherical_weighted", GMM_SPHERICAL, _likelihood_weighted, None),
     Technique("maxmargin", MAXMARGIN, _boundary_exemplar, SparkStage("boundary_exemplar")),
     Technique("maxmargin_weighted", MAXMARGIN, _likelihood_weighted, SparkStage("likelihood_weighted")),
+    # Uses labels and predictions like the stratifiers (a tier-(b) sampler): driver only.
+    Technique("maxmargin_label_aware", MAXMARGIN, _label_aware, None),
     # VAS and the boundary tree stream over all items at once: no Spark draw.
     Technique("vas", None, _vas, None),
     Technique("eb_tree", None, _boundary_tree, None, one_sample=True),
 )})
-"""Technique name -> :class:`Technique`: the paper's samplers plus the likelihood-weighted variant of each
-clustering sampler. Iterating gives the names."""
+"""Technique name -> :class:`Technique`: the paper's samplers, the likelihood-weighted variant of each
+clustering sampler and MaxMargin filling stratified weighted's (label, correct) quotas. Iterating gives the names."""
 
 DRIVER_ONLY = tuple(name for name, t in TECHNIQUES.items() if t.spark_draw is None)
 """The techniques without a Spark draw."""

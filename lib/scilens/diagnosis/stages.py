@@ -23,13 +23,17 @@ float64). Both paths read one table,
 technique its Spark scoring (a latent model's, here) and Spark draw (here),
 and rank and draw the same way:
 
-* MaxMargin (:func:`score_maxmargin`): MLlib ``StandardScaler`` (mean and
-  unit variance, as the driver path) and ``LinearSVC`` (hinge loss,
-  ``regParam = 1/(C n)``, the driver's objective; ``OneVsRest`` for more than
-  two classes), then per class an MLlib ``LogisticRegression`` of the label
-  on the SVM margin with Platt's smoothed targets as weighted rows -- Platt
-  scaling, the same maximum-likelihood problem
-  :func:`~scilens.diagnosis.latent.platt_fit` solves;
+* MaxMargin (:func:`score_maxmargin`), always the driver's ``spark-parity``
+  setting (:class:`~scilens.diagnosis.latent.MaxMarginModel`), never the
+  ``paper`` one (MLlib has no one-vs-one SVMs nor pairwise coupling): MLlib
+  ``StandardScaler`` (mean and unit variance, as the driver path) and
+  ``LinearSVC`` (hinge loss, ``regParam = 1/(C n)``, the driver's objective;
+  ``OneVsRest`` for more than two classes), then per class an MLlib
+  ``LogisticRegression`` of the label on the SVM margin with Platt's smoothed
+  targets as weighted rows -- Platt scaling, the same maximum-likelihood
+  problem :func:`~scilens.diagnosis.latent.platt_fit` solves. How close its
+  samples come to the ``paper`` setting's (Jaccard) is measured in
+  ``bench/sampling.py``;
 * GMM (:func:`score_gmm`; full covariance only: MLlib has no spherical
   mixtures): MLlib ``GaussianMixture``; responsibilities are evaluated with
   the driver path's :func:`~scilens.diagnosis.latent.gaussian_log_density`
@@ -138,7 +142,7 @@ def _latent_batches(batches: Iterable[pd.DataFrame], latent: str) -> Iterator[tu
 
 
 def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple[DataFrame, dict[str, np.ndarray]]:
-    """MaxMargin on Spark: linear SVMs (MLlib) on standardised latent vectors, Platt-calibrated.
+    """MaxMargin on Spark (the ``spark-parity`` setting): MLlib linear SVMs on standardised latents, Platt-scaled.
 
     Parameters
     ----------
@@ -147,7 +151,8 @@ def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple
     latent : str
         Its latent column.
     config : SamplingConfig
-        ``svm_c`` and ``spark_svm_max_iter`` are used.
+        ``svm_c`` (null: spark-parity's 0.01) and ``spark_svm_max_iter`` are used; ``maxmargin`` is not
+        (the Spark path has the spark-parity setting only).
 
     Returns
     -------
@@ -176,7 +181,7 @@ def score_maxmargin(df: DataFrame, latent: str, config: SamplingConfig) -> tuple
         mapping = F.create_map(*[F.lit(v) for c, k in index.items() for v in (c, k)])
         label_index = mapping[F.col("label")]
     train = scaler.transform(data).select("features", label_index.cast("double").alias("y")).persist()
-    svc = LinearSVC(featuresCol="features", labelCol="y", regParam=1.0 / (config.svm_c * n),
+    svc = LinearSVC(featuresCol="features", labelCol="y", regParam=1.0 / (config.svm_c_of("spark-parity") * n),
                     standardization=False, maxIter=config.spark_svm_max_iter, tol=1e-10)
     if binary:
         models = [svc.fit(train)]

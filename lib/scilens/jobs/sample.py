@@ -6,7 +6,10 @@ embedding, logits and prediction are computed in one inference pass
 (``predict_batch_udf``, the model loaded once per Python worker), then each
 technique draws a sample at each fraction (:mod:`scilens.diagnosis.samplers`)
 -- on the driver, or with Spark MLlib when the latent table is large (``fit``;
-see :mod:`scilens.diagnosis.stages`).
+see :mod:`scilens.diagnosis.stages`). MaxMargin runs the paper's setting on
+the driver by default (``--set sampling.maxmargin=paper|spark-parity``); the
+Spark path has the spark-parity setting only, and ``summary.json`` says which
+one ran (``maxmargin``).
 The config is :class:`scilens.diagnosis.config.SampleConfig`.
 
 Outputs:
@@ -87,11 +90,32 @@ class SampleJob(Job[SampleConfig]):
             step.counts.update(samples=len(summary), rows=sum(r["size"] for r in summary))
         (ctx.output / "summary.json").write_text(json.dumps(
             {"model": cfg.model, "layer": layer, "rows": n, "latent_dims": dims, "model_accuracy": accuracy,
-             "path": path, "samples": summary}, indent=2, default=float) + "\n")
+             "path": path, "maxmargin": maxmargin_setting(cfg, path), "samples": summary},
+            indent=2, default=float) + "\n")
         with ctx.step("report"):
             items, chosen = stages.plot_items(emb, ctx.output / "samples", summary, PLOT_ROWS, cfg.sampling.seed)
             write_sample_report(ctx.output, summary, items, chosen, cfg.model, layer, accuracy, path)
         return n
+
+
+def maxmargin_setting(cfg: SampleConfig, path: str) -> str | None:
+    """The MaxMargin setting the samples were drawn with (None without a MaxMargin technique).
+
+    Parameters
+    ----------
+    cfg : SampleConfig
+    path : str
+        ``driver`` or ``spark``.
+
+    Returns
+    -------
+    str or None
+        ``paper`` or ``spark-parity`` with its C, e.g. ``paper (C=1)``.
+    """
+    if not any(t.startswith("maxmargin") for t in cfg.techniques):
+        return None
+    setting = cfg.sampling.maxmargin if path == "driver" else "spark-parity"
+    return f"{setting} (C={cfg.sampling.svm_c_of(setting):g})"
 
 
 JOB = SampleJob
