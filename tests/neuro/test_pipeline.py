@@ -237,18 +237,29 @@ def test_small_volumes_share_denoising_tasks_large_ones_do_not():
     assert volumes_per_task([Subject((10, 10, 10, 65))], 2) == 65 // 8
 
 
-def test_subjects_run_whole_only_when_they_fill_the_cores_and_fit_the_budget():
+def _cut(*args, **kwargs) -> tuple[str, int]:
+    cut = choose_granularity(*args, **kwargs)
+    return cut.mode, cut.threads
+
+
+def test_subjects_run_whole_when_they_can_fill_the_cores_and_fit_the_budget():
     mb = 2**20
     config = NeuroConfig()  # subject_task_mb 2048
-    assert choose_granularity({"a": 72 * mb, "b": 72 * mb}, 2, config)[0] == "subject"
-    # Fewer subjects than cores: split, or a core idles; the 2 GB subject is split whatever the cores.
-    assert choose_granularity({"a": 72 * mb}, 2, config)[0] == "volume"
-    mode, reason = choose_granularity({"a": 72 * mb, "big": 2300 * mb}, 2, config)
-    assert mode == "volume" and "2300 MiB" in reason
+    both = {"a": 72 * mb, "b": 72 * mb}
+    assert _cut(both, 2, config) == ("subject", 1)
+    # One subject on two local cores: its task denoises and fits with two threads.
+    assert _cut({"a": 72 * mb}, 2, config) == ("subject", 2)
+    # On a cluster of 4-core executors, one subject cannot use 16 cores: split it.
+    assert _cut({"a": 72 * mb}, 16, config, executor_cores=4) == ("volume", 1)
+    assert _cut({s: mb for s in "abcd"}, 16, config, executor_cores=4) == ("subject", 4)
+    # Past the budget, or a third of the Python worker cap: the 2 GB subject is split whatever the cores.
+    cut = choose_granularity({"a": 72 * mb, "big": 2300 * mb}, 2, config)
+    assert cut.mode == "volume" and "2300 MiB" in cut.reason
+    assert choose_granularity({"big": 2050 * mb}, 2, config, worker_mb=1024).mode == "volume"
     # A header the driver cannot read leaves the decision to the executors' reader.
-    assert choose_granularity({"a": 72 * mb, "remote": None}, 2, config)[0] == "volume"
-    assert choose_granularity({"a": 72 * mb}, 2, NeuroConfig(granularity="subject"))[0] == "subject"
-    assert choose_granularity({"a": 72 * mb, "b": 72 * mb}, 2, NeuroConfig(granularity="volume"))[0] == "volume"
+    assert choose_granularity({"a": 72 * mb, "remote": None}, 2, config).mode == "volume"
+    assert choose_granularity({"a": 72 * mb}, 2, NeuroConfig(granularity="volume")).mode == "volume"
+    assert choose_granularity(both, 2, NeuroConfig(granularity="subject")).mode == "subject"
 
 
 def test_reference_threshold_rejects_small_101d():

@@ -58,14 +58,15 @@ class NeuroJob(Job[NeuroConfig]):
 
         with ctx.step("plan") as step:
             sizes = stages.subject_bytes(listed)
-            mode, reason = stages.choose_granularity(sizes, spark.sparkContext.defaultParallelism, config)
-            log.info("neuro: %s tasks: %s", mode, reason)
+            cut = stages.choose_granularity(sizes, spark.sparkContext.defaultParallelism, config,
+                                            *stages.worker_limits(spark))
+            log.info("neuro: %s tasks: %s", cut.mode, cut.reason)
             step.counts.update(subjects=len(listed), mb=round(sum(b or 0 for b in sizes.values()) / 2**20))
-        if mode == "subject":
+        if cut.mode == "subject":
             with ctx.step("subject chains") as step:
-                subjects, summaries, bad = stages.subject_chains(spark, listed, sizes, config, out)
+                subjects, summaries, bad = stages.subject_chains(spark, listed, sizes, config, out, cut.threads)
                 ctx.reject_records(bad)
-                step.counts.update(subjects=len(summaries), rejected=len(bad),
+                step.counts.update(subjects=len(summaries), rejected=len(bad), threads=cut.threads,
                                    volumes=sum(s.shape[3] for s in subjects.values()),
                                    voxels=sum(int(s["n_voxels"]) for s in summaries.values()))
         else:

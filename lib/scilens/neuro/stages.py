@@ -31,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -71,6 +73,7 @@ __all__ = [
     "TASK_VOXELS",
     "VOXEL_ARROW_SCHEMA",
     "VOXEL_SCHEMA",
+    "Cut",
     "SubjectInfo",
     "b0_partials",
     "choose_granularity",
@@ -87,6 +90,7 @@ __all__ = [
     "subject_chains",
     "volumes_per_task",
     "voxel_rows",
+    "worker_limits",
     "write_denoised",
     "write_maps",
 ]
@@ -638,24 +642,47 @@ def subject_bytes(listed: Sequence[nifti.SubjectFiles]) -> dict[str, int | None]
     return sizes
 
 
-def choose_granularity(sizes: Mapping[str, int | None], parallelism: int, config: NeuroConfig) -> tuple[str, str]:
-    """``("subject" | "volume", reason)``: how to cut ``sizes``' subjects into tasks (``config.granularity``)."""
+@dataclass(frozen=True)
+class Cut:
+    """How a run's subjects are cut into Spark tasks (:func:`choose_granularity`)."""
+
+    mode: str
+    """``"subject"`` (a subject's whole chain per task) or ``"volume"`` (the volume-level stages)."""
+    threads: int
+    """Threads a subject task denoises volumes and fits blocks with (dipy's kernels release the GIL;
+    each volume and block is computed alone, so the bits do not depend on it)."""
+    reason: str
+
+
+def choose_granularity(sizes: Mapping[str, int | None], parallelism: int, config: NeuroConfig,
+                       executor_cores: int | None = None, worker_mb: float | None = None) -> Cut:
+    """How to cut ``sizes``' subjects (name -> 4-D image bytes as stored, None if unknown) into tasks.
+
+    Subject tasks when every subject fits the budget (``subject_task_mb``, and a third of ``worker_mb``,
+    the Python worker memory cap, when set) and the subjects can fill the ``parallelism`` cores: at least
+    as many subjects as cores (one thread each), or fewer subjects each given the idle cores as threads,
+    at most ``executor_cores`` (default ``parallelism``, as in local mode) per task. Otherwise the volume
+    stages, which spread a subject over the whole cluster. ``config.granularity`` overrides.
+    """
+    n = len(sizes)
+    cores = max(1, executor_cores or parallelism)
+    threads = max(1, min(cores, parallelism // max(1, n)))
     if config.granularity != "auto":
-        return config.granularity, f"granularity={config.granularity} in the config"
-    if len(sizes) < parallelism:
-        return "volume", f"{len(sizes)} subject(s) for {parallelism} cores: each subject is split to use them all"
+        return Cut(config.granularity, threads, f"granularity={config.granularity} in the config")
     known = [b for b in sizes.values() if b is not None]
-    if len(known) < len(sizes):
-        return "volume", f"{len(sizes) - len(known)} subject header(s) not readable on the driver"
-    budget = config.subject_task_mb * 2**20
-    if max(known) > budget:
-        return "volume", (f"the largest subject is {max(known) / 2**20:.0f} MiB, past "
-                          f"subject_task_mb={config.subject_task_mb}")
-    return "subject", (f"{len(sizes)} subjects for {parallelism} cores, the largest "
-                       f"{max(known) / 2**20:.0f} MiB: one task per subject, no shuffle")
+    if len(known) < n:
+        return Cut("volume", 1, f"{n - len(known)} subject header(s) not readable on the driver")
+    budget_mb = float(config.subject_task_mb) if worker_mb is None else min(config.subject_task_mb, worker_mb / 3)
+    if max(known) > budget_mb * 2**20:
+        return Cut("volume", 1, f"the largest subject is {max(known) / 2**20:.0f} MiB, past the {budget_mb:.0f} "
+                                f"MiB a subject task may hold (subject_task_mb, a third of the Python worker cap)")
+    if n * threads < parallelism:
+        return Cut("volume", 1, f"{n} subject(s) at {threads} thread(s) each cannot fill {parallelism} cores")
+    return Cut("subject", threads, f"{n} subject(s) for {parallelism} cores, the largest {max(known) / 2**20:.0f} "
+                                   f"MiB: one task per subject, {threads} thread(s) each, no shuffle")
 
 
-def _chain_subject(row: Any, config: NeuroConfig, output: str, voxels_dir: str) -> pd.DataFrame:
+def _chain_subject(row: Any, config: NeuroConfig, output: str, voxels_dir: str, threads: int = 1) -> pd.DataFrame:
     """Run one subject's chain (the stages' kernels, in their pieces) and write its outputs; a one-row frame."""
     schema = SUBJECT_CHAIN_SCHEMA
     subject, path = str(row.subject), str(row.path)
@@ -678,16 +705,18 @@ def _chain_subject(row: Any, config: NeuroConfig, output: str, voxels_dir: str) 
         blocks = pipeline.mask_blocks(seg.mask, config.block_shape)
         pieces: list[list[np.ndarray]] = [[] for _ in blocks]
         denoised_volumes = []
-        while volumes:  # a raw volume is dropped once denoised
-            denoised = denoise_volume(volumes.popleft(), seg.mask, config.denoise).data
-            for held, (_, block, block_mask) in zip(pieces, blocks):
-                held.append(denoised[block.slices][block_mask])
-            if config.write_denoised:
-                denoised_volumes.append(denoised)
-        step = "fit"
-        gtab = make_gradient_table(seg.bvals, seg.bvecs, config.b0_threshold)
-        fits = [(block, block_mask, fit_tensors(np.stack(held, axis=1), gtab, config.fit))
-                for held, (_, block, block_mask) in zip(pieces, blocks)]
+        with ThreadPoolExecutor(threads) as pool:
+            # A raw volume is dropped once denoised; in volume order, a few volumes ahead.
+            for denoised in _ordered_map(pool, lambda v: denoise_volume(v, seg.mask, config.denoise).data,
+                                         volumes, 2 * threads):
+                for held, (_, block, block_mask) in zip(pieces, blocks):
+                    held.append(denoised[block.slices][block_mask])
+                if config.write_denoised:
+                    denoised_volumes.append(denoised)
+            step = "fit"
+            gtab = make_gradient_table(seg.bvals, seg.bvecs, config.b0_threshold)
+            fitted = pool.map(lambda held: fit_tensors(np.stack(held, axis=1), gtab, config.fit), pieces)
+            fits = [(block, block_mask, fit) for fit, (_, block, block_mask) in zip(fitted, blocks)]
         shape = (*seg.mask.shape, len(rows))
         maps = pipeline.assemble_maps(shape, fits, with_evals=False)
         pipeline.write_maps(output, subject, maps.fa, maps.md, affine)
@@ -708,6 +737,15 @@ def _chain_subject(row: Any, config: NeuroConfig, output: str, voxels_dir: str) 
         return _rejected_frame(schema, path, step, exc, subject)
 
 
+def _ordered_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: deque, ahead: int) -> Iterator[Any]:
+    """``fn`` of each item, taken off ``items`` in order, at most ``ahead`` submitted and not yet yielded."""
+    pending: deque = deque()
+    while items or pending:
+        while items and len(pending) < ahead:
+            pending.append(pool.submit(fn, items.popleft()))
+        yield pending.popleft().result()
+
+
 def _write_voxels(folder: str, subject: str, batches: Sequence[pa.RecordBatch]) -> None:
     # Named by a digest of the subject, never by the subject itself: a name cannot escape the folder.
     name = f"part-{hashlib.sha1(subject.encode()).hexdigest()[:16]}.parquet"
@@ -718,13 +756,14 @@ def _write_voxels(folder: str, subject: str, batches: Sequence[pa.RecordBatch]) 
 
 
 def subject_chains(spark: SparkSession, listed: Sequence[nifti.SubjectFiles], sizes: Mapping[str, int | None],
-                   config: NeuroConfig, output: Path) -> tuple[dict[str, SubjectInfo], dict[str, dict[str, Any]],
-                                                               list[dict[str, Any]]]:
+                   config: NeuroConfig, output: Path, threads: int = 1
+                   ) -> tuple[dict[str, SubjectInfo], dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Run each listed subject's whole chain in a task of its own (largest first), writing its outputs.
 
     Writes what the volume stages write: ``subjects/<subject>/`` (mask, FA, MD and, with
     ``write_denoised``, the denoised image) and one Parquet file per subject in
-    ``voxels.parquet/``. Returns the subjects, their maps' summaries and the rejected records.
+    ``voxels.parquet/``, denoising and fitting with ``threads`` threads per task. Returns the subjects,
+    their maps' summaries and the rejected records.
     """
     voxels_dir = output / "voxels.parquet"
     voxels_dir.mkdir(parents=True, exist_ok=True)
@@ -738,7 +777,7 @@ def subject_chains(spark: SparkSession, listed: Sequence[nifti.SubjectFiles], si
     def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for row in batch.itertuples(index=False):
-                yield _chain_subject(row, config, out, folder)
+                yield _chain_subject(row, config, out, folder, threads)
 
     with arrow_batch_bytes(spark, ARROW_BATCH_BUDGET):
         result = frame.mapInPandas(run, SUBJECT_CHAIN_SCHEMA).collect()
@@ -749,3 +788,17 @@ def subject_chains(spark: SparkSession, listed: Sequence[nifti.SubjectFiles], si
     summary_names = set(MAPS_SCHEMA.fieldNames())
     return ({r["subject"]: SubjectInfo.from_row(r) for r in good},
             {r["subject"]: {k: v for k, v in r.items() if k in summary_names} for r in good}, bad)
+
+
+def worker_limits(spark: SparkSession) -> tuple[int | None, float | None]:
+    """``(executor cores, Python worker memory MiB)`` as the session's conf sets them (None: not set / local)."""
+    conf = spark.sparkContext.getConf()
+    local = (conf.get("spark.master") or "local").startswith("local")
+    executor_cores = conf.get("spark.executor.cores")
+    cores = None if local or executor_cores is None else int(executor_cores)
+    text = (conf.get("spark.executor.pyspark.memory") or "").strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)b?", text)
+    if not match:
+        return cores, None
+    scale = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024**2}[match.group(2)]  # Spark's unit: MiB
+    return cores, float(match.group(1)) * scale
