@@ -35,11 +35,11 @@ class NeuroConfig(JobConfig):
     fit_partitions: int | None = field(None, "Partitions of the tensor-fit stage (null: four per core, at "
                                        "most one per block).", min=1, max=100_000)
     granularity: str = field("auto", "How subjects are cut into Spark tasks. subject: each subject's whole chain "
-                             "(read, mask, denoise, fit, write) in one task, no shuffle; volume: volumes denoised "
-                             "and voxel blocks fitted as tasks of their own, for subjects fewer than the cores or "
-                             "larger than subject_task_mb; auto: subject when there are at least as many subjects "
-                             "as cores and each fits subject_task_mb, else volume (the choice and its reason are "
-                             "logged).", choices=("auto", "subject", "volume"))
+                             "(read, mask, denoise, fit, write) in one task, no shuffle, with idle cores as threads "
+                             "when subjects are fewer than cores; volume: volumes denoised and voxel blocks fitted "
+                             "as tasks of their own; auto: subject when the subjects can fill the cores (at most "
+                             "an executor's cores per subject) and each fits subject_task_mb, else volume (the "
+                             "choice and its reason are logged).", choices=("auto", "subject", "volume"))
     subject_task_mb: int = field(2048, "Largest subject (its 4-D image as stored, MiB) auto runs whole in one "
                                  "task; a task holds about three times this (raw, denoised, fit work arrays).",
                                  min=1, max=1_000_000)
