@@ -4,26 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scilens.core.config import Config, field
+from scilens.core.config import field
 from scilens.core.job import JobConfig
+from scilens.vision.inference import ImageTableConfig
 
-__all__ = ["AssertConfig", "ImageColumns"]
-
-
-@dataclass
-class ImageColumns(Config):
-    """Which columns of the image table hold what (the ``sample`` job's ``data`` section, field for field).
-
-    Studies never import each other, so this repeats :class:`scilens.diagnosis.config.ImageTableConfig`'s
-    fields; the job turns it into one.
-    """
-
-    id_column: str = field("id", "Unique item id (integer): the key the set's model views are joined on.")
-    label_column: str = field("label", "True class, 0 .. classes-1.")
-    image_column: str = field("image", "Images: a scilens tensor column, or a flattened array of numbers.")
-    image_shape: list[int] | None = field(None, "Shape of one image when the image column is a flattened array, "
-                                          "e.g. [28, 28, 1]; ignored for tensor columns.",
-                                          check=lambda s: all(n > 0 for n in s), check_doc="positive lengths")
+__all__ = ["AssertConfig"]
 
 
 @dataclass
@@ -39,5 +24,5 @@ class AssertConfig(JobConfig):
     images: list[str] | None = field(None, "The image table the model reads (Parquet files or directories); "
                                      "none: the inputs the input directory's manifest.json records (the "
                                      "sample job's), read with that run's data columns.")
-    data: ImageColumns = field(ImageColumns(), "Columns of the image table given as images.")
+    data: ImageTableConfig = field(ImageTableConfig(), "Columns of the image table given as images.")
     batch_size: int = field(128, "Images per model call.", min=1, max=65_536)

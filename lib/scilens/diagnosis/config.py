@@ -11,25 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scilens.core.config import Config, ConfigError, field
+from scilens.core.config import ConfigError, field
 from scilens.core.job import JobConfig
 from scilens.diagnosis.sampling import DRIVER_ONLY, TECHNIQUES, SamplingConfig
+from scilens.vision.inference import ImageTableConfig
 from scilens.vision.saliency import SaliencyConfig
 from scilens.vision.training import TrainingConfig
 
 __all__ = ["ActivationsConfig", "ImageTableConfig", "SaliencyJobConfig", "SampleConfig", "TrainModelConfig"]
-
-
-@dataclass
-class ImageTableConfig(Config):
-    """Which columns of the input Parquet hold what."""
-
-    id_column: str = field("id", "Unique item id (integer).")
-    label_column: str = field("label", "True class, 0 .. classes-1.")
-    image_column: str = field("image", "Images: a scilens tensor column, or a flattened array of numbers.")
-    image_shape: list[int] | None = field(None, "Shape of one image when the image column is a flattened array, "
-                                          "e.g. [28, 28, 1]; ignored for tensor columns.",
-                                          check=lambda s: all(n > 0 for n in s), check_doc="positive lengths")
 
 
 @dataclass

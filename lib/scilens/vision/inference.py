@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from scilens.core import tensor
+from scilens.core.config import Config, field
 from scilens.core.inputs import InputError
 from scilens.core.tensor import TENSOR_TYPE
 
@@ -51,6 +52,7 @@ __all__ = [
     "PREDICTION",
     "PROBABILITIES",
     "ImageLayout",
+    "ImageTableConfig",
     "ModelInfo",
     "check_model_input",
     "decode_images",
@@ -246,6 +248,18 @@ class ImageLayout:
     kind: str
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[str, ...]
+
+
+@dataclass
+class ImageTableConfig(Config):
+    """Which columns of an image table hold what (the jobs' ``data`` section)."""
+
+    id_column: str = field("id", "Unique item id (integer).")
+    label_column: str = field("label", "True class, 0 .. classes-1.")
+    image_column: str = field("image", "Images: a scilens tensor column, or a flattened array of numbers.")
+    image_shape: list[int] | None = field(None, "Shape of one image when the image column is a flattened array, "
+                                          "e.g. [28, 28, 1]; ignored for tensor columns.",
+                                          check=lambda s: all(n > 0 for n in s), check_doc="positive lengths")
 
 
 def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:
