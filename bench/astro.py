@@ -26,6 +26,18 @@ within 1e-5 relative, catalogs equal) before its time counts.
     The dissertation's Spark way: a pair-RDD of pickled numpy objects,
     ``flatMap`` images to (patch, warp), ``groupByKey``, ``map`` co-add and
     detect; on local[2].
+``xargs``
+    The peer a user without Spark would pick: the reference's kernels as
+    separate one-image and one-patch processes, ``xargs -P <cores>`` (scan the
+    headers and build the sky map; warp every image, one process per image,
+    its warps pickled per patch; co-add and detect every patch, one process
+    per patch; concatenate the catalogs).
+
+Every run is measured as its whole process tree: wall seconds, CPU seconds
+(user + system, every descendant) and peak memory (summed PSS). The physical
+limit is the reference's CPU seconds (one process, one thread) over the
+cores; *fraction of limit* is that over a run's wall time. Spark runs write
+an event log, from which their shuffle bytes are read.
 """
 
 from __future__ import annotations
@@ -33,8 +45,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,9 +54,21 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import WORK, machine, markdown_table, write_results
+from bench.common import (
+    RESULTS,
+    WORK,
+    machine,
+    markdown_table,
+    plot_scaling,
+    project,
+    run_process,
+    spark_event_totals,
+    wait_for_quiet,
+    write_results,
+)
 
-IMPLS = ("reference", "scilens-local1", "scilens-local2", "dask", "rdd-pickle")
+IMPLS = ("reference", "scilens-local1", "scilens-local2", "dask", "rdd-pickle", "xargs")
+CORES = os.cpu_count() or 1
 TOLERANCE = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SKYMAP = ["skymap.preset=tiny"]
@@ -120,9 +144,14 @@ def run_reference(inputs: str, output: str, quick: bool) -> dict:
 def run_scilens(inputs: str, output: str, quick: bool, cores: int) -> dict:
     from scilens import cli
 
+    events = Path(f"{output}-events")
+    shutil.rmtree(events, ignore_errors=True)
+    events.mkdir()
+    conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": "false"}
     args = ["astro", "--input", inputs, "--output", output, "--config", str(ROOT / "conf" / "astro.yaml"),
             "--set", f"spark.master=local[{cores}]", "--set", "report.enabled=false",
-            "--set", "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}"]
+            "--set", f"spark.conf={json.dumps(conf)}"]
     for item in TINY_SKYMAP if quick else []:
         args += ["--set", item]
     if cli.main(args) != 0:
@@ -131,7 +160,8 @@ def run_scilens(inputs: str, output: str, quick: bool, cores: int) -> dict:
     steps = {s["name"]: s["seconds"] for s in manifest["steps"]}
     work = next(s for s in manifest["steps"] if s["name"].startswith("pre-process"))["counts"]
     tasks = {k[:-len("_task_ms")]: v / 1000 for k, v in work.items() if k.endswith("_task_ms")}
-    return {"steps": steps, "task_seconds": tasks, "images": manifest["counts"]["succeeded"]}
+    return {"steps": steps, "task_seconds": tasks, "images": manifest["counts"]["succeeded"],
+            "spark": spark_event_totals(events)}
 
 
 def run_dask(inputs: str, output: str, quick: bool) -> dict:
@@ -196,6 +226,64 @@ def run_rdd(inputs: str, output: str, quick: bool) -> dict:
     return {"steps": steps, "images": len(inside)}
 
 
+def run_xargs(inputs: str, output: str, quick: bool) -> dict:
+    """The xargs peer (see the module docstring); its steps are wall seconds of each phase."""
+    import pandas as pd
+
+    from scilens.core.inputs import list_files
+    from scilens.io.fits import FITS_SUFFIXES
+
+    config = bench_config(quick)
+    work = Path(f"{output}-xargs")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "warps").mkdir(parents=True)
+    (work / "catalogs").mkdir()
+    steps = {}
+    t = time.perf_counter()
+    skymap, inside, _ = _skymap(list_files(inputs, FITS_SUFFIXES), config)
+    (work / "plan.pkl").write_bytes(pickle.dumps({"skymap": skymap, "quick": quick, "output": output}))
+    (work / "images.txt").write_text("".join(f"{i:05d} {info.path}\n" for i, info in enumerate(inside)))
+    steps["scan"] = time.perf_counter() - t
+
+    def xargs(step: str, listing: Path) -> float:
+        start = time.perf_counter()
+        worker = f"{sys.executable} -m bench.astro --xargs-step {step} --work {work}"
+        done = run_process(["sh", "-c", f"xargs -P {CORES} -L 1 {worker} < {listing}"], log=work / f"{step}.log")
+        if done["returncode"] != 0:
+            raise RuntimeError(f"xargs {step} failed: {(work / f'{step}.log').read_text()[-2000:]}")
+        return time.perf_counter() - start
+
+    steps["preprocess+warp"] = xargs("warp", work / "images.txt")
+    patches = sorted(p.name for p in (work / "warps").iterdir())
+    (work / "patches.txt").write_text("".join(f"{p}\n" for p in patches))
+    steps["coadd+detect"] = xargs("coadd", work / "patches.txt")
+    t = time.perf_counter()
+    catalogs = [pd.read_pickle(work / "catalogs" / f"{p}.pkl") for p in patches]
+    from scilens.astro import pipeline
+
+    pipeline.write_catalog(pd.concat(catalogs, ignore_index=True), output)
+    steps["write catalog"] = time.perf_counter() - t
+    return {"steps": steps, "images": len(inside)}
+
+
+def xargs_step(step: str, work: Path, items: list[str]) -> None:
+    """One xargs process: warp one image (``INDEX PATH``) or co-add and detect one patch (``PATCH``)."""
+    plan = pickle.loads((work / "plan.pkl").read_bytes())
+    config = bench_config(plan["quick"])
+    if step == "warp":
+        index, path = items
+        for warp in _prepare_and_warp(path, plan["skymap"], config):
+            folder = work / "warps" / warp.patch
+            folder.mkdir(exist_ok=True)
+            (folder / f"{index}.pkl").write_bytes(pickle.dumps(warp, protocol=pickle.HIGHEST_PROTOCOL))
+    else:
+        (patch,) = items
+        # In image order, as the reference appends them.
+        warps = [pickle.loads(f.read_bytes()) for f in sorted((work / "warps" / patch).glob("*.pkl"))]
+        catalog = _coadd_and_detect(patch, warps, plan["skymap"], config, plan["output"])
+        catalog.to_pickle(work / "catalogs" / f"{patch}.pkl")
+
+
 def run_one(impl: str, inputs: str, output: str, quick: bool) -> dict:
     if impl == "reference":
         return run_reference(inputs, output, quick)
@@ -205,6 +293,8 @@ def run_one(impl: str, inputs: str, output: str, quick: bool) -> dict:
         return run_dask(inputs, output, quick)
     if impl == "rdd-pickle":
         return run_rdd(inputs, output, quick)
+    if impl == "xargs":
+        return run_xargs(inputs, output, quick)
     raise ValueError(impl)
 
 
@@ -266,28 +356,29 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def run_in_process(impl: str, inputs: Path, output: Path, quick: bool) -> dict:
-    """Run one implementation in a fresh interpreter; wall time measured around the whole process."""
+def run_in_process(impl: str, inputs: Path, output: Path, quick: bool, quiet: float | None = None) -> dict:
+    """Run one implementation in a fresh interpreter; wall, CPU and peak memory of its whole process tree."""
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)
     result_file = output.parent / f"{output.name}.json"
     cmd = [sys.executable, "-m", "bench.astro", "--one", impl, "--input", str(inputs), "--output", str(output),
            "--result", str(result_file)] + (["--quick"] if quick else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "SCILENS_SPARK_LOG_LEVEL": "ERROR"}
-    load = _load()
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{impl} failed:\n{done.stderr[-4000:]}")
-    return {**json.loads(result_file.read_text()), "wall": wall, "load_before": load, "load_after": _load()}
+    load = wait_for_quiet(quiet)
+    log = output.parent / f"{output.name}.log"
+    done = run_process(cmd, env, log)
+    if done["returncode"] != 0:
+        raise RuntimeError(f"{impl} failed:\n{log.read_text()[-4000:]}")
+    return {**json.loads(result_file.read_text()), "wall": done["wall"], "cpu": done["cpu"],
+            "peak_memory": done["peak_memory"], "load_before": load, "load_after": _load()}
 
 
 def _summary(n: int, attempts: dict[str, list[dict]], impls: list[str], quick: bool
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The end-to-end row and the per-step rows of one visit count: each implementation's best attempt."""
+             ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The end-to-end row, the per-step rows and the scaling rows of one visit count (best attempts)."""
     srows: list[dict[str, Any]] = []
+    scaling: list[dict[str, Any]] = []
     runs = {}
     for impl, tries in attempts.items():
         failed = [t for t in tries if t["check"] not in ("ok", "reference")]
@@ -296,12 +387,15 @@ def _summary(n: int, attempts: dict[str, list[dict]], impls: list[str], quick: b
     images = runs["reference"]["images"]
     mpix = images * int(np.prod(_ccd_shape(quick))) / 1e6
     row: dict[str, Any] = {"visits": n, "images": images, "input Mpx": round(mpix)}
+    limit = runs["reference"]["cpu"] / CORES
+    row["limit s"] = limit
     for impl in impls:
         r = runs[impl]
         ok = r["check"] in ("ok", "reference")
         row[f"{impl} s"] = r["wall"] if ok else f"FAILED CHECK: {r['check']}"
         if impl != "reference" and ok:
             row[f"ref/{impl}"] = ref / r["wall"]
+            row[f"{impl} fraction of limit"] = limit / r["wall"]
     if "scilens-local1" in runs and "scilens-local2" in runs:
         row["local1/local2"] = runs["scilens-local1"]["wall"] / runs["scilens-local2"]["wall"]
     ref_kernels = sum(v for k, v in runs["reference"]["steps"].items() if k != "scan")
@@ -309,6 +403,16 @@ def _summary(n: int, attempts: dict[str, list[dict]], impls: list[str], quick: b
         if impl in runs and runs[impl].get("task_seconds"):
             # The same kernels, timed inside the tasks: 1.0 when nothing else competed for the cores.
             row[f"{impl} kernel slowdown"] = sum(runs[impl]["task_seconds"].values()) / ref_kernels
+    for impl in impls:
+        if runs[impl]["check"] in ("ok", "reference"):
+            r = runs[impl]
+            scaling.append({"visits": n, "implementation": impl, "wall s / record": r["wall"] / n,
+                            "CPU s / record": r["cpu"] / n, "CPU / reference": r["cpu"] / runs["reference"]["cpu"],
+                            "fraction of limit": limit / r["wall"],
+                            "shuffle MiB / record": r["spark"]["shuffle_write_bytes"] / 2**20 / n
+                            if "spark" in r else None,
+                            "peak memory GiB": r["peak_memory"] / 2**30,
+                            "fixed s": r["wall"] - sum(r["steps"].values()) if impl.startswith("scilens") else None})
     row["load (1-min avg, before-after)"] = " ".join(
         f"{runs[i]['load_before']:.1f}-{runs[i]['load_after']:.1f}" for i in impls)
     ref_steps = runs["reference"]["steps"]
@@ -323,7 +427,7 @@ def _summary(n: int, attempts: dict[str, list[dict]], impls: list[str], quick: b
             for step, secs in runs[impl]["steps"].items():
                 srows.append({"visits": n, "step": f"{impl}: {step} (wall)", "reference s": None,
                               f"{impl} task s": secs})
-    return row, srows
+    return row, srows, scaling
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,38 +436,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visits", type=int, nargs="*", help="visit counts (default 2 4 8; quick: 2 6)")
     parser.add_argument("--impls", nargs="*", default=list(IMPLS), choices=IMPLS)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; each time is the best (default 1)")
+    parser.add_argument("--quiet-wait", type=float, default=None, metavar="LOAD",
+                        help="before each run, wait (up to 15 min) for a 1-minute load average below LOAD")
+    parser.add_argument("--name", default="astro", help="results file name (default astro)")
     parser.add_argument("--one", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--xargs-step", choices=("warp", "coadd"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("items", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick and args.name == "astro":
+        args.name = "astro-quick"
+    if args.xargs_step:  # a process of the xargs peer
+        xargs_step(args.xargs_step, Path(args.work), args.items)
+        return 0
     if args.one:  # a child process: run one implementation, write its timings
         start = time.perf_counter()
         result = run_one(args.one, args.input, args.output, args.quick)
         result["in_process"] = time.perf_counter() - start
-        Path(args.result).write_text(json.dumps(result))
+        Path(args.result).write_text(json.dumps(result, default=str))
         return 0
 
     visit_counts = tuple(args.visits or ((2, 6) if args.quick else (2, 4, 8)))
     subsets = prepare_data(args.quick, visit_counts)
     if "reference" not in args.impls:
         args.impls = ["reference", *args.impls]
-    rows, step_rows, data = [], [], {"runs": {}}
+    rows, step_rows, scaling, data = [], [], [], {"runs": {}}
     for n, inputs in subsets.items():
         work = WORK / "astro" / ("quick" if args.quick else "full") / f"visits-{n}"
         attempts: dict[str, list[dict]] = {impl: [] for impl in args.impls}
         for round_ in range(args.repeat):  # interleaved rounds: a burst of load hits one attempt, not one column
             for impl in args.impls:
                 print(f"[astro bench] {n} visits, round {round_ + 1}: {impl} ...", flush=True)
-                result = run_in_process(impl, inputs, work / impl, args.quick)
+                result = run_in_process(impl, inputs, work / impl, args.quick, args.quiet_wait)
                 result["check"] = "reference" if impl == "reference" else check_against(work / impl,
                                                                                         work / "reference")
                 attempts[impl].append(result)
-                print(f"[astro bench]   {result['wall']:.1f} s, {result['check']}", flush=True)
-        row, srows = _summary(n, attempts, args.impls, args.quick)
+                print(f"[astro bench]   {result['wall']:.1f} s, {result['cpu']:.1f} CPU s, {result['check']} "
+                      f"(load {result['load_before']:.2f})", flush=True)
+        row, srows, grows = _summary(n, attempts, args.impls, args.quick)
         rows.append(row)
         step_rows += srows
+        scaling += grows
         data["runs"][n] = attempts
+    data["scaling"] = scaling
     last = max(subsets)
     scores = truth_scores(subsets[last], WORK / "astro" / ("quick" if args.quick else "full") /
                           f"visits-{last}" / "reference", args.quick)
@@ -387,11 +505,36 @@ def main(argv: list[str] | None = None) -> int:
                           "or with saturated inputs left out of purity and of the astrometry/photometry.\n\n"
          + markdown_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in data["truth"].items()}])),
     ]
+    if len(subsets) > 1:
+        scaling.sort(key=lambda r: (r["implementation"], r["visits"]))
+        figure = plot_scaling(scaling, "visits", "implementation", RESULTS / f"{args.name}-scaling.png",
+                              "Astronomy pipeline: cost per visit against the number of visits")
+        per_visit_bytes = sum(p.stat().st_size for p in subsets[last].glob("*.fits")) / last
+        sections.append(("Scaling", "Per visit (4 CCD images): wall and CPU seconds, CPU over the reference's, "
+                                    "Spark shuffle bytes and peak memory, as the survey grows.\n\n"
+                         + markdown_table(scaling) + f"\n![scaling]({figure.name})\n\n"
+                         + projection_text(scaling, per_visit_bytes)))
     if args.quick:  # checks the benchmark; the results table is the full run's
         print("".join(f"\n## {heading}\n\n{text}" for heading, text in sections))
         return 0
-    print(write_results("astro", "Astronomy pipeline benchmark", sections, data).read_text())
+    print(write_results(args.name, "Astronomy pipeline benchmark", sections, data).read_text())
     return 0
+
+
+def projection_text(scaling: list[dict[str, Any]], per_visit_bytes: float) -> str:
+    """A 1,000-visit survey on 10 and 100 executors, from the largest scilens run measured here."""
+    runs = [r for r in scaling if r["implementation"] == "scilens-local2"]
+    if not runs:
+        return ""
+    big = max(runs, key=lambda r: r["visits"])
+    rows = [project(1000, e, 4, big["CPU s / record"], per_visit_bytes, (big["shuffle MiB / record"] or 0) * 2**20,
+                    big["fixed s"]) for e in (10, 100)]
+    return (f"Projection to a 1,000-visit survey (from the {big['visits']}-visit scilens run: "
+            f"{big['CPU s / record']:.1f} CPU s and {big['shuffle MiB / record'] or 0:.0f} MiB of shuffle per visit, "
+            f"{per_visit_bytes / 2**20:.0f} MiB of input per visit, {big['fixed s']:.1f} s fixed start-up; "
+            "executors of 4 cores; the model and its assumptions are in `bench.common.project`; a visit's "
+            "warps meet their patch's other visits in the shuffle, so the co-add side's waves are counted as "
+            "part of each visit's CPU):\n\n" + markdown_table(rows))
 
 
 def _ccd_shape(quick: bool) -> tuple[int, int]:
