@@ -61,6 +61,7 @@ def test_samples_equal_the_pure_samplers_on_the_embeddings(spark, sampled):
     assert summary["path"] == "driver" and summary["maxmargin"] == "paper (C=1)"
     for name in ("report.html", "latent.png", "composition.png"):
         assert (sampled / name).stat().st_size > 1000
+    assert "paper (C=1)" in (sampled / "report.html").read_text()  # the report shows the setting too
 
 
 def test_bad_rows_are_quarantined_by_id(spark, sampled, digits_with_bad_rows):

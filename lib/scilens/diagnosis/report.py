@@ -118,7 +118,8 @@ def write_html(path: str | Path, title: str, sections: Sequence[tuple[str, str]]
 
 
 def write_sample_report(output: Path, summary: Sequence[Mapping[str, Any]], items: pd.DataFrame, chosen: set[int],
-                        model: str | None, layer: str, accuracy: float, path: str) -> Path:
+                        model: str | None, layer: str, accuracy: float, path: str,
+                        maxmargin: str | None = None) -> Path:
     """``report.html``, ``latent.png`` and ``composition.png`` of a ``sample`` run.
 
     Parameters
@@ -139,6 +140,8 @@ def write_sample_report(output: Path, summary: Sequence[Mapping[str, Any]], item
         The model's accuracy on the table.
     path : str
         Where the samplers ran (``driver`` or ``spark``).
+    maxmargin : str, optional
+        The MaxMargin setting the samples were drawn with (``paper (C=1)``, ``spark-parity (C=0.01)``).
 
     Returns
     -------
@@ -157,7 +160,7 @@ def write_sample_report(output: Path, summary: Sequence[Mapping[str, Any]], item
                 "misclassified": [r["misclassified"] for r in summary]}, "items", "What each sample holds")
     return write_html(output / "report.html", "scilens sample", [
         ("Run", html_table([{"model": model, "layer": layer, "rows": n, "model accuracy": accuracy,
-                             "samplers ran on": path}])),
+                             "samplers ran on": path, "MaxMargin setting": maxmargin or "(no MaxMargin sample)"}])),
         ("Samples", html_table(summary)),
         ("Latent space", "<img src='latent.png'><p>First two principal axes of the latent vectors "
                          f"({'all' if n <= PLOT_ROWS else f'{PLOT_ROWS} random'} rows).</p>"),

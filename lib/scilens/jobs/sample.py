@@ -88,13 +88,14 @@ class SampleJob(Job[SampleConfig]):
             samples, seconds = draw(emb, cfg.techniques, cfg.fractions, cfg.sampling)
             summary = stages.write_samples(samples, ctx.output / "samples", n, seconds)
             step.counts.update(samples=len(summary), rows=sum(r["size"] for r in summary))
+        setting = maxmargin_setting(cfg, path)
         (ctx.output / "summary.json").write_text(json.dumps(
             {"model": cfg.model, "layer": layer, "rows": n, "latent_dims": dims, "model_accuracy": accuracy,
-             "path": path, "maxmargin": maxmargin_setting(cfg, path), "samples": summary},
+             "path": path, "maxmargin": setting, "samples": summary},
             indent=2, default=float) + "\n")
         with ctx.step("report"):
             items, chosen = stages.plot_items(emb, ctx.output / "samples", summary, PLOT_ROWS, cfg.sampling.seed)
-            write_sample_report(ctx.output, summary, items, chosen, cfg.model, layer, accuracy, path)
+            write_sample_report(ctx.output, summary, items, chosen, cfg.model, layer, accuracy, path, setting)
         return n
 
 
