@@ -939,12 +939,45 @@ def verdict_summary(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def plot_sweep(means: list[dict[str, Any]], path: Path, fraction: float = 0.05) -> Path:
+    """S1@10, S2 and S3 at ``fraction`` against the error rate, one panel row per dataset, one line per sampler."""
+    plt = _pyplot()
+    datasets = list(dict.fromkeys(r["dataset"] for r in means))
+    rates = [tag for tag, _ in ERROR_RATES]
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(13, 3.6 * len(datasets)), squeeze=False)
+    for i, ds in enumerate(datasets):
+        for j, (metric, title) in enumerate(QUERY_SETS):
+            ax = axes[i][j]
+            for technique in dict.fromkeys(r["technique"] for r in means):
+                pts = {r["error_rate"]: r[metric] for r in means if r["dataset"] == ds and r["technique"] == technique
+                       and r["fraction"] == fraction and not r["at_eb_size"] and r.get(metric) is not None}
+                xs = [k for k, tag in enumerate(rates) if tag in pts]
+                if not xs:
+                    continue
+                color, marker = STYLE.get(technique.split("@")[0], ("tab:orange", "d"))
+                dashed = technique.endswith(("label_aware", "@spark-parity"))
+                ax.plot(xs, [pts[rates[k]] for k in xs], marker=marker, color=color, label=technique,
+                        linestyle="--" if dashed else "-", linewidth=2.2 if technique == "maxmargin" else 1.2)
+            ax.set_xticks(range(len(rates)), [f"{t} errors" for t in rates])
+            ax.set_title(f"{ds}: {title}", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"Query-set accuracy of a {fraction:.0%} sample against the model's error rate (empty groups "
+                 "scored worst)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def sweep_sections(sweep_rows: list[dict[str, Any]], c_rows: list[dict[str, Any]],
-                   agreement: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """The report's sections on issue 20's experiments, and their data for the JSON file."""
+                   agreement: list[dict[str, Any]], figure: Path | None = None
+                   ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The report's sections on issue 20's experiments, and their data for the JSON file (and the sweep figure)."""
     for r in sweep_rows:
         r.setdefault("at_eb_size", None)
     means = mean_rows(sweep_rows, ("dataset", "error_rate", "technique", "fraction", "at_eb_size"))
+    shown = f"\n\n![error-rate sweep]({plot_sweep(means, figure).name})" if figure else ""
     text, table = two_tier_verdict(means)
     at = [r for r in means if (r["fraction"] == 0.05 or r["technique"] == "eb_tree") and not r["at_eb_size"]]
     main_cols = ["dataset", "error_rate", "n_misclassified", "technique", "achieved_fraction", "size",
@@ -968,7 +1001,7 @@ def sweep_sections(sweep_rows: list[dict[str, Any]], c_rows: list[dict[str, Any]
         ("Error-rate sweep at 5 % (EB tree at its size)",
          "The test set thinned (seed 0) to ~1 % and 5 % misclassified, and as the model made it (`own`); random "
          "samplers averaged over seeds. `_skip`: empty groups left out; `coverage`: share of (layer, group) "
-         "pairs the sample holds.\n\n" + markdown_table(at, main_cols)),
+         "pairs the sample holds.\n\n" + markdown_table(at, main_cols) + shown),
         ("Correct / misclassified groups apart at 5 %", markdown_table(at, split_cols)),
         ("Groupings the stratifiers did not use at 5 %",
          "`cells_`: confusion cells label -> prediction (Q5's groups); `truth_`: galaxies' inclination x "
@@ -1108,7 +1141,8 @@ def main(argv: list[str] | None = None) -> int:
                              "correct (incorrect)": f"{r['size'] - r['misclassified']:.0f} ({r['misclassified']:.0f})",
                              "share of all misclassified": r["misclassified"] / max(whole["misclassified"], 1)})
     verdict_text, verdict_rows = verdict(means, datasets_)
-    faithful, faithful_data = faithful_experiments(spark, root, s, data, datasets_, test_stores)
+    faithful, faithful_data = faithful_experiments(spark, root, s, data, datasets_, test_stores,
+                                                   RESULTS / f"{name}_sweep.png")
     load_after = os.getloadavg()
 
     def at_5pct(r: dict[str, Any]) -> bool:
@@ -1208,7 +1242,8 @@ def galaxy_truth(root: Path, n: int) -> Any:
 
 
 def faithful_experiments(spark: Any, root: Path, s: dict[str, Any], data: dict[str, Any], datasets_: list[str],
-                         stores: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+                         stores: dict[str, Any], figure: Path | None = None
+                         ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """Issue 20's experiments on each dataset's test store (checkpointed): report sections and JSON data."""
     _log("issue 20: error-rate and C sweeps, MLlib against the driver's settings")
     sweep_rows, c_rows, agreement = [], [], []
@@ -1218,14 +1253,15 @@ def faithful_experiments(spark: Any, root: Path, s: dict[str, Any], data: dict[s
                                        truth)
         c_rows += c_sweep(ds, stores[ds], data[ds]["layers"], data[ds]["latent"], root)
         agreement += mllib_agreement(spark, ds, stores[ds], data[ds]["latent"], root)
-    return sweep_sections(sweep_rows, c_rows, agreement)
+    return sweep_sections(sweep_rows, c_rows, agreement, figure)
 
 
 def sweeps_main(spark: Any, root: Path, name: str, mode: str, s: dict[str, Any], data: dict[str, Any],
                 datasets_: list[str], load_before: tuple[float, ...], started: float) -> int:
     """Issue 20's experiments alone, each dataset's cells checkpointed under ``root/checkpoints``."""
     stores = {ds: store_for(root, ds, data[ds], "test", data[ds]["layers"]) for ds in datasets_}
-    sections, payload = faithful_experiments(spark, root, s, data, datasets_, stores)
+    sections, payload = faithful_experiments(spark, root, s, data, datasets_, stores,
+                                             RESULTS / f"{name}-sweeps_sweep.png")
     load_after = os.getloadavg()
     setup = (f"Mode: {mode} ({s['fmnist_train']:,} / {s['fmnist_test']:,} Fashion-MNIST training / test images, "
              f"{s['galaxy_train']:,} / {s['galaxy_test']:,} galaxies), issue 20's experiments only. Test accuracy: "
