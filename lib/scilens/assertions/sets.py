@@ -7,6 +7,8 @@ A set is read against an input directory (a job's output: ``glaucoma-infer``'s, 
       scans: oct_predictions.parquet
     model_views:               # optional: tables the job computes with --set model=... (name: transform)
       mirrored: mirror         # the model on each image and on its mirrored copy (VIEW_TRANSFORMS)
+    optional_views:            # optional: Parquet tables the input may lack (an astro run without visit_sources)
+      visits: visit_sources.parquet
     tables:                    # in order; each is a Spark SQL query over the views and the tables before it
       scans:
         sql: SELECT *, probability >= 0.5 AS flagged FROM scans
@@ -14,7 +16,7 @@ A set is read against an input directory (a job's output: ``glaucoma-infer``'s, 
       pairs:
         sql: SELECT id, prediction, view_prediction FROM mirrored
         key: [id]
-        needs: [mirrored]      # the model views it reads (or a table reading them does): run with a model only
+        needs: [mirrored]      # the model or optional views it reads (or a table reading them does)
     assertions:
       - kind: sequence         # per_row | identifier | sequence | cross | learned
         table: scans
@@ -30,7 +32,8 @@ A set is read against an input directory (a job's output: ``glaucoma-infer``'s, 
 A model view holds ``id``, ``label``, ``prediction``, ``probabilities``, ``view_prediction`` and
 ``view_probabilities`` (:func:`~scilens.assertions.consistency.view_predictions`) for every image of the
 table the model reads. A table that needs a model view runs only when the job is given a model; without
-one it and its assertions are skipped (the job logs why).
+one it and its assertions are skipped (the job logs why). Likewise a table that needs an optional view
+runs only when the input holds that file.
 
 A ``per_row`` assertion gives ``expression`` (a :meth:`pandas.DataFrame.eval` expression over ``columns``)
 and ``result`` (``predicate``: true flags the row; ``score``: the value is the severity). Everything is
@@ -104,6 +107,8 @@ class AssertionSet:
     show: Show | None
     model_views: dict[str, str] = field(default_factory=dict)
     """Name -> transform (a key of :data:`~scilens.assertions.consistency.VIEW_TRANSFORMS`)."""
+    optional_views: dict[str, str] = field(default_factory=dict)
+    """Name -> Parquet path relative to the input: views the input may lack."""
 
 
 def _expression(expression: str, columns: list[str]) -> Callable[..., pd.Series]:
@@ -182,6 +187,7 @@ def load_set(spec: str) -> AssertionSet:
     path = set_path(spec)
     data = yaml.safe_load(path.read_text()) or {}
     model_views = {str(k): str(v) for k, v in (data.get("model_views") or {}).items()}
+    optional_views = {str(k): str(v) for k, v in (data.get("optional_views") or {}).items()}
     for name, transform in model_views.items():
         if transform not in VIEW_TRANSFORMS:
             raise ConfigError(f"{path}: model view {name!r}: transform {transform!r}; use one of "
@@ -191,10 +197,11 @@ def load_set(spec: str) -> AssertionSet:
         if not isinstance(table, Mapping) or "sql" not in table or "key" not in table:
             raise ConfigError(f"{path}: table {name!r} needs sql and key")
         needs = [str(v) for v in table.get("needs") or []]
-        unknown = [v for v in needs if v not in model_views]
+        unknown = [v for v in needs if v not in model_views and v not in optional_views]
         if unknown:
-            raise ConfigError(f"{path}: table {name!r} needs {', '.join(map(repr, unknown))}, not a model view "
-                              f"of the set ({', '.join(model_views) or 'it has none'})")
+            known = ", ".join([*model_views, *optional_views]) or "it has none"
+            raise ConfigError(f"{path}: table {name!r} needs {', '.join(map(repr, unknown))}, neither a model nor "
+                              f"an optional view of the set ({known})")
         tables[name] = TableSpec(name, str(table["sql"]), [str(k) for k in table["key"]], needs=needs)
     if not tables:
         raise ConfigError(f"{path}: no tables")
@@ -207,4 +214,5 @@ def load_set(spec: str) -> AssertionSet:
     return AssertionSet(name=path.stem, description=str(data.get("description", "")),
                         views={str(k): str(v) for k, v in (data.get("views") or {}).items()},
                         tables=[t for t in tables.values() if t.assertions],
-                        show=Show(**show) if show else None, model_views=model_views)
+                        show=Show(**show) if show else None, model_views=model_views,
+                        optional_views=optional_views)

@@ -60,6 +60,15 @@ class DetectConfig(Config):
     kron_params: list[float] = field([2.5, 1.4], "Kron aperture: [scale of the Kron radius, minimum radius in "
                                                  "pixels] (SExtractor's 2.5 and 3.5 px ~ 1.4 Kron units).", min=0.0,
                                      check=lambda v: len(v) == 2, check_doc="two entries")
+    visit_sources: bool = field(False, "Also detect each input image's sources on its own (native pixels, the "
+                                       "same settings) and match them to the co-add sources it covers, into "
+                                       "visit_sources.parquet, so co-add sources can be checked against single "
+                                       "visits (scilens assert --set assertions=astro); costs a second read and "
+                                       "pre-process of every image.")
+    visit_match_arcsec: float = field(1.0, "Radius within which a single-visit detection supports a co-add source, "
+                                           "arcsec.", min=0.0)
+    visit_key: str = field("EXPNUM", "Primary-header card holding an image's visit number in visit_sources.parquet "
+                                     "(DECam EXPNUM; the image id when the card is absent).")
 
 
 def detection_kernel(fwhm_px: float) -> np.ndarray:

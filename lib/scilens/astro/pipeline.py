@@ -178,6 +178,64 @@ def detect_patch(coadd: coadd_step.Coadd, patch: str, skymap: SkyMap, config: As
     return out[CATALOG_COLUMNS].reset_index(drop=True)
 
 
+VISIT_SOURCE_COLUMNS = ["visit", "image_id", "id", "flux", "flux_err", "snr", "dx_arcsec", "dy_arcsec"]
+"""One row per (input image, co-add source it covers): the image's ``visit``, the co-add source's ``id``, and
+the nearest single-visit detection within the match radius (``flux``, ``flux_err``, ``snr`` as in the
+catalog; ``dx_arcsec``, ``dy_arcsec`` its offset east and north of the co-add position), all null when the
+image saw nothing there."""
+
+
+def match_visit(image: preprocess_step.CalibratedImage, visit: str, sources: pd.DataFrame, config: AstroConfig
+                ) -> pd.DataFrame:
+    """Step 4 on one calibrated input image alone, matched to the co-add sources it covers.
+
+    The image's own sources are found with the co-add's detection (threshold, deblending; the kernel of the
+    image's own PSF). An image covers a co-add source (``sources``: ``id``, ``ra``, ``dec``) when every pixel
+    within two PSF FWHM of it is usable: chip edges, gaps, masked columns and saturated cores do not cover,
+    so a source that falls there is not counted as missed by this visit. A co-add source no single visit
+    supports is a cosmic ray or an artefact that survived the clipping; a co-add flux or position far from
+    the visits' is a blend or a bad warp.
+    """
+    from scipy.ndimage import maximum_filter
+    from scipy.spatial import cKDTree
+
+    scale = preprocess_step.pixel_scale_arcsec(image.wcs)
+    fwhm = image.psf.fwhm_arcsec if image.psf is not None else float("nan")
+    single = coadd_step.Coadd(flux=image.flux, variance=image.variance, mask=np.zeros(image.flux.shape, np.int32),
+                              count=np.ones(image.flux.shape, np.int32), psf_fwhm_arcsec=fwhm)
+    found = detect_step.run(single, image.wcs, scale, config.detect)
+    ny, nx = image.flux.shape
+    margin = int(np.ceil(2 * (fwhm if np.isfinite(fwhm) else 1.0) / scale))
+    x, y = image.wcs.all_world2pix(sources["ra"].to_numpy(), sources["dec"].to_numpy(), 0)
+    inside = (x >= margin) & (x < nx - margin) & (y >= margin) & (y < ny - margin)
+    unusable = maximum_filter((~np.isfinite(image.flux)).astype(np.uint8), size=2 * margin + 1) > 0
+    covered = np.flatnonzero(inside)
+    covered = covered[~unusable[np.round(y[covered]).astype(int), np.round(x[covered]).astype(int)]]
+    out = pd.DataFrame({"visit": visit, "image_id": image.image_id, "id": sources["id"].to_numpy()[covered]})
+    for column in ("flux", "flux_err", "snr", "dx_arcsec", "dy_arcsec"):
+        out[column] = np.nan
+    if len(found) and len(covered):
+        radius = config.detect.visit_match_arcsec / scale
+        dist, nearest = cKDTree(np.column_stack([found["x"], found["y"]])).query(
+            np.column_stack([x[covered], y[covered]]), distance_upper_bound=radius)
+        hit = np.isfinite(dist)
+        match = found.iloc[nearest[hit]]
+        out.loc[hit, ["flux", "flux_err", "snr"]] = match[["flux", "flux_err", "snr"]].to_numpy()
+        dec0 = sources["dec"].to_numpy()[covered][hit]
+        out.loc[hit, "dx_arcsec"] = 3600 * (match["ra"].to_numpy() - sources["ra"].to_numpy()[covered][hit]) * np.cos(
+            np.radians(dec0))
+        out.loc[hit, "dy_arcsec"] = 3600 * (match["dec"].to_numpy() - dec0)
+    return out[VISIT_SOURCE_COLUMNS]
+
+
+def visit_of(path: str, key: str) -> str:
+    """An image's visit: its primary header's ``key`` card, else its image id."""
+    from astropy.io import fits
+
+    value = fits.getheader(path, 0).get(key)
+    return str(value) if value is not None else fits_io.image_id(path)
+
+
 def coadd_path(root: str | Path, skymap: SkyMap, patch: str) -> Path:
     """Path of patch ``patch``'s co-add FITS file under the run's output ``root``."""
     return Path(root) / "coadds" / f"{skymap.config.tract}_{patch}.fits"

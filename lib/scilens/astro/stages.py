@@ -38,7 +38,8 @@ from scilens.core.inputs import paths_frame
 from scilens.core.placement import PLACE_COLUMN, place_groups
 from scilens.core.quarantine import REJECTED_COLUMN, guard_rows, with_rejected_field
 
-__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog", "scan"]
+__all__ = ["CATALOG_SCHEMA", "SCAN_SCHEMA", "VISIT_SOURCE_SCHEMA", "WARP_SCHEMA", "StepTimers", "coadd_catalog",
+           "scan", "visit_sources"]
 
 SCAN_SCHEMA = T.StructType([
     T.StructField("path", T.StringType()),
@@ -69,6 +70,9 @@ _TYPES = {"id": T.LongType(), "tract": T.LongType(), "patch": T.StringType(), "n
           "flags": T.LongType()}
 CATALOG_SCHEMA = with_rejected_field(T.StructType(
     [T.StructField(c, _TYPES.get(c, T.DoubleType())) for c in pipeline.CATALOG_COLUMNS]))
+_VISIT_TYPES = {"visit": T.StringType(), "image_id": T.StringType(), "id": T.LongType()}
+VISIT_SOURCE_SCHEMA = T.StructType(
+    [T.StructField(c, _VISIT_TYPES.get(c, T.DoubleType())) for c in pipeline.VISIT_SOURCE_COLUMNS])
 
 
 class StepTimers:
@@ -185,3 +189,40 @@ def coadd_catalog(spark: SparkSession, paths: list[str], skymap: SkyMap, config:
     bad = out[REJECTED_COLUMN].notna()
     return out.loc[~bad, pipeline.CATALOG_COLUMNS].reset_index(drop=True), pd.DataFrame(
         list(out.loc[bad, REJECTED_COLUMN]))
+
+
+def visit_sources(spark: SparkSession, paths: list[str], catalog: pd.DataFrame, config: AstroConfig, output: Path
+                  ) -> tuple[int, pd.DataFrame]:
+    """Match each image's own sources to the co-add ``catalog`` (:func:`pipeline.match_visit`); write the rows.
+
+    One task per image, writing ``output/visit_sources.parquet``; returns (rows written, rejected records):
+    an image whose detection fails is a rejected record and the others are written. The catalog's positions
+    travel with the tasks (three numbers per source).
+    """
+    from pyspark.sql import functions as F
+
+    columns = VISIT_SOURCE_SCHEMA.fieldNames()
+    sources = catalog[["id", "ra", "dec"]].astype({"id": "int64", "ra": "float64", "dec": "float64"})
+
+    def produce(row: pd.Series) -> list[dict]:
+        from scilens.io import fits as fits_io
+
+        calibrated = pipeline.prepare(fits_io.read_image(row["path"], config.fits), config)
+        matched = pipeline.match_visit(calibrated, pipeline.visit_of(row["path"], config.detect.visit_key), sources,
+                                       config)
+        return matched.to_dict("records")
+
+    def fn(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield from guard_rows(batch, produce, "single-visit sources", columns)
+
+    # Used twice (the table, then its rejected records): kept on the executors in between.
+    found = paths_frame(spark, paths).mapInPandas(fn, with_rejected_field(VISIT_SOURCE_SCHEMA)).persist()
+    try:
+        good = found.where(F.col(REJECTED_COLUMN).isNull()).select(*columns)
+        good.write.mode("error").parquet(str(output / "visit_sources.parquet"))
+        rejected = found.where(F.col(REJECTED_COLUMN).isNotNull()).select(REJECTED_COLUMN).toPandas()
+        return (spark.read.parquet(str(output / "visit_sources.parquet")).count(),
+                pd.DataFrame(list(rejected[REJECTED_COLUMN])))
+    finally:
+        found.unpersist()

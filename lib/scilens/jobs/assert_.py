@@ -18,7 +18,9 @@ Outputs:
 * ``_rejected`` -- rows on which an assertion raised, naming it, and image rows the model could not read.
 
 Assertions that need the model (tables naming a model view under ``needs``) run only when ``model`` is
-given; otherwise they are skipped, the reason logged and listed in the report. The images default to the
+given, and those that need an optional view (``optional_views``, e.g. the astro job's
+``visit_sources.parquet``) only when the input holds it; otherwise they are skipped, the reason logged and
+listed in the report. The images default to the
 inputs the input directory's ``manifest.json`` records (the ``sample`` job's image table).
 """
 
@@ -60,7 +62,7 @@ class AssertJob(Job[AssertConfig]):
             if len(ctx.inputs) != 1:
                 raise InputError(f"give exactly one input directory, got {len(ctx.inputs)}")
             root = Path(ctx.inputs[0].removeprefix("file://"))
-            needed = list(dict.fromkeys(v for t in chosen.tables for v in t.needs))
+            needed = list(dict.fromkeys(v for t in chosen.tables for v in t.needs if v in chosen.model_views))
             # The model is checked (a missing file named) before any Spark work.
             info = _model(cfg, chosen.name, needed)
             for view, relative in chosen.views.items():
@@ -68,55 +70,72 @@ class AssertJob(Job[AssertConfig]):
                 if not path.exists():
                     raise InputError(f"assertion set {chosen.name}: view {view!r} needs {path}, which does not exist")
                 ctx.spark.read.parquet(str(path)).createOrReplaceTempView(view)
+            present = set()
+            for view, relative in chosen.optional_views.items():
+                if (root / relative).exists():
+                    ctx.spark.read.parquet(str(root / relative)).createOrReplaceTempView(view)
+                    present.add(view)
         if info is not None:
             _model_views(ctx, info, root, {v: chosen.model_views[v] for v in needed})
         with ctx.step("build the tables") as step:
-            skipped = [t for t in chosen.tables if t.needs and info is None]
-            for table in skipped:
-                log.info("assert: table %s skipped (%s): it reads model view(s) %s; give the model with "
-                         "--set model=path/model.keras", table.name, "; ".join(a.name for a in table.assertions),
-                         ", ".join(table.needs))
-            tables = [t for t in chosen.tables if t not in skipped]
+            skipped = {t.name: _missing(t.needs, chosen, info is not None, present, root) for t in chosen.tables}
+            skipped = {k: v for k, v in skipped.items() if v}
+            for table in chosen.tables:
+                if table.name in skipped:
+                    log.info("assert: table %s skipped (%s): %s", table.name,
+                             "; ".join(a.name for a in table.assertions), skipped[table.name])
+            tables = [t for t in chosen.tables if t.name not in skipped]
             if not tables:
-                raise InputError(f"assertion set {chosen.name}: every table reads a model view; give the model "
-                                 f"with --set model=path/model.keras")
+                raise InputError(f"assertion set {chosen.name}: every table was skipped: "
+                                 + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
             frames = {}
             for table in tables:
                 frames[table.name] = ctx.spark.sql(table.sql)
                 frames[table.name].createOrReplaceTempView(table.name)
             step.counts.update(tables=len(frames), assertions=sum(len(t.assertions) for t in tables),
-                               skipped=sum(len(t.assertions) for t in skipped))
-        severities, checked, counts = [], 0, {}
+                               skipped=sum(len(t.assertions) for t in chosen.tables if t.name in skipped))
+        severities, checked, sizing = [], 0, None
         for table in tables:
             with ctx.step(f"{table.name}: {len(table.assertions)} assertions") as step:
                 checker = Checker(key=table.key)
                 for assertion in table.assertions:
                     checker.register(assertion)
+                # Lazy: the table's assertions run once, when the one severity table is written (their results
+                # stay cached for the rejected rows).
                 result = checker.run(frames[table.name])
-                part = ctx.output / "_parts" / table.name
-                counts.update({f"{table.name}: {k}": v for k, v in result.write(part, mode="overwrite").items()})
                 ctx.reject(result.rejected)
                 rows = frames[table.name].count()
                 checked += rows
-                severities.append(ctx.spark.read.parquet(str(part)).withColumn("table", F.lit(table.name)))
-                step.counts.update(rows=rows, flagged=sum(v for k, v in counts.items()
-                                                          if k.startswith(f"{table.name}: ")))
+                severities.append(result.severities.withColumn("table", F.lit(table.name)))
+                sizing = sizing or result
+                step.counts.update(rows=rows)
         with ctx.step("severity table and report") as step:
             union = severities[0]
             for frame in severities[1:]:
                 union = union.unionByName(frame)
-            union.select("table", "assertion", "key", "severity", "detail").write.parquet(
-                str(ctx.output / "severity.parquet"))
-            (ctx.output / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
+            with sizing.sized_batches():
+                union.select("table", "assertion", "key", "severity", "detail").write.parquet(
+                    str(ctx.output / "severity.parquet"))
             flagged = ctx.spark.read.parquet(str(ctx.output / "severity.parquet")).toPandas()
+            counts = {f"{t}: {a}": int(n) for (t, a), n in flagged.groupby(["table", "assertion"]).size().items()}
+            (ctx.output / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
             top = _top_items(flagged, chosen.show.group if chosen.show else None, cfg.top)
             top.to_csv(ctx.output / "top.csv", index=False)
             _report(ctx, chosen, counts, top, frames, skipped)
             step.counts.update(flagged=len(flagged), top=len(top))
-        import shutil
-
-        shutil.rmtree(ctx.output / "_parts", ignore_errors=True)
         return checked
+
+
+def _missing(needs: list[str], chosen: Any, have_model: bool, present: set[str], root: Path) -> str:
+    """Why a table that reads ``needs`` cannot run ('' when it can)."""
+    why = []
+    models = [v for v in needs if v in chosen.model_views]
+    if models and not have_model:
+        why.append(f"it reads model view(s) {', '.join(models)}; give the model with --set model=path/model.keras")
+    absent = [v for v in needs if v in chosen.optional_views and v not in present]
+    if absent:
+        why.append("the input lacks " + ", ".join(str(root / chosen.optional_views[v]) for v in absent))
+    return "; ".join(why)
 
 
 def _model(cfg: AssertConfig, set_name: str, needed: list[str]) -> Any:
@@ -191,16 +210,16 @@ def _top_items(flagged: pd.DataFrame, group: list[str] | None, n: int) -> pd.Dat
 
 
 def _report(ctx: JobContext[AssertConfig], chosen: Any, counts: dict[str, int], top: pd.DataFrame,
-            frames: dict[str, Any], skipped: list[Any]) -> None:
+            frames: dict[str, Any], skipped: dict[str, str]) -> None:
     from scilens.diagnosis.report import html_table, write_html
 
     sections = [("Assertion set", f"<p>{chosen.name}: {chosen.description}</p>"),
                 ("Flagged per assertion", html_table([{"assertion": k, "flagged": v} for k, v in counts.items()])),
                 (f"Top {len(top)} flagged items", html_table(top.to_dict("records")))]
     if skipped:
-        sections.append(("Skipped (no model given)", html_table(
-            [{"table": t.name, "assertion": a.name, "needs": ", ".join(t.needs)} for t in skipped
-             for a in t.assertions])))
+        sections.append(("Skipped", html_table(
+            [{"table": t.name, "assertion": a.name, "why": skipped[t.name]} for t in chosen.tables
+             if t.name in skipped for a in t.assertions])))
     show = chosen.show
     if show and show.table and show.x and show.y and len(top) and show.table in frames:
         _curves(ctx.output / "top.png", frames[show.table], top, show)

@@ -77,6 +77,13 @@ class AstroJob(Job[AstroConfig]):
             step.counts.update(images=coadded, patches=len(list((ctx.output / "coadds").glob("*.fits"))),
                                sources=len(catalog))
             step.counts.update({f"{k}_task_ms": int(1000 * v) for k, v in timers.as_dict().items()})
+        if config.detect.visit_sources and len(catalog):
+            with ctx.step("single-visit sources") as step:
+                warped = {r["path"] for r in records if r["step"] == "preprocess+warp"}  # rejected once already
+                found, failed = stages.visit_sources(spark, [i.path for i in inside if i.path not in warped], catalog,
+                                                     config, ctx.output)
+                records += failed.to_dict("records")
+                step.counts.update(sources=found, rejected=len(failed))
         if records:
             ctx.reject(rejected_frame(spark, records))
         with ctx.step("write catalog") as step:
