@@ -113,3 +113,43 @@ def test_bandit_rewards_the_drop_in_flags_and_never_picks_a_silent_arm(pool):
 def test_labels_to_reach():
     rounds = [Round(100, 0.6), Round(200, 0.75), Round(300, 0.7), Round(400, 0.8)]
     assert labels_to_reach(rounds, 0.75) == 200 and labels_to_reach(rounds, 0.9) == float("inf")
+
+
+def test_bandit_draws_among_flags_at_random_unless_told_most_severe_first(pool):
+    px, py, *_ = pool
+    model = _fit(px[:300], py[:300])
+    unlabelled = np.arange(300, 900)
+    severity = np.zeros(len(unlabelled))
+    severity[:100] = np.linspace(1.0, 2.0, 100)  # the first 100 unlabelled items are flagged, the last most severe
+
+    def arm(model, x, p, labelled):
+        return severity
+
+    for severe_first in (False, True):
+        picked = BanditChooser({"a": arm}, severe_first=severe_first)(model, px, unlabelled, 10,
+                                                                      np.random.default_rng(0))
+        assert np.isin(picked, unlabelled[:100]).all() and len(set(picked)) == 10
+        top = set(unlabelled[90:100])
+        # Most severe first takes exactly the 10 most severe; a uniform draw of 10 of 100 hits all of them
+        # with probability 1 / C(100, 10) (it is seeded, so it cannot flake).
+        assert (set(picked) == top) == severe_first
+
+
+def test_bandit_explores_when_no_arm_improved(pool):
+    px, py, *_ = pool
+    calls = {"rising": [10, 30] + [30] * 40, "steady": [20] * 42}
+
+    def arm(name):
+        def severity(model, x, p, labelled):
+            flags = np.zeros(len(x))
+            flags[: calls[name].pop(0)] = 1.0
+            return flags
+        return severity
+
+    bandit = BanditChooser({name: arm(name) for name in calls}, explore_rounds=1)
+    model = _fit(px[:300], py[:300])
+    rng = np.random.default_rng(1)
+    for _ in range(21):
+        bandit(model, px, np.arange(300, 900), 5, rng)
+    # No arm's flags ever drop (rewards <= 0), so every round is a uniform draw among the arms: both get picked.
+    assert max(bandit.reward.values()) <= 0 and set(bandit.history) == {"rising", "steady"}

@@ -8,8 +8,15 @@ Rounds of labelling: each round the current model scores the unlabelled pool, a 
 * :class:`BanditChooser` (BAL): each assertion is an arm. An arm's reward is the drop in the number of
   unlabelled items it flags between the rounds before and after it was chosen (labelling what an assertion
   flags should teach the model not to trip it); BAL picks the arm with the best last reward (the first
-  rounds, and ties, uniformly at random among arms that flag something) and labels its flagged items,
-  most severe first, filling up with random items when it flags fewer than ``per_round``.
+  rounds, ties, and rounds where no arm's flags dropped, uniformly at random among arms that flag
+  something) and labels its flagged items drawn uniformly at random (``severe_first=True``: most severe
+  first), filling up with random items when it flags fewer than ``per_round``.
+
+Fidelity: the seed (a survey) only says BAL uses the assertions' flags and that "reducing the fraction of
+data that assertions trigger on is often a good starting heuristic"; the per-round details above follow
+Kang et al.'s BAL as recalled (not verifiable from the seed text): random arm when no arm improved, items
+drawn at random from the chosen arm's flags. Most-severe-first was this module's earlier default; it
+concentrates the labels on outliers of a nearly untrained model.
 
 Assertions here see only the model's outputs on unlabelled items (:func:`standard_arms`): low confidence,
 a prediction that changes when the image is mirrored left-right (Fashion-MNIST's classes are mirror
@@ -100,6 +107,8 @@ class BanditChooser:
     arms: dict[str, Arm]
     explore_rounds: int = 1
     """Rounds at the start that pick an arm uniformly at random."""
+    severe_first: bool = False
+    """Label the chosen arm's most severe flags first instead of drawing among them at random."""
     history: list[str] = field(default_factory=list)
     flags: list[dict[str, int]] = field(default_factory=list)
     """Per round, each arm's number of flagged unlabelled items before choosing."""
@@ -108,7 +117,7 @@ class BanditChooser:
 
     def __call__(self, model: Any, pool_x: np.ndarray, unlabelled: np.ndarray, k: int,
                  rng: np.random.Generator) -> np.ndarray:
-        """Pick an arm, return up to ``k`` of its flagged items (most severe first), filled up at random."""
+        """Pick an arm, return up to ``k`` of its flagged items, filled up at random."""
         x = pool_x[unlabelled]
         p = model.predict_proba(x)
         severity = {name: arm(model, x, p, self.labelled) for name, arm in self.arms.items()}
@@ -122,15 +131,19 @@ class BanditChooser:
             self.history.append("")
             return random_selection(model, pool_x, unlabelled, k, rng)
         known = [name for name in live if name in self.reward]
-        if len(self.history) < self.explore_rounds or not known:
+        improved = [name for name in known if self.reward[name] > 0]
+        if len(self.history) < self.explore_rounds or not improved:  # no arm earned anything: explore
             choice = str(rng.choice(live))
         else:
-            best = max(self.reward[name] for name in known)
-            choice = str(rng.choice([name for name in known if self.reward[name] == best]))
+            best = max(self.reward[name] for name in improved)
+            choice = str(rng.choice([name for name in improved if self.reward[name] == best]))
         self.history.append(choice)
         s = severity[choice]
         flagged = np.flatnonzero(s > 0)
-        picked = unlabelled[flagged[np.argsort(-s[flagged], kind="stable")][:k]]
+        if self.severe_first:
+            picked = unlabelled[flagged[np.argsort(-s[flagged], kind="stable")][:k]]
+        else:
+            picked = unlabelled[rng.choice(flagged, min(k, len(flagged)), replace=False)]
         if len(picked) < k:
             rest = np.setdiff1d(unlabelled, picked)
             picked = np.concatenate([picked, rng.choice(rest, min(k - len(picked), len(rest)), replace=False)])
