@@ -88,9 +88,8 @@ def test_uncertainty_picks_the_least_confident(pool):
     assert model.predict_proba(px[picked]).max(1).max() <= np.sort(confidence)[19]
 
 
-def test_bandit_rewards_the_drop_in_flags_and_never_picks_a_silent_arm(pool):
-    px, py, *_ = pool
-    calls = {"dropping": [30, 10], "silent": [0, 0], "steady": [20, 20]}
+def _scripted_arms(calls: dict[str, list[int]]) -> dict:
+    """Arms flagging the first ``calls[name][round]`` items each round: a bandit's inputs, scripted."""
 
     def arm(name):
         def severity(model, x, p, labelled):
@@ -99,7 +98,14 @@ def test_bandit_rewards_the_drop_in_flags_and_never_picks_a_silent_arm(pool):
             return flags
         return severity
 
-    bandit = BanditChooser({name: arm(name) for name in calls}, explore_rounds=1)
+    return {name: arm(name) for name in calls}
+
+
+def test_bandit_rewards_the_drop_in_flags_and_never_picks_a_silent_arm(pool):
+    px, py, *_ = pool
+    calls = {"dropping": [30, 10], "silent": [0, 0], "steady": [20, 20]}
+
+    bandit = BanditChooser(_scripted_arms(calls), explore_rounds=1)
     model = _fit(px[:300], py[:300])
     rng = np.random.default_rng(0)
     first = bandit(model, px, np.arange(300, 900), 10, rng)
@@ -139,14 +145,7 @@ def test_bandit_explores_when_no_arm_improved(pool):
     px, py, *_ = pool
     calls = {"rising": [10, 30] + [30] * 40, "steady": [20] * 42}
 
-    def arm(name):
-        def severity(model, x, p, labelled):
-            flags = np.zeros(len(x))
-            flags[: calls[name].pop(0)] = 1.0
-            return flags
-        return severity
-
-    bandit = BanditChooser({name: arm(name) for name in calls}, explore_rounds=1)
+    bandit = BanditChooser(_scripted_arms(calls), explore_rounds=1)
     model = _fit(px[:300], py[:300])
     rng = np.random.default_rng(1)
     for _ in range(21):
