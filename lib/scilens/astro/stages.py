@@ -221,7 +221,7 @@ def visit_sources(spark: SparkSession, paths: list[str], catalog: pd.DataFrame, 
     try:
         good = found.where(F.col(REJECTED_COLUMN).isNull()).select(*columns)
         good.write.mode("error").parquet(str(output / "visit_sources.parquet"))
-        rejected = found.where(F.col(REJECTED_COLUMN).isNotNull()).select(REJECTED_COLUMN).toPandas()
+        rejected: pd.DataFrame = found.where(F.col(REJECTED_COLUMN).isNotNull()).select(REJECTED_COLUMN).toPandas()
         return (spark.read.parquet(str(output / "visit_sources.parquet")).count(),
                 pd.DataFrame(list(rejected[REJECTED_COLUMN])))
     finally:

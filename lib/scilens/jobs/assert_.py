@@ -94,7 +94,7 @@ class AssertJob(Job[AssertConfig]):
                 frames[table.name].createOrReplaceTempView(table.name)
             step.counts.update(tables=len(frames), assertions=sum(len(t.assertions) for t in tables),
                                skipped=sum(len(t.assertions) for t in chosen.tables if t.name in skipped))
-        severities, checked, sizing = [], 0, None
+        severities, results, checked = [], [], 0
         for table in tables:
             with ctx.step(f"{table.name}: {len(table.assertions)} assertions") as step:
                 checker = Checker(key=table.key)
@@ -107,16 +107,18 @@ class AssertJob(Job[AssertConfig]):
                 rows = frames[table.name].count()
                 checked += rows
                 severities.append(result.severities.withColumn("table", F.lit(table.name)))
-                sizing = sizing or result
+                results.append(result)
                 step.counts.update(rows=rows)
         with ctx.step("severity table and report") as step:
             union = severities[0]
             for frame in severities[1:]:
                 union = union.unionByName(frame)
-            with sizing.sized_batches():
+            with results[0].sized_batches():
                 union.select("table", "assertion", "key", "severity", "detail").write.parquet(
                     str(ctx.output / "severity.parquet"))
-            flagged = ctx.spark.read.parquet(str(ctx.output / "severity.parquet")).toPandas()
+            # Annotated: pyspark's stub types toPandas() through a pandas alias that does not resolve without
+            # pandas-stubs.
+            flagged: pd.DataFrame = ctx.spark.read.parquet(str(ctx.output / "severity.parquet")).toPandas()
             counts = {f"{t}: {a}": int(n) for (t, a), n in flagged.groupby(["table", "assertion"]).size().items()}
             (ctx.output / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
             top = _top_items(flagged, chosen.show.group if chosen.show else None, cfg.top)
