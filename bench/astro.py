@@ -102,12 +102,16 @@ def prepare_data(quick: bool, visit_counts: tuple[int, ...]) -> dict[int, Path]:
     return subsets
 
 
+def skymap_settings(quick: bool) -> list[str]:
+    """The sky map every implementation co-adds on (the job's default is the inputs' native pixel scale)."""
+    return TINY_SKYMAP if quick else ["skymap.preset=dissertation"]
+
+
 def bench_config(quick: bool):
     from scilens.astro.config import AstroConfig
     from scilens.core.config import load_config
 
-    return load_config(AstroConfig, ROOT / "conf" / "astro.yaml",
-                       [*(TINY_SKYMAP if quick else ["skymap.preset=dissertation"]), "report.enabled=false"])
+    return load_config(AstroConfig, ROOT / "conf" / "astro.yaml", [*skymap_settings(quick), "report.enabled=false"])
 
 
 # ----------------------------------------------------------------------------- implementations
@@ -152,7 +156,7 @@ def run_scilens(inputs: str, output: str, quick: bool, cores: int) -> dict:
     args = ["astro", "--input", inputs, "--output", output, "--config", str(ROOT / "conf" / "astro.yaml"),
             "--set", f"spark.master=local[{cores}]", "--set", "report.enabled=false",
             "--set", f"spark.conf={json.dumps(conf)}"]
-    for item in TINY_SKYMAP if quick else []:
+    for item in skymap_settings(quick):
         args += ["--set", item]
     if cli.main(args) != 0:
         raise RuntimeError("scilens astro failed")
