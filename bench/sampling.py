@@ -1290,7 +1290,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['galaxy_train']:,} / {s['galaxy_test']:,} galaxies). "
                   f"Load average at start {load_before[0]:.1f}, at end {load_after[0]:.1f} on "
                   f"{os.cpu_count()} cores{' -- the machine was LOADED by other work: absolute times are inflated' if loaded else ''}. "  # noqa: E501
-                  f"Total {time.perf_counter() - started:.0f} s. Random samplers averaged over {s['seeds']} seeds; "
+                  f"Total {time.perf_counter() - started:.0f} s, with {CHECKPOINTS['computed']} of issue 20's cells "
+                  f"computed and {CHECKPOINTS['read']} read from checkpoints of an earlier run on the same data and "
+                  f"models (not in the total). Random samplers averaged over {s['seeds']} seeds; "
                   f"timings best of {s['repeat']}.\n\n" + markdown_table(models)),
         ("Which of the paper's claims reproduce here",
          "Each claim judged by the rule in its row, on this run's numbers (accuracy claims on the error-rate "
